@@ -1,0 +1,31 @@
+# `make demo` and `make test` install everything on first use (a virtualenv in .venv) and reuse it
+# afterwards; the install step reruns only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/turngym demo --out runs/demo
+
+test: install
+	$(BIN)/pytest -n auto
+
+bench: install
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	$(BIN)/python bench/craft.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,88 @@
+"""The Agent interface, the registry behind agent spec strings, and the random agent.
+
+A spec is `name` or `name:argument` (`random`, `oracle`, `neural:runs/policy.pt`, ...). Each name
+is registered for an env class (family agents such as a family's oracle) or for every env; the
+most specific registration wins, so a family plugs its agents in without touching the CLI.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+AgentFactory = Callable[[gym.Env, str], "Agent"]  # (env, spec argument) -> agent
+_REGISTRY: dict[str, list[tuple[type | None, AgentFactory]]] = {}
+
+
+class Agent(ABC):
+    """Maps (observation, info) to an action string, one episode at a time."""
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:  # noqa: B027
+        """Start an episode; `seed` (the episode's seed) makes stochastic agents reproducible."""
+
+    @abstractmethod
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        """The action for this turn."""
+
+
+def register_agent(name: str, env_type: type | None = None) -> Callable[[AgentFactory], AgentFactory]:
+    """Decorator: make `factory(env, argument)` the agent called `name` for envs of `env_type`
+    (None: every env)."""
+
+    def decorate(factory: AgentFactory) -> AgentFactory:
+        _REGISTRY.setdefault(name, []).append((env_type, factory))
+        return factory
+
+    return decorate
+
+
+def _factory(name: str, env: gym.Env) -> AgentFactory | None:
+    entries = _REGISTRY.get(name, [])
+    for cls in type(env.unwrapped).__mro__:
+        for env_type, factory in reversed(entries):
+            if env_type is cls:
+                return factory
+    return next((f for env_type, f in reversed(entries) if env_type is None), None)
+
+
+def available_agents(env: gym.Env) -> list[str]:
+    """The agent names that `make_agent` accepts for `env`."""
+    return sorted(name for name in _REGISTRY if _factory(name, env) is not None)
+
+
+def make_agent(spec: str, env: gym.Env) -> Agent:
+    """Build the agent named by `spec` (e.g. "random", "oracle", "neural:PATH") for `env`."""
+    name, _, argument = spec.partition(":")
+    factory = _factory(name, env)
+    if factory is None:
+        env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        raise ValueError(f"no agent {name!r} for {env_id}: use one of {', '.join(available_agents(env))}")
+    return factory(env, argument)
+
+
+@register_agent("random")
+class RandomAgent(Agent):
+    """Picks uniformly among `info["actions"]`; a template such as `search[<query>]` gets a
+    random word of the observation text as its argument."""
+
+    def __init__(self, env: gym.Env | None = None, argument: str = "") -> None:
+        self.rng = np.random.default_rng(int(argument) if argument else None)
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng([seed, 0x5EED])  # independent of the env's stream
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        actions = info.get("actions") or []
+        if not actions:
+            return ""
+        action = actions[int(self.rng.integers(len(actions)))]
+        if "<" in action:
+            words = re.findall(r"[A-Za-z0-9]+", obs.get("text", "")) or ["a"]
+            action = re.sub(r"<[^<>]*>", lambda _: words[int(self.rng.integers(len(words)))], action)
+        return action

@@ -1,0 +1,261 @@
+"""The Craft oracle: plans on the true map (state_dict) with path search and the recipe tree.
+
+Each turn it picks an objective by working backwards from the task's goal through the rules
+(what the next missing item, tool or nearby station is), keeps food and drink up on the way,
+and walks there along a shortest safe path, mining through rock when its tools allow. It never
+steps on lava. It plays in either action mode, using primitive actions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import gymnasium as gym
+from turngym.agents.base import Agent, register_agent
+from turngym.envs.craft import CraftEnv, load_rules
+from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
+from turngym.envs.craft.rules import DIRECTIONS
+
+STATION_SEARCH = 15  # walk back to a station this close rather than build a new one
+THIRSTY, HUNGRY = 3, 3  # go and drink or eat at these levels, and top up fully
+PLACE_CHECK = 30  # how far around a placement must stay reachable
+
+
+@register_agent("oracle", CraftEnv)
+class CraftOracle(Agent):
+    """Upper-bound agent for Craft; reads `env.unwrapped.state_dict()` every turn."""
+
+    def __init__(self, env: gym.Env, argument: str = "") -> None:
+        self.env = env
+        self.rules = r = load_rules()
+        self.to_ids = bytes.maketrans("".join(r.chars).encode(), bytes(range(len(r.chars))))
+        self.edge = r.mat("edge")
+        self.near = r.raw["world"]["near"]
+        self.vmax = r.raw["vitals"]["max"]
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        self.refilling: str | None = None  # "water" or "cow" while topping up a vital
+        self.route: list[int] = []
+        self.route_for: tuple | None = None
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        self._read(self.env.unwrapped.state_dict())
+        objective = self._objective()
+        return self._skill(objective, info["actions"]) or self._pursue(objective)
+
+    # ---- reading the state ----------------------------------------------------------------
+    def _read(self, state: dict[str, Any]) -> None:
+        rows = state["map"]
+        self.width = w = len(rows[0]) + 2
+        edge = bytes([self.edge])
+        body = b"".join(edge + row.encode().translate(self.to_ids) + edge for row in rows)
+        self.cells = bytearray(edge * w + body + edge * w)
+        y, x = state["player"]["pos"]
+        self.pos = (y + 1) * w + x + 1
+        self.facing = DIRECTIONS.index(state["player"]["facing"])
+        self.inv = [state["inventory"].get(item, 0) for item in self.rules.items]
+        self.vitals = state["vitals"]
+        self.done = set(state["achievements"])
+        self.goal = state["goal"]
+        self.offsets = (-w, w, 1, -1)
+
+    # ---- choosing an objective ------------------------------------------------------------
+    def _objective(self) -> tuple:
+        for material, vital, low in (("water", "drink", THIRSTY), ("cow", "food", HUNGRY)):
+            if self.vitals[vital] <= low:
+                self.refilling = material
+            if self.refilling == material:
+                if self.vitals[vital] >= self.vmax - (5 if material == "cow" else 0):
+                    self.refilling = None
+                else:
+                    return ("collect", material)
+        if ":" in self.goal:  # e.g. adjacent:tree
+            return tuple(self.goal.split(":", 1))
+        if self.goal == "eat_cow":
+            return ("collect", "cow")
+        kind, _, name = self.goal.partition("_")
+        if kind == "collect":
+            return self._need_item(name, self.inv[self.rules.item(name)] + 1)
+        return self._need_recipe(kind, name)
+
+    def _plan_totals(self) -> Counter:
+        """Raw items the rest of the plan consumes, plus enough to build each station again."""
+        totals, stations = Counter(), set()
+        for ach in self.rules.prerequisites(self.goal):
+            kind, _, name = ach.partition("_")
+            if ach in self.done or kind not in ("place", "make"):
+                continue
+            recipe = (self.rules.place if kind == "place" else self.rules.make)[name]
+            totals.update({i: n for i, n in recipe.uses.items() if i not in self.rules.make})
+            stations.update(recipe.near)
+        for station in stations:
+            totals.update(self.rules.place[station].uses)
+        return totals
+
+    def _need_item(self, item: str, count: int) -> tuple:
+        if self.inv[self.rules.item(item)] >= count:
+            return ()
+        if item in self.rules.make:
+            return self._need_recipe("make", item)
+        material = self.rules.source_of(item)
+        tool = self.rules.collect[material].get("requires")
+        if tool and not self.inv[self.rules.item(tool)]:
+            return self._need_item(tool, 1)
+        return ("collect", material)
+
+    def _need_recipe(self, kind: str, name: str) -> tuple:
+        recipe = (self.rules.place if kind == "place" else self.rules.make)[name]
+        totals = self._plan_totals()
+        cap = self.rules.raw["world"]["inventory_max"]
+        for item, n in recipe.uses.items():
+            want = n if item in self.rules.make else max(n, min(totals[item], cap))
+            objective = self._need_item(item, want)
+            if objective:
+                return objective
+        for station in recipe.near:
+            if not self._station_within(station, self.near):
+                if self._station_within(station, STATION_SEARCH, walk=True):
+                    return ("approach", station)
+                return self._need_recipe("place", station)
+        return (kind, name)
+
+    def _station_within(self, station: str, reach: int, walk: bool = False) -> bool:
+        """Whether a station is inside the `near` square (or, if `walk`, that close on foot)."""
+        tiles = self._near_tiles(station, self.near - (1 if walk else 0))
+        if not walk:
+            return self.pos in tiles
+        found, _, _ = search(self.cells, self.width, self.pos, self._costs(False), tiles.__contains__, reach)
+        return found is not None
+
+    def _near_tiles(self, station: str, radius: int) -> set[int]:
+        """Tiles within `radius` (square) of any tile of `station`."""
+        code, w, tiles, at = bytes([self.rules.mat(station)]), self.width, set(), -1
+        while (at := self.cells.find(code, at + 1)) >= 0:
+            tiles.update(at + dy * w + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1))
+        return tiles
+
+    # ---- carrying it out ------------------------------------------------------------------
+    def _skill(self, objective: tuple, possible: list[str]) -> str | None:
+        """In skills mode: `goto` a target in view, or `explore` when that brings a far one closer.
+
+        Exploring is chosen only if it cuts the walking distance to the target by more than it
+        costs in turns, so the distance falls every turn and the oracle cannot go back and forth.
+        """
+        if objective[0] not in ("collect", "adjacent", "approach") or "explore north" not in self.env.unwrapped.grammar:
+            return None
+        code = self.rules.mat(objective[1])
+        if any(self.cells[self.pos + o] == code for o in self.offsets):
+            return None  # already there: face it and act with primitives
+        if f"goto {objective[1]}" in possible:
+            return f"goto {objective[1]}"
+        walk = self._costs(False)
+        at, stands = -1, set()
+        while (at := self.cells.find(bytes([code]), at + 1)) >= 0:
+            stands.update(t for t in (at + o for o in self.offsets) if walk[self.cells[t]] is not None)
+        _, to_target, _ = search(self.cells, self.width, stands, walk, max_cost=None)
+        if self.pos not in to_target:
+            return None  # only reachable by mining: walk with primitives
+        best, best_left = None, to_target[self.pos] - 1
+        for way, name in enumerate(DIRECTIONS):
+            if f"explore {name}" in possible:
+                path = explore_target(self.cells, self.width, self.pos, walk, way, self.env.unwrapped.view)
+                left = to_target.get(path[-1], 1 << 30) if path else 1 << 30
+                if left < best_left:
+                    best, best_left = f"explore {name}", left
+        return best
+
+    def _costs(self, dig: bool) -> list[int | None]:
+        return step_costs(self.rules, self.inv, dig)
+
+    def _pursue(self, objective: tuple) -> str:
+        kind = objective[0]
+        if kind == "make":
+            return f"make {objective[1]}"
+        if kind == "place":
+            return self._place(objective[1])
+        if kind == "approach":
+            tiles = self._near_tiles(objective[1], self.near - 1)
+            return self._walk(objective, lambda t: t in tiles, None)
+        code = self.rules.mat(objective[1])
+        return self._walk(objective, lambda t: any(self.cells[t + o] == code for o in self.offsets), code,
+                          act=kind == "collect")
+
+    def _walk(self, objective: tuple, goal, code: int | None, act: bool = False) -> str:
+        """Follow (or plan) a route to a tile where `goal` holds; then face `code` (and `do`)."""
+        if self.route_for == objective and self.route and self.route[0] == self.pos:
+            self.route.pop(0)
+        if self.route_for != objective or not self._route_valid(goal):
+            found, _, parent = search(self.cells, self.width, self.pos, self._costs(True), goal)
+            if found is None:
+                self.route_for = None
+                return self._wander()
+            self.route, self.route_for = trace(parent, found), objective
+        if self.route:
+            nxt = self.route[0]
+            d = direction(self.width, self.pos, nxt)
+            blocked = not self.rules.tables["walkable"][self.cells[nxt]]
+            return "do" if blocked and self.facing == d else f"move {DIRECTIONS[d]}"  # mine, or turn/step
+        if code is None:
+            return "noop"
+        d = next(d for d, o in enumerate(self.offsets) if self.cells[self.pos + o] == code)
+        return "do" if act and self.facing == d else f"move {DIRECTIONS[d]}"  # the target blocks: turn
+
+    def _route_valid(self, goal) -> bool:
+        if not self.route:
+            return goal(self.pos)
+        nxt = self.route[0]
+        return nxt - self.pos in self.offsets and self._costs(True)[self.cells[nxt]] is not None
+
+    def _place(self, name: str) -> str:
+        """Place on the faced tile, or step so as to face a good spot; never seal a passage and
+        stay within reach of the stations the recipe needs."""
+        recipe = self.rules.place[name]
+        onto = {self.rules.mat(m) for m in recipe.onto}
+        walk, w = self._costs(False), self.width
+        reach = [self._near_tiles(station, self.near) for station in recipe.near]
+
+        def stand_ok(t: int) -> bool:
+            return all(t in tiles for tiles in reach)
+
+        def clearing(t: int) -> bool:  # an open 3x3 block: no single placement can seal it
+            return stand_ok(t) and all(walk[self.cells[t + dy * w + dx]] is not None
+                                       for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+        options = [(self.pos, self.facing)] + [(self.pos + o, d) for d, o in enumerate(self.offsets)
+                                               if walk[self.cells[self.pos + o]] is not None]
+        spots = [(stand, d) for stand, d in options
+                 if stand_ok(stand) and self.cells[stand + self.offsets[d]] in onto]
+        def setup(t: int) -> bool:  # one step from here leaves us facing a placeable tile
+            return any(walk[self.cells[t + o]] is not None and stand_ok(t + o) and self.cells[t + 2 * o] in onto
+                       for o in self.offsets)
+
+        # Near a station, look only a step or two around so the walk never leaves its reach.
+        radius = self.near if recipe.near else PLACE_CHECK
+        safe = [spot for spot in spots if self._harmless(*spot)]
+        if not safe and not clearing(self.pos):
+            found, _, _ = search(self.cells, w, self.pos, walk, clearing, max_cost=radius)
+            if found is not None:
+                return self._walk(("clearing", name), clearing, None)
+        for stand, d in safe or spots:
+            return f"place {name}" if stand == self.pos else f"move {DIRECTIONS[d]}"
+        found, _, _ = search(self.cells, w, self.pos, walk, setup, max_cost=radius)
+        return self._walk(("setup", name), setup, None) if found is not None else self._wander()
+
+    def _harmless(self, stand: int, d: int) -> bool:
+        """Whether blocking the tile faced from `stand` keeps the surroundings connected."""
+        spot, walk = stand + self.offsets[d], self._costs(False)
+        before = len(search(self.cells, self.width, stand, walk, max_cost=PLACE_CHECK)[1])
+        kept, self.cells[spot] = self.cells[spot], self.edge
+        after = len(search(self.cells, self.width, stand, walk, max_cost=PLACE_CHECK)[1])
+        self.cells[spot] = kept
+        return after >= before - 1
+
+    def _wander(self) -> str:
+        """No plan applies (boxed in, or the target is gone): take a safe step."""
+        walkable, deadly = self.rules.tables["walkable"], self.rules.tables["deadly"]
+        for d, o in enumerate(self.offsets):
+            cell = self.cells[self.pos + o]
+            if walkable[cell] and not deadly[cell]:
+                return f"move {DIRECTIONS[d]}"
+        return "noop"

@@ -1,0 +1,1 @@
+"""Checked-in data: rules, sprites, frozen task manifests (read with importlib.resources)."""

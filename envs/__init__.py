@@ -1,0 +1,10 @@
+"""The env families. Each registers its ids here with a lazy entry point, so making one env
+imports only its own family."""
+
+from turngym.registry import register
+
+register(
+    "turngym/Craft-v0",
+    "turngym.envs.craft:CraftEnv",
+    "Minecraft-style crafting: sparse-reward tasks up a tech tree to diamond, with lava and cows.",
+)

@@ -1,0 +1,231 @@
+"""TurnEnv: the DESIGN.md environment contract, implemented once for every family.
+
+A family subclasses `TurnEnv` and writes only its rules:
+
+- `splits`: a mapping from "train", "dev", "test" to sequences of task ids;
+- `_load_task(task_id)`: build the state of one task (draw randomness from `self.np_random`);
+- `_apply(action)`: carry out one action, or raise `InvalidAction` *before* changing anything;
+- `_terminated()` and `_outcome()`: whether the task has ended, and its success and score;
+- `_text()`, `_actions()`, `_state()`, `instruction`, and `_image()` if the family has a visual view.
+
+The base class owns everything else: the spaces, seeding and task selection in `reset`, turn
+counting and `max_turns` truncation, the `info` keys, invalid-action handling (state unchanged,
+`valid=False`, a one-line `error`, the turn still counted, nothing raised), the outcome reward,
+`render()` and `state_dict()`.
+"""
+
+from __future__ import annotations
+
+import string
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+PRINTABLE = string.printable  # letters, digits, punctuation and whitespace (incl. newline)
+
+
+class InvalidAction(Exception):
+    """Raised by `_apply` when an action cannot be taken; the message is shown to the agent."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an episode went: `score` in [0, 1], `parts` for analysis (e.g. progress made)."""
+
+    success: bool
+    score: float
+    parts: dict[str, Any] = field(default_factory=dict)
+
+
+def select_task(splits: Mapping[str, Sequence[str]], options: Mapping[str, Any] | None,
+                rng: np.random.Generator) -> str | None:
+    """The task id that `reset(options=...)` asks for, or None to let the family sample one.
+
+    `{"task_id": id}` picks one task; `{"split": name, "index": i}` picks the i-th task of a split.
+    """
+    options = dict(options or {})
+    unknown = set(options) - {"task_id", "split", "index"}
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {sorted(unknown)}: use task_id, or split and index")
+    if "task_id" in options:
+        if "split" in options or "index" in options:
+            raise ValueError("give either task_id or split and index in reset options, not both")
+        return str(options["task_id"])
+    if "split" not in options:
+        if "index" in options:
+            raise ValueError("reset option index needs a split, e.g. {'split': 'test', 'index': 0}")
+        return None
+    name = options["split"]
+    if name not in splits:
+        raise ValueError(f"unknown split {name!r}: choose one of {sorted(splits)}")
+    tasks = splits[name]
+    if "index" not in options:
+        return tasks[int(rng.integers(len(tasks)))]
+    index = int(options["index"])
+    if not 0 <= index < len(tasks):
+        raise ValueError(f"index {index} is out of range for split {name!r} of {len(tasks)} tasks")
+    return tasks[index]
+
+
+def one_line(message: str) -> str:
+    """Collapse whitespace so an error message is always a single line."""
+    return " ".join(str(message).split()) or "invalid action"
+
+
+class TurnEnv(gym.Env[dict, str], ABC):
+    """Base class of every turngym environment (see the module docstring for the hooks).
+
+    Observation: `Dict(text=Text, [image=Box(uint8, H x W x 3)])`. Action: any string (`Text`).
+    `info` on every turn: `task_id`, `instruction`, `turn`, `actions`, `valid`, `error`; when the
+    episode ends also `success`, `score` and `score_parts`. The reward is 0 on intermediate turns
+    and `score` on the last one.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    charset: ClassVar[str] = PRINTABLE  # characters that may appear in obs["text"]
+    max_text_length: ClassVar[int] = 32_768
+    max_action_length: ClassVar[int] = 4_096
+    default_max_turns: int = 50
+
+    def __init__(self, *, max_turns: int | None = None, render_mode: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported: use one of "
+                             f"{self.metadata['render_modes']} or None")
+        if max_turns is not None and int(max_turns) < 1:
+            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.render_mode = render_mode
+        self._max_turns = None if max_turns is None else int(max_turns)
+        obs = {"text": spaces.Text(self.max_text_length, min_length=0, charset=self.charset)}
+        if image_shape is not None:
+            obs["image"] = spaces.Box(0, 255, tuple(image_shape), np.uint8)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Text(self.max_action_length, min_length=0, charset=PRINTABLE)
+        self.task_id = ""
+        self._turn = 0
+        self._done = False
+        self.admissible: list[str] = []  # the actions possible now, computed once per turn
+
+    # ---- hooks a family implements --------------------------------------------------------
+    splits: Mapping[str, Sequence[str]]
+    instruction: str = ""
+
+    @abstractmethod
+    def _load_task(self, task_id: str | None) -> str:
+        """Set up the task `task_id` (None: sample a training task) and return its id."""
+
+    @abstractmethod
+    def _apply(self, action: str) -> None:
+        """Carry out `action`, or raise `InvalidAction` without changing the state."""
+
+    @abstractmethod
+    def _terminated(self) -> bool:
+        """Whether the task has ended (success, final answer, death)."""
+
+    @abstractmethod
+    def _outcome(self) -> Outcome:
+        """Success, score and score parts of the episode so far."""
+
+    @abstractmethod
+    def _text(self) -> str:
+        """obs["text"]: self-contained for a language model (instruction, view, action hint)."""
+
+    @abstractmethod
+    def _actions(self) -> list[str]:
+        """The admissible actions now; free-text arguments as templates like `search[<query>]`."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """The family's true state as JSON-ready data (see `state_dict`)."""
+
+    def _image(self) -> np.ndarray | None:
+        return None
+
+    def _extra_info(self) -> dict[str, Any]:
+        """Family-specific info keys added on every turn."""
+        return {}
+
+    # ---- the contract ---------------------------------------------------------------------
+    @property
+    def max_turns(self) -> int:
+        """Turns before truncation: the constructor's `max_turns`, else the family default."""
+        return self._max_turns if self._max_turns is not None else int(self.default_max_turns)
+
+    @property
+    def turn(self) -> int:
+        return self._turn
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        requested = select_task(self.splits, options, self.np_random)
+        self.task_id = self._load_task(requested)
+        self._turn = 0
+        self._done = False
+        self.admissible = self._actions()
+        return self._observe(), self._info(True, None)
+
+    def step(self, action: str):
+        if self._done:
+            obs = self._observe()
+            info = self._info(False, "the episode is over: call reset() to start a new one")
+            return obs, 0.0, self._terminated(), not self._terminated(), info
+        self._turn += 1
+        error = self._check_type(action)
+        if error is None:
+            try:
+                self._apply(action)
+            except InvalidAction as exc:
+                error = one_line(str(exc))
+        terminated = bool(self._terminated())
+        truncated = not terminated and self._turn >= self.max_turns
+        self._done = terminated or truncated
+        self.admissible = [] if self._done else self._actions()
+        info = self._info(error is None, error)
+        reward = 0.0
+        if self._done:
+            outcome = self._outcome()
+            info.update(success=bool(outcome.success), score=float(outcome.score),
+                        score_parts=dict(outcome.parts))
+            reward = float(outcome.score)
+        return self._observe(), reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self._text()
+        if self.render_mode == "rgb_array":
+            return self._image()
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The true state as JSON-ready data (for oracles and reward code, never for agents)."""
+        return {"task_id": self.task_id, "turn": self._turn, **self._state()}
+
+    # ---- internals ------------------------------------------------------------------------
+    def _check_type(self, action: Any) -> str | None:
+        if not isinstance(action, str):
+            return f"actions are strings, got {type(action).__name__}"
+        if len(action) > self.max_action_length:
+            return f"action too long ({len(action)} characters; the limit is {self.max_action_length})"
+        return None
+
+    def _observe(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {"text": self._text()}
+        if "image" in self.observation_space.spaces:
+            obs["image"] = self._image()
+        return obs
+
+    def _info(self, valid: bool, error: str | None) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "instruction": self.instruction,
+            "turn": self._turn,
+            "actions": list(self.admissible),
+            "valid": valid,
+            "error": error,
+            **self._extra_info(),
+        }

@@ -1,0 +1,205 @@
+"""turngym/Craft-v0: Minecraft-style sparse-reward crafting tasks, one turn at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv
+from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
+from turngym.envs.craft.render import Renderer
+from turngym.envs.craft.rules import ACTION_MODES, DIRECTIONS, load_rules
+from turngym.envs.craft.tasks import new_episode, splits_for
+from turngym.envs.craft.world import DO, World
+
+GOTO_REACH = 4  # goto plans paths up to this many views long
+
+
+class CraftEnv(TurnEnv):
+    """Minecraft-style crafting on a procedurally generated tile world, reward 1 on completion.
+
+    Climb the tech tree wood -> table -> wood pickaxe -> stone -> stone pickaxe -> furnace -> coal,
+    iron -> iron pickaxe -> diamond, keep food and drink up (eat cows, drink water), and never step
+    on lava: death ends the episode with score 0.
+
+    Kwargs:
+        task: one of the tasks in assets/craft/rules.yaml (default "wood_pickaxe").
+        action_mode: "primitive" (default) or "skills", which adds macro actions for language agents.
+        size: map side in tiles (default 64). view: side of the egocentric view (odd, default 9).
+        image: include obs["image"] (default True). image_size: its side in pixels (default 144,
+            a multiple of `view`).
+        max_turns: turn budget (default: the task's, per action mode, in rules.yaml).
+
+    Actions (case-insensitive):
+        move north|south|east|west   face that way and step there if the tile is free
+        do                           collect, mine, drink, attack or eat what you face
+        place table|furnace|stone|sapling   put it on the tile you face
+        make wood_pickaxe|stone_pickaxe|iron_pickaxe|wood_sword|stone_sword|iron_sword
+        noop
+      and in skills mode:
+        goto <thing>                 walk next to the nearest <thing> in view and face it, mining
+                                     through rock when a pickaxe allows; never onto lava
+        explore north|south|east|west   walk up to `view` tiles that way
+
+    Observation: `text` holds the task, status, inventory, the view as a character grid with a
+    legend, the nearest things in view with their offsets, the recipes on the task's path and
+    the actions possible now; `image` is the same view drawn with sprites.
+
+    `state_dict()`: task, goal, map (rows of legend characters), legend, player (pos, facing),
+    inventory, vitals, cows, achievements, tick (world time), dead.
+    """
+
+    def __init__(self, task: str = "wood_pickaxe", action_mode: str = "primitive", size: int = 64,
+                 view: int = 9, image: bool = True, image_size: int = 144, max_turns: int | None = None,
+                 render_mode: str | None = None) -> None:
+        rules = load_rules()
+        if task not in rules.tasks:
+            raise ValueError(f"unknown Craft task {task!r}: use one of {', '.join(rules.tasks)}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}: use 'primitive' or 'skills'")
+        if view < 3 or view % 2 == 0:
+            raise ValueError(f"view must be an odd number of tiles, at least 3; got {view}")
+        if size < 32:
+            raise ValueError(f"size must be at least 32 tiles; got {size}")
+        if image_size < view or image_size % view:
+            raise ValueError(f"image_size must be a multiple of view ({view}); got {image_size}")
+        super().__init__(max_turns=max_turns, render_mode=render_mode,
+                         image_shape=(image_size, image_size, 3) if image else None)
+        self.rules, self.task, self.action_mode = rules, rules.tasks[task], action_mode
+        self.size, self.view = size, view
+        self.splits = splits_for(task)
+        self.renderer = Renderer(rules, view, image_size)
+        self.world: World | None = None
+        self.primitive = {a: i for i, a in enumerate(rules.actions)}
+        # goto aims at things you stand next to: every blocking material but the world's edge
+        self.goto_targets = [m for m in rules.materials
+                             if m != "edge" and not rules.tables["walkable"][rules.mat(m)]]
+        self.grammar = ("move north|south|east|west, do, noop, place " + "|".join(rules.place)
+                        + ", make " + "|".join(rules.make))
+        if action_mode == "skills":
+            self.grammar += ", goto <" + "|".join(self.goto_targets) + ">, explore north|south|east|west"
+
+    @property
+    def default_max_turns(self) -> int:
+        return int(self.task.max_turns[self.action_mode])
+
+    # ---- TurnEnv hooks --------------------------------------------------------------------
+    def _load_task(self, task_id: str | None) -> str:
+        episode = new_episode(self.rules, task_id, self.task, self.np_random, self.size)
+        self.task = episode.task
+        self.world = World(self.rules, episode.task, episode.layout, episode.key, pad=self.view // 2 + 1)
+        self.instruction = f"{self.task.about[0].upper()}{self.task.about[1:]}."
+        self._recipes = self.rules.recipe_lines(self.task)
+        return episode.task_id
+
+    def _apply(self, action: str) -> None:
+        words = " ".join(action.lower().split())
+        if words in self.primitive:
+            reason = self.world.step(self.primitive[words])
+            if reason is not None:
+                raise InvalidAction(reason)
+            return
+        verb, _, arg = words.partition(" ")
+        if self.action_mode == "skills" and verb in ("goto", "explore"):
+            self._run(*self._plan(verb, arg))
+            return
+        shown = action if len(action) <= 40 else action[:37] + "..."
+        raise InvalidAction(f"unknown action {shown!r}: use one of {self.grammar}")
+
+    def _terminated(self) -> bool:
+        return self.world.dead or self.world.goal_reached()
+
+    def _outcome(self) -> Outcome:
+        w, chain = self.world, self.rules.prerequisites(self.task.goal)
+        success = w.goal_reached() and not w.dead
+        done = {a for a, got in zip(self.rules.achievements, w.achieved, strict=True) if got}
+        progress = (sum(a in done for a in chain) / len(chain)) if chain else float(success)
+        parts = {"progress": progress, "died": float(w.dead)}
+        parts.update({a: float(a in done) for a in self.rules.achievements})
+        return Outcome(success, 1.0 if success else 0.0, parts)
+
+    def _text(self) -> str:
+        w, r = self.world, self.rules
+        inventory = ", ".join(f"{item} {n}" for item, n in zip(r.items, w.inventory, strict=True) if n)
+        rows = self.renderer.grid_rows(w)
+        present = sorted(set("".join(rows)) - {"@"})
+        legend = ", ".join(["@ you"] + [f"{c} {r.materials[r.chars.index(c)]}" for c in present])
+        nearby = self.renderer.nearby(w)
+        vmax = r.raw["vitals"]["max"]
+        lines = [
+            f"Task: {self.instruction}",
+            f"Turn {self._turn} of {self.max_turns}. Health {w.health}/{vmax}, food {w.food}/{vmax}, "
+            f"drink {w.drink}/{vmax}. You face {DIRECTIONS[w.facing]}: {r.materials[w.map[w.target]]}.",
+            f"Inventory: {inventory or 'empty'}",
+            f"Map ({self.view}x{self.view}, north is up, you are @ in the centre):",
+            *(" ".join(row) for row in rows),
+            f"Legend: {legend}",
+            "Nearby: " + ("; ".join(nearby) if nearby else "nothing but grass"),
+        ]
+        if self._recipes:
+            lines.append("Recipes: " + "; ".join(self._recipes))
+        lines.append(f"Actions: {self.grammar}")
+        lines.append("Possible now: " + (", ".join(self.admissible) or "nothing (the episode is over)"))
+        return "\n".join(lines)
+
+    def _image(self) -> np.ndarray:
+        return self.renderer.image(self.world)
+
+    def _actions(self) -> list[str]:
+        actions = [self.rules.actions[a] for a in self.world.valid_actions()]
+        if self.action_mode == "skills":
+            for verb, args in (("goto", self.goto_targets), ("explore", DIRECTIONS)):
+                for arg in args:
+                    try:
+                        self._plan(verb, arg)
+                    except InvalidAction:
+                        continue
+                    actions.append(f"{verb} {arg}")
+        return actions
+
+    def _state(self) -> dict[str, Any]:
+        return self.world.state()
+
+    # ---- skills ---------------------------------------------------------------------------
+    def _plan(self, verb: str, arg: str) -> tuple[list[int], int | None]:
+        """The tiles a skill walks through and the tile to face at the end; no state changes."""
+        w, r = self.world, self.rules
+        if verb == "explore":
+            if arg not in DIRECTIONS:
+                raise InvalidAction(f"explore takes a direction: explore north|south|east|west, not {arg!r}")
+            path = explore_target(w.map, w.width, w.pos, step_costs(r, w.inventory, dig=False),
+                                  DIRECTIONS.index(arg), self.view)
+            if not path:
+                raise InvalidAction(f"cannot explore {arg}: the way {arg} is blocked here")
+            return path, None
+        if arg not in self.goto_targets:
+            raise InvalidAction(f"goto takes one of {', '.join(self.goto_targets)}, not {arg!r}")
+        material, offsets = r.mat(arg), (-w.width, w.width, 1, -1)
+        view = w.view(self.view)
+        if not (view == material).any():
+            raise InvalidAction(f"no {arg} in view: explore to find one")
+        half = self.view // 2
+        y0, x0 = divmod(w.pos, w.width)
+        visible = {(y0 - half + y) * w.width + x0 - half + x
+                   for y, x in zip(*np.nonzero(view == material), strict=True)}
+        found, _, parent = search(w.map, w.width, w.pos, step_costs(r, w.inventory, dig=True),
+                                  goal=lambda t: any(t + o in visible for o in offsets),
+                                  max_cost=GOTO_REACH * self.view)
+        if found is None:
+            raise InvalidAction(f"no safe path to the {arg} in view")
+        face = next(found + o for o in offsets if found + o in visible)
+        return trace(parent, found), face
+
+    def _run(self, path: list[int], face: int | None) -> None:
+        """Walk `path` with primitive steps (mining where needed), then turn to `face`."""
+        w = self.world
+        for tile in path:
+            d = direction(w.width, w.pos, tile)
+            if not self.rules.tables["walkable"][w.map[tile]]:
+                w.step(d)  # blocked: this only turns to face the rock
+                w.step(DO)
+            w.step(d)
+            if w.pos != tile or w.dead or w.goal_reached():
+                return  # a cow stepped in the way, or the episode is decided
+        if face is not None and w.target != face:
+            w.step(direction(w.width, w.pos, face))

@@ -1,0 +1,298 @@
+"""CraftVectorEnv: many Craft worlds stepped as one NumPy batch, for neural-policy training.
+
+The rules are those of `World` (world.py), applied to arrays with one row per world: same tables,
+same order of effects, same counter-based randomness, same tie-breaking. Env i reset with seed
+s + i plays exactly like `CraftEnv` reset with seed s + i (tests/test_craft_vector.py checks it).
+Observations are symbolic: the view as material ids, the inventory, the vitals and the facing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from turngym.envs.base import select_task
+from turngym.envs.craft.rules import ACTION_MODES, load_rules
+from turngym.envs.craft.tasks import new_episode, splits_for
+from turngym.envs.craft.world import DO, MOVES, NOOP, STREAM_COLLECT, STREAM_COW, World, encode_state, mix_np
+
+HEALTH, FOOD, DRINK = 0, 1, 2
+
+
+class CraftVectorEnv(VectorEnv):
+    """`num_envs` Craft worlds of one task in primitive mode, stepped together.
+
+    Actions: an int array of action ids (`rules.actions`: move north/south/east/west, do, noop,
+    place ..., make ...). Observations: `view` (num_envs, view, view) material ids (the player
+    stands at the centre), `inventory` (num_envs, items), `vitals` (health, food, drink) and
+    `facing` (0-3: north, south, east, west). `info` holds `valid` and `action_mask` (the actions
+    possible next) on every step, and `success`/`score` for the envs whose episode just ended.
+    Autoreset follows Gymnasium's `autoreset_mode` (next_step by default, or same_step).
+    """
+
+    def __init__(self, num_envs: int, task: str = "wood_pickaxe", size: int = 64, view: int = 9,
+                 max_turns: int | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP) -> None:
+        rules = self.rules = load_rules()
+        if task not in rules.tasks:
+            raise ValueError(f"unknown Craft task {task!r}: use one of {', '.join(rules.tasks)}")
+        if view < 3 or view % 2 == 0:
+            raise ValueError(f"view must be an odd number of tiles, at least 3; got {view}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError("autoreset_mode must be next_step or same_step")
+        self.metadata = {"autoreset_mode": mode}
+        self.num_envs, self.task, self.size, self.view = int(num_envs), rules.tasks[task], size, view
+        self.max_turns = int(max_turns or self.task.max_turns[ACTION_MODES[0]])
+        self.splits = splits_for(task)
+        self.pad = view // 2 + 1  # as CraftEnv, so flat tile indices agree
+        self.width = size + 2 * self.pad
+        n, nc, ni = self.num_envs, rules.raw["world"]["max_cows"], len(rules.items)
+        vmax = rules.raw["vitals"]["max"]
+        self.single_observation_space = spaces.Dict({
+            "view": spaces.Box(0, len(rules.materials) - 1, (view, view), np.uint8),
+            "inventory": spaces.Box(0, rules.raw["world"]["inventory_max"], (ni,), np.uint8),
+            "vitals": spaces.Box(0, vmax, (3,), np.uint8),
+            "facing": spaces.Discrete(4),
+        })
+        self.single_action_space = spaces.Discrete(len(rules.actions))
+        self.observation_space = batch_space(self.single_observation_space, n)
+        self.action_space = batch_space(self.single_action_space, n)
+
+        self.maps = np.zeros((n, self.width * self.width), np.uint8)
+        self.pos = np.zeros(n, np.int64)
+        self.facing = np.zeros(n, np.int64)
+        self.inv = np.zeros((n, ni), np.int64)
+        self.vit = np.zeros((n, 3), np.int64)
+        self.cow_pos = np.full((n, nc), -1, np.int64)
+        self.cow_hp = np.zeros((n, nc), np.int64)
+        self.ach = np.zeros((n, len(rules.achievements)), bool)
+        self.tick = np.zeros(n, np.int64)
+        self.key = np.zeros(n, np.uint64)
+        self.dead = np.zeros(n, bool)
+        self.turn = np.zeros(n, np.int64)
+        self.mask = np.zeros((n, len(rules.actions)), bool)
+        self.task_ids = [""] * n
+        self._needs_reset = np.zeros(n, bool)
+        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(n)]
+        self._compile()
+
+    def _compile(self) -> None:
+        r, w, t = self.rules, self.width, self.rules.tables
+        self.t = t
+        self.offsets = np.array([-w, w, 1, -1])  # north, south, east, west
+        self.rows = np.arange(self.num_envs)
+        self.base = self.rows * self.width * self.width  # flat index of each world's first tile
+        self.grass, self.cow, self.table, self.furnace = (r.mat(m) for m in ("grass", "cow", "table", "furnace"))
+        near = r.raw["world"]["near"]
+        self.near_offsets = np.array([dy * w + dx for dy in range(-near, near + 1) for dx in range(-near, near + 1)])
+        half = self.view // 2
+        self.view_offsets = np.array([dy * w + dx for dy in range(-half, half + 1) for dx in range(-half, half + 1)])
+        self.crafts = np.arange(NOOP + 1, len(r.actions))  # place and make actions
+        self.vitals = r.raw["vitals"]
+        self.inv_max = r.raw["world"]["inventory_max"]
+        self.cow_rule = r.raw["cow"]
+        self.slots = np.arange(r.raw["world"]["max_cows"], dtype=np.uint64)
+        goal = self.task.adjacent
+        self.goal_ach = None if goal else r.achievements.index(self.task.goal)
+        self.goal_mat = r.mat(goal) if goal else None
+
+    # ---- Gymnasium API --------------------------------------------------------------------
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
+        """Reset every env. `seed`: s (env i gets s + i) or one seed per env. `options`:
+        `{"task_ids": [...]}` with one task id per env, or a CraftEnv-style `{"split": ..., "index": i}`
+        (env j then gets index i + j)."""
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        options = dict(options or {})
+        task_ids = options.pop("task_ids", None)
+        if task_ids is not None and len(task_ids) != self.num_envs:
+            raise ValueError(f"got {len(task_ids)} task_ids for {self.num_envs} envs")
+        for i in range(self.num_envs):
+            if task_ids is not None:
+                requested = task_ids[i]
+            elif "index" in options:
+                requested = select_task(self.splits, {**options, "index": options["index"] + i}, self._rngs[i])
+            else:
+                requested = select_task(self.splits, options, self._rngs[i])
+            self._reset_env(i, requested)
+        self._needs_reset[:] = False
+        self._update_mask()
+        return self._observe(), {"valid": np.ones(self.num_envs, bool), "action_mask": self.mask.copy()}
+
+    def step(self, actions):
+        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        fresh = self._needs_reset.copy()
+        for i in np.flatnonzero(fresh):
+            self._reset_env(int(i), None)
+        active = ~fresh
+        in_range = (a >= 0) & (a < len(self.rules.actions))
+        valid = active & in_range & self.mask[self.rows, np.where(in_range, a, 0)]
+        self._apply(valid, a)
+        self.turn[active] += 1
+        success = active & ~self.dead & self._goal_reached()
+        terminated = active & (self.dead | success)
+        truncated = active & ~terminated & (self.turn >= self.max_turns)
+        done = terminated | truncated
+        reward = success.astype(np.float64)
+        info: dict[str, Any] = {"valid": valid}
+        if done.any():
+            info.update(success=success, _success=done, score=reward.copy(), _score=done)
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
+            info["final_obs"] = self._observe()
+            for i in np.flatnonzero(done):
+                self._reset_env(int(i), None)
+        else:
+            self._needs_reset = done
+        self._update_mask()
+        info["action_mask"] = self.mask.copy()
+        return self._observe(), reward, terminated, truncated, info
+
+    def state_dict(self, i: int) -> dict[str, Any]:
+        """World i's true state in the format of `CraftEnv.state_dict()`."""
+        y, x = divmod(int(self.pos[i]), self.width)
+        cows = [(divmod(int(p), self.width), int(h)) for p, h in zip(self.cow_pos[i], self.cow_hp[i], strict=True)
+                if p >= 0]
+        cows = [((cy - self.pad, cx - self.pad), h) for (cy, cx), h in cows]
+        return {"task_id": self.task_ids[i], "turn": int(self.turn[i]),
+                **encode_state(self.rules, self.task, self.maps[i].reshape(self.width, self.width), self.pad,
+                               (y - self.pad, x - self.pad), int(self.facing[i]), self.inv[i].tolist(),
+                               tuple(self.vit[i]), cows, self.ach[i].tolist(), int(self.tick[i]),
+                               bool(self.dead[i]))}
+
+    # ---- the rules on arrays --------------------------------------------------------------
+    def _reset_env(self, i: int, task_id: str | None) -> None:
+        episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size)
+        world = World(self.rules, episode.task, episode.layout, episode.key, self.pad)
+        self.maps[i] = np.frombuffer(world.map, np.uint8)
+        self.pos[i], self.facing[i] = world.pos, world.facing
+        self.inv[i] = 0
+        self.vit[i] = (world.health, world.food, world.drink)
+        self.cow_pos[i] = world.cows
+        self.cow_hp[i] = world.cow_health
+        self.ach[i] = False
+        self.tick[i], self.key[i], self.dead[i], self.turn[i] = 0, world.key, False, 0
+        self.task_ids[i] = episode.task_id
+
+    def _apply(self, ok: np.ndarray, a: np.ndarray) -> None:
+        t, rows = self.t, self.rows
+        move = ok & (a < MOVES)
+        self.facing[move] = a[move]
+        target = self.pos + self.offsets[self.facing]
+        faced = self.maps[rows, target]
+        walk = move & t["walkable"][faced]
+        self.pos[walk] = target[walk]
+
+        do = np.flatnonzero(ok & (a == DO))
+        if do.size:
+            is_cow = faced[do] == self.cow
+            self._hit_cows(do[is_cow], target[do[is_cow]])
+            env, m = do[~is_cow], faced[do[~is_cow]]
+            lucky = (mix_np(self.key[env], self.tick[env], STREAM_COLLECT, np.zeros(env.size, np.uint64))
+                     >> np.uint64(32)).astype(np.int64) < t["chance"][m]
+            env, m = env[lucky], m[lucky]
+            self.inv[env] = np.minimum(self.inv[env] + t["gives"][m], self.inv_max)
+            self.vit[env, DRINK] = np.minimum(self.vit[env, DRINK] + t["drink"][m], self.vitals["max"])
+            self.maps[env, target[env]] = t["leaves"][m]
+            self.ach[env, t["collect_ach"][m]] = True
+
+        craft = np.flatnonzero(ok & (a > NOOP))
+        if craft.size:
+            act = a[craft]
+            self.inv[craft] -= t["cost"][act]
+            placing = t["places"][act] >= 0
+            env = craft[placing]
+            self.maps[env, target[env]] = t["places"][act[placing]]
+            env, tool = craft[~placing], t["makes"][act[~placing]]
+            self.inv[env, tool] = np.minimum(self.inv[env, tool] + 1, self.inv_max)
+            self.ach[craft, t["action_ach"][act]] = True
+        self._tick(np.flatnonzero(ok))
+
+    def _hit_cows(self, env: np.ndarray, target: np.ndarray) -> None:
+        if not env.size:
+            return
+        slot = np.argmax(self.cow_pos[env] == target[:, None], axis=1)
+        damage = np.full(env.size, self.cow_rule["damage"]["none"])
+        for sword, hit in zip(self.t["swords"], self.t["sword_damage"], strict=True):
+            damage = np.where(self.inv[env, sword] > 0, hit, damage)
+        self.cow_hp[env, slot] -= damage
+        eaten = self.cow_hp[env, slot] <= 0
+        env, slot, target = env[eaten], slot[eaten], target[eaten]
+        self.cow_pos[env, slot], self.cow_hp[env, slot] = -1, 0
+        self.maps[env, target] = self.grass
+        self.vit[env, FOOD] = np.minimum(self.vit[env, FOOD] + self.cow_rule["food"], self.vitals["max"])
+        self.ach[env, self.rules.achievements.index("eat_cow")] = True
+
+    def _tick(self, env: np.ndarray) -> None:
+        if not env.size:
+            return
+        self.tick[env] += 1
+        tick, v = self.tick[env], self.vitals
+        # Cows step at once onto tiles that were grass before anyone moved; the lower slot wins
+        # a tie (np.unique returns first occurrences, and candidates are in slot order).
+        cows = self.cow_pos[env]
+        h = mix_np(self.key[env][:, None], tick[:, None], STREAM_COW, self.slots[None, :])
+        dest = cows + self.offsets[((h >> np.uint64(1)) & np.uint64(3)).astype(np.int64)]
+        wants = (cows >= 0) & ((h & np.uint64(1)) == 1)
+        free = wants & (self.maps[env[:, None], np.where(wants, dest, 0)] == self.grass)
+        free &= dest != self.pos[env][:, None]
+        row, slot = np.nonzero(free)
+        if row.size:
+            _, first = np.unique(env[row] * self.maps.shape[1] + dest[row, slot], return_index=True)
+            row, slot = row[first], slot[first]
+            world, src, dst = env[row], cows[row, slot], dest[row, slot]
+            self.maps[world, src] = self.grass
+            self.maps[world, dst] = self.cow
+            self.cow_pos[world, slot] = dst
+
+        vit = self.vit[env]
+        vit[tick % v["food_decay_every"] == 0, FOOD] -= 1
+        vit[tick % v["drink_decay_every"] == 0, DRINK] -= 1
+        np.maximum(vit, 0, out=vit)
+        starving = (vit[:, FOOD] == 0) | (vit[:, DRINK] == 0)
+        vit[starving & (tick % v["damage_every"] == 0), HEALTH] -= 1
+        vit[~starving & (vit[:, HEALTH] < v["max"]) & (tick % v["regen_every"] == 0), HEALTH] += 1
+        self.vit[env] = vit
+        self.dead[env] = (vit[:, HEALTH] <= 0) | self.t["deadly"][self.maps[env, self.pos[env]]]
+
+    def _goal_reached(self) -> np.ndarray:
+        if self.goal_ach is not None:
+            return self.ach[:, self.goal_ach].copy()
+        return (self._gather(self.offsets) == self.goal_mat).any(axis=1)
+
+    def _update_mask(self) -> None:
+        t, rows, mask = self.t, self.rows, self.mask
+        faced = self.maps[rows, self.pos + self.offsets[self.facing]]
+        tool = t["requires"][faced]
+        has_tool = (tool < 0) | (self.inv[rows, np.maximum(tool, 0)] > 0)
+        mask[:, :MOVES] = True
+        mask[:, NOOP] = True
+        mask[:, DO] = (t["collectable"][faced] & has_tool) | (faced == self.cow)
+        around = self._gather(self.near_offsets)
+        stations = np.stack([(around == self.table).any(1), (around == self.furnace).any(1)], axis=1)
+        crafts = self.crafts
+        afford = (self.inv[:, None, :] >= t["cost"][crafts][None]).all(axis=2)
+        near_ok = ~(t["near"][crafts][None] & ~stations[:, None, :]).any(axis=2)
+        onto_ok = (t["places"][crafts] < 0)[None, :] | t["onto"][crafts][:, faced].T
+        mask[:, crafts] = afford & near_ok & onto_ok
+
+    def _gather(self, offsets: np.ndarray) -> np.ndarray:
+        """The tiles at `offsets` from each player, one row per world."""
+        return np.take(self.maps.reshape(-1), (self.base + self.pos)[:, None] + offsets[None, :])
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        view = self._gather(self.view_offsets)
+        return {
+            "view": view.reshape(self.num_envs, self.view, self.view),
+            "inventory": self.inv.astype(np.uint8),
+            "vitals": self.vit.astype(np.uint8),
+            "facing": self.facing.copy(),
+        }

@@ -1,0 +1,1 @@
+"""Reward machinery: outcome scoring helpers, shaping wrappers, PRMs and advantage estimators."""

@@ -1,0 +1,37 @@
+"""Shared test helpers. Loading the docs example registers it, so the contract tests cover it too."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str = "guess_number"):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+load_example()
+
+
+def craft_layout(art: str, cows: bool = True):
+    """A Craft Layout from ASCII art in the legend's characters; '@' is the player (on grass)."""
+    from turngym.envs.craft import load_rules
+    from turngym.envs.craft.worldgen import Layout
+
+    rules = load_rules()
+    rows = [line.strip() for line in art.strip().splitlines()]
+    codes = {c: i for i, c in enumerate(rules.chars)}
+    grid = np.array([[codes.get(c, codes["."]) for c in row] for row in rows], np.uint8)
+    spawn = next((y, row.index("@")) for y, row in enumerate(rows) if "@" in row)
+    cow_tiles = tuple(zip(*np.nonzero(grid == rules.mat("cow")), strict=True)) if cows else ()
+    return Layout(grid, spawn, tuple((int(y), int(x)) for y, x in cow_tiles))

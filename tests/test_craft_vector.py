@@ -1,0 +1,89 @@
+"""CraftVectorEnv plays exactly like N single CraftEnvs with the same seeds and actions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from turngym.agents import make_agent
+from turngym.envs.craft import CraftEnv, CraftVectorEnv, load_rules
+
+RULES = load_rules()
+ACTION = {a: i for i, a in enumerate(RULES.actions)}
+
+
+def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP, max_turns: int = 120) -> int:
+    """Step a vector env and n single envs together, comparing everything; returns episodes ended."""
+    venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode)
+    envs = [CraftEnv(task=task, image=False, max_turns=max_turns) for _ in range(n)]
+    venv.reset(seed=100)
+    infos = [env.reset(seed=100 + i)[1] for i, env in enumerate(envs)]
+    ended = 0
+    for t in range(steps):
+        actions = np.array([choose(t, i, envs[i], infos[i]) for i in range(n)])
+        fresh = venv._needs_reset.copy()
+        obs, reward, terminated, truncated, info = venv.step(actions)
+        for i, env in enumerate(envs):
+            if fresh[i]:  # next-step autoreset: this step only resets
+                infos[i] = env.reset()[1]
+                assert not terminated[i] and not truncated[i] and reward[i] == 0
+                continue
+            _, r, te, tr, infos[i] = env.step(RULES.actions[actions[i]] if actions[i] < len(RULES.actions) else "x")
+            assert (r, te, tr, infos[i]["valid"]) == (reward[i], terminated[i], truncated[i], info["valid"][i])
+            if te or tr:
+                ended += 1
+                assert info["_success"][i] and info["success"][i] == infos[i]["success"]
+                if mode == AutoresetMode.SAME_STEP:
+                    infos[i] = env.reset()[1]
+        for i, env in enumerate(envs):
+            assert venv.state_dict(i) == env.state_dict(), (t, i)
+            listed = {ACTION[a] for a in infos[i]["actions"]}
+            if listed:  # after an ended episode a single env lists nothing until reset
+                assert set(np.flatnonzero(info["action_mask"][i])) == listed
+        assert venv.observation_space.contains(obs)
+    return ended
+
+
+def random_choice(rng):
+    def choose(t, i, env, info):
+        if rng.random() < 0.15:
+            return int(rng.integers(len(RULES.actions) + 3))  # sometimes invalid or out of range
+        return ACTION[info["actions"][rng.integers(len(info["actions"]))]] if info["actions"] else 0
+    return choose
+
+
+@pytest.mark.parametrize("task", ["eat_cow", "find_tree", "collect_coal"])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_random_play_matches_single_envs(task, mode):
+    assert lockstep(task, 5, 260, random_choice(np.random.default_rng(1)), mode) >= 5
+
+
+def test_oracle_play_up_the_whole_tech_tree_matches_single_envs():
+    oracles = {}
+
+    def choose(t, i, env, info):
+        if i not in oracles or info["turn"] == 0:
+            oracles[i] = make_agent("oracle", env)
+            oracles[i].reset({}, info)
+        return ACTION[oracles[i].act({}, info)]
+
+    assert lockstep("collect_diamond", 3, 400, choose, max_turns=400) >= 3
+
+
+def test_starvation_matches_single_envs():
+    assert lockstep("collect_diamond", 2, 520, lambda t, i, env, info: ACTION["noop"], max_turns=600) == 2
+
+
+def test_spaces_options_and_validation():
+    venv = CraftVectorEnv(4, task="collect_wood")
+    obs, info = venv.reset(seed=0, options={"split": "test", "index": 10})
+    assert venv.task_ids == [f"collect_wood:{s}" for s in venv.splits["test"].seeds[10:14]]
+    assert obs["view"].shape == (4, 9, 9) and obs["inventory"].shape == (4, len(RULES.items))
+    assert info["action_mask"].shape == (4, len(RULES.actions))
+    ids = [venv.splits["dev"][i] for i in range(4)]
+    venv.reset(seed=0, options={"task_ids": ids})
+    assert venv.task_ids == ids
+    with pytest.raises(ValueError):
+        CraftVectorEnv(2, autoreset_mode=AutoresetMode.DISABLED)
+    with pytest.raises(ValueError):
+        venv.reset(seed=[1, 2])

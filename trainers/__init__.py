@@ -1,0 +1,1 @@
+"""Trainers: rollout collection and policy/PRM optimisation."""

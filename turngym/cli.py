@@ -1,0 +1,148 @@
+"""The `turngym` command line: list envs, play one yourself, run agents, run the demo."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import gymnasium as gym
+import typer
+import yaml
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+import turngym
+from turngym.evaluate import Summary, progress_bar, run_episodes, summarize
+from turngym.trajectory import atomic_write_bytes, write_jsonl
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multi-turn agent environments: list them, play them, run agents on them.")
+console = Console()
+
+KwargsOption = Annotated[list[str] | None, typer.Option(
+    "--kw", "-k", help="Env kwarg as key=value (repeatable), e.g. -k task=iron_pickaxe -k image=false")]
+
+
+def parse_kwargs(pairs: list[str] | None) -> dict[str, Any]:
+    """`["task=iron_pickaxe", "size=48"]` -> {"task": "iron_pickaxe", "size": 48} (YAML values)."""
+    kwargs = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--kw")
+        kwargs[key] = yaml.safe_load(value) if value else ""
+    return kwargs
+
+
+def make_env(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
+    if env_id not in turngym.list_envs():
+        raise typer.BadParameter(f"unknown env {env_id!r}: run `turngym list` to see the ids", param_hint="ENV_ID")
+    try:
+        return gym.make(env_id, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--kw") from None
+
+
+@app.command("list")
+def list_command() -> None:
+    """List the registered env ids with one-line descriptions."""
+    table = Table("env id", "description")
+    for env_id in turngym.list_envs():
+        table.add_row(env_id, turngym.describe(env_id))
+    console.print(table)
+
+
+@app.command()
+def play(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+         seed: Annotated[int, typer.Option(help="reset seed")] = 0,
+         task: Annotated[str | None, typer.Option(help="task id (e.g. wood_pickaxe or wood_pickaxe:123)")] = None,
+         kw: KwargsOption = None,
+         images: Annotated[Path | None, typer.Option(help="folder for the image of each turn")] = None) -> None:
+    """Play an env yourself in the terminal: type an action, or the number of a listed one."""
+    env = make_env(env_id, parse_kwargs(kw))
+    obs, info = env.reset(seed=seed, options={"task_id": task} if task else None)
+    folder = images or Path(tempfile.mkdtemp(prefix="turngym-play-"))
+    total = 0.0
+    while True:
+        console.rule(f"{env_id}  task {info['task_id']}  turn {info['turn']}")
+        console.print(obs["text"], markup=False, highlight=False)
+        if "image" in obs:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"turn_{info['turn']:04d}.png"
+            Image.fromarray(obs["image"]).save(path)
+            console.print(f"image: {path}")
+        actions = info["actions"]
+        console.print("actions: " + "  ".join(f"[{i}] {a}" for i, a in enumerate(actions)), markup=False)
+        try:
+            typed = input("action (or quit)> ").strip()
+        except EOFError:
+            typed = "quit"
+        if typed.lower() in ("quit", "exit", "q"):
+            console.print("bye")
+            return
+        action = actions[int(typed)] if typed.isdigit() and int(typed) < len(actions) else typed
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        if not info["valid"]:
+            console.print(f"invalid: {info['error']}", markup=False)
+        if terminated or truncated:
+            console.print(obs["text"], markup=False, highlight=False)
+            console.print(f"episode over ({'terminated' if terminated else 'out of turns'}): "
+                          f"success={info['success']} score={info['score']:.2f} return={total:.2f}")
+            return
+
+
+def results_table(summaries: list[Summary], title: str | None = None, label: str | None = None,
+                  labels: list[str] | None = None) -> Table:
+    table = Table(title=title)
+    if label:
+        table.add_column(label)
+    for column in ("agent", "episodes", "success", "mean score", "mean turns", "invalid"):
+        table.add_column(column, justify="left" if column == "agent" else "right")
+    for i, s in enumerate(summaries):
+        row = [s.agent, str(s.episodes), f"{s.success_rate:.1%}", f"{s.mean_score:.3f} ± {s.score_se:.3f}",
+               f"{s.mean_turns:.1f}", f"{s.invalid_rate:.1%}"]
+        table.add_row(*([labels[i]] if label else []), *row)
+    return table
+
+
+@app.command()
+def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+        agent: Annotated[list[str], typer.Option("--agent", "-a", help="agent spec (repeatable): random, oracle, ...")],
+        episodes: Annotated[int, typer.Option("--episodes", "-n", min=1)] = 10,
+        split: Annotated[str, typer.Option(help="train, dev or test")] = "test",
+        seed: Annotated[int, typer.Option(help="episode i is reset with seed + i")] = 0,
+        kw: KwargsOption = None,
+        out: Annotated[Path | None, typer.Option(help="folder for trajectories and results.json")] = None) -> None:
+    """Run agents on an env's split and print success rate, mean score and mean turns."""
+    kwargs = parse_kwargs(kw)
+    make_env(env_id, kwargs).close()  # fail fast, with a clear message, on a bad id or kwargs
+    summaries = []
+    with progress_bar(console=console, transient=True) as progress:
+        for spec in agent:
+            try:
+                trajs = run_episodes(env_id, spec, episodes, split=split, seed=seed, env_kwargs=kwargs,
+                                     record_images=out is not None, progress=progress)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            summaries.append(summarize(env_id, spec, trajs))
+            if out is not None:
+                write_jsonl(out / f"{spec.replace(':', '_').replace('/', '_')}.jsonl", trajs)
+    console.print(results_table(summaries, title=f"{env_id} {kwargs or ''} — {split} split"))
+    if out is not None:
+        atomic_write_bytes(out / "results.json", json.dumps([s.as_dict() for s in summaries], indent=2).encode())
+        console.print(f"trajectories and results.json in {out}")
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
+         episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None
+         ) -> None:
+    """Run the built-in demo end to end and write its report."""
+    from turngym.demo import run_demo
+
+    report = run_demo(out, console, episodes)
+    console.print(f"\nReport: {report.resolve()}")

@@ -1,0 +1,54 @@
+"""Env registration: every turngym id is a Gymnasium id plus a one-line description.
+
+Families register lazily (entry point strings), so `import turngym` stays fast and a family's
+heavy dependencies load only when one of its envs is made.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
+from typing import Any
+
+import gymnasium as gym
+
+PLUGIN_GROUP = "turngym.envs"
+
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(env_id: str, entry_point: str | type, description: str, **kwargs: Any) -> None:
+    """Register `env_id` with Gymnasium (so `gym.make(env_id, **overrides)` works) and list it.
+
+    Registering the same id again with the same entry point and kwargs is a no-op, so a module
+    that registers its envs can be imported or run twice.
+    """
+    existing = gym.registry.get(env_id)
+    if existing is not None and existing.entry_point == entry_point and existing.kwargs == kwargs:
+        _DESCRIPTIONS[env_id] = description
+        return
+    gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs)
+    _DESCRIPTIONS[env_id] = description
+
+
+def list_envs() -> list[str]:
+    """All registered turngym env ids, sorted."""
+    return sorted(_DESCRIPTIONS)
+
+
+def describe(env_id: str) -> str:
+    """The one-line description an id was registered with."""
+    try:
+        return _DESCRIPTIONS[env_id]
+    except KeyError:
+        raise KeyError(f"unknown env id {env_id!r}: run `turngym list` to see the registered ids") from None
+
+
+def load_plugins() -> None:
+    """Import every module that an installed package lists under the `turngym.envs` entry-point
+    group, so that its envs register like the built-in ones (and appear in `turngym list`)."""
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken plugin must not break turngym itself
+            warnings.warn(f"turngym plugin {entry.name!r} ({entry.value}) failed to load: {exc}", stacklevel=2)

@@ -1,0 +1,45 @@
+"""Play one episode of an env with an agent and record it as a Trajectory."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import gymnasium as gym
+
+from turngym.trajectory import Trajectory, Turn, jsonable
+
+
+class Actor(Protocol):
+    """What `rollout` needs of an agent (turngym.agents.Agent provides it)."""
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None: ...
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str: ...
+
+
+def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dict[str, Any] | None = None,
+            record_images: bool = True) -> Trajectory:
+    """Run `agent` on `env` for one episode from `reset(seed=seed, options=options)`.
+
+    Each Turn holds the observation the agent acted on, its action, and the reward and info that
+    came back. Set `record_images=False` to keep long runs light.
+    """
+    obs, info = env.reset(seed=seed, options=options)
+    agent.reset(obs, info, seed=seed)
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    traj = Trajectory(env_id=env_id, task_id=str(info["task_id"]), seed=seed,
+                      instruction=str(info.get("instruction", "")))
+    done = False
+    while not done:
+        action = agent.act(obs, info)
+        next_obs, reward, terminated, truncated, next_info = env.step(action)
+        traj.turns.append(Turn(text=obs["text"], action=action, reward=float(reward), info=jsonable(next_info),
+                               image=obs.get("image") if record_images else None))
+        obs, info = next_obs, next_info
+        done = terminated or truncated
+    traj.success = bool(info.get("success", False))
+    traj.score = float(info.get("score", 0.0))
+    traj.score_parts = jsonable(info.get("score_parts", {}))
+    traj.terminated, traj.truncated = bool(terminated), bool(truncated)
+    traj.final_text = obs["text"]
+    return traj

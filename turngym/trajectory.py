@@ -1,0 +1,160 @@
+"""Turn and Trajectory: the one record of an episode that rewards, trainers and the harness share.
+
+On disk a trajectory file is JSONL, one trajectory per line. Images are written as PNG files in a
+folder beside it (`runs.jsonl` -> `runs_images/`), named by content hash so that identical frames
+are stored once and files from several runs never collide; each turn stores the relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Turn:
+    """One turn: what the agent saw, what it did, and what came back."""
+
+    text: str  # obs["text"] the agent acted on
+    action: str
+    reward: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)  # the info returned by step()
+    image: np.ndarray | None = None  # obs["image"] the agent acted on, if the env has one
+    prompt_ids: list[int] | None = None  # token ids of the prompt, for language-model agents
+    completion_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # per completion token (or one per action for small policies)
+    extras: dict[str, Any] = field(default_factory=dict)  # values, advantages, ... written by trainers
+
+
+@dataclass
+class Trajectory:
+    """The turns of one episode plus its task, seed and outcome."""
+
+    env_id: str
+    task_id: str
+    seed: int | None
+    instruction: str = ""
+    turns: list[Turn] = field(default_factory=list)
+    success: bool = False
+    score: float = 0.0
+    score_parts: dict[str, Any] = field(default_factory=dict)
+    terminated: bool = False
+    truncated: bool = False
+    final_text: str = ""  # the observation after the last action
+    meta: dict[str, Any] = field(default_factory=dict)  # agent spec, env kwargs, errors, ...
+
+    @property
+    def total_reward(self) -> float:
+        return float(sum(t.reward for t in self.turns))
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy scalars and arrays, tuples and non-str keys to plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _save_png(image: np.ndarray, folder: Path) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    data = buf.getvalue()
+    name = hashlib.sha1(data).hexdigest()[:20] + ".png"
+    target = folder / name
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    return f"{folder.name}/{name}"
+
+
+def _load_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def images_dir(path: str | os.PathLike) -> Path:
+    """Where the PNG images of a trajectory file live."""
+    path = Path(path)
+    return path.with_name(path.stem + "_images")
+
+
+def trajectory_to_json(traj: Trajectory, image_folder: Path) -> dict[str, Any]:
+    """A JSON-ready dict of `traj`; its images are written into `image_folder`."""
+    record = {f.name: getattr(traj, f.name) for f in fields(traj) if f.name != "turns"}
+    turns = []
+    for turn in traj.turns:
+        row = {f.name: getattr(turn, f.name) for f in fields(turn)}
+        if turn.image is not None:
+            row["image"] = _save_png(turn.image, image_folder)
+        turns.append(row)
+    record["turns"] = turns
+    return jsonable(record)
+
+
+def trajectory_from_json(record: dict[str, Any], base: Path, load_images: bool = True) -> Trajectory:
+    """Inverse of `trajectory_to_json`; image paths are resolved against `base`."""
+    turns = []
+    for row in record.get("turns", []):
+        row = dict(row)
+        image = row.pop("image", None)
+        turns.append(Turn(**row, image=_load_png(base / image) if (image and load_images) else None))
+    known = {f.name for f in fields(Trajectory)} - {"turns"}
+    return Trajectory(**{k: v for k, v in record.items() if k in known}, turns=turns)
+
+
+def write_jsonl(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> Path:
+    """Write trajectories to `path` atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    folder = images_dir(path)
+    lines = [json.dumps(trajectory_to_json(t, folder), ensure_ascii=False) + "\n" for t in trajectories]
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+    return path
+
+
+def iter_jsonl(path: str | os.PathLike, load_images: bool = True) -> Iterator[Trajectory]:
+    """Read trajectories one by one (images as uint8 arrays unless `load_images=False`)."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield trajectory_from_json(json.loads(line), path.parent, load_images)
+
+
+def read_jsonl(path: str | os.PathLike, load_images: bool = True) -> list[Trajectory]:
+    """All trajectories of a file written by `write_jsonl`."""
+    return list(iter_jsonl(path, load_images))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
