@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import gymnasium as gym
+
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.craft import CraftEnv, load_rules
 from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace

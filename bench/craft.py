@@ -17,9 +17,9 @@ import gymnasium as gym
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from turngym.envs.craft import CraftVectorEnv
 
 import turngym  # noqa: F401  (registers the envs)
+from turngym.envs.craft import CraftVectorEnv
 
 TASK = "collect_diamond"  # the full map and tech tree; long episodes
 

@@ -11,9 +11,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from turngym.agents import make_agent
 
 import turngym
+from turngym import read_jsonl, rollout, write_jsonl
+from turngym.agents import make_agent
 
 ENV_IDS = turngym.list_envs()
 INFO_KEYS = {"task_id", "instruction", "turn", "actions", "valid", "error"}
@@ -206,3 +207,17 @@ def test_vector_envs_run(env_id, mode):
     single = gym.make(env_id)
     first, _ = single.reset(seed=0)
     assert first["text"] == gym.make_vec(env_id, num_envs=1, vectorization_mode="sync").reset(seed=0)[0]["text"][0]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_trajectories_round_trip_through_jsonl(env_id, tmp_path):
+    env = gym.make(env_id, max_turns=15)
+    trajs = [rollout(env, make_agent("random", env), seed=s) for s in range(2)]
+    back = read_jsonl(write_jsonl(tmp_path / "episodes.jsonl", trajs))
+    assert [(t.task_id, t.seed, t.score, t.success, len(t)) for t in back] == \
+           [(t.task_id, t.seed, t.score, t.success, len(t)) for t in trajs]
+    for a, b in zip(trajs, back, strict=True):
+        for x, y in zip(a.turns, b.turns, strict=True):
+            assert (x.text, x.action, x.reward) == (y.text, y.action, y.reward)
+            assert turngym.trajectory.jsonable(x.info) == y.info
+            assert (x.image is None and y.image is None) or np.array_equal(x.image, y.image)

@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import craft_layout
+
 from turngym.agents import make_agent
 from turngym.envs.craft import CraftEnv, load_rules
 from turngym.envs.craft.world import World
-
 from turngym.rollout import rollout
 
 RULES = load_rules()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
+
 from turngym.agents import make_agent
 from turngym.envs.craft import CraftEnv, CraftVectorEnv, load_rules
 

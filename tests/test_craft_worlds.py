@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import yaml
+
 from turngym.envs.craft import load_rules
 from turngym.envs.craft.paths import search, step_costs
 from turngym.envs.craft.tasks import frozen, parse_task_id, splits_for

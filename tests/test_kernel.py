@@ -7,10 +7,10 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-from turngym.agents import Agent, RandomAgent, available_agents, make_agent, register_agent
 
 import turngym
 from turngym import Trajectory, Turn, read_jsonl, rollout, write_jsonl
+from turngym.agents import Agent, RandomAgent, available_agents, make_agent, register_agent
 from turngym.trajectory import images_dir, iter_jsonl, jsonable
 
 
@@ -87,3 +87,16 @@ def test_registering_twice_is_harmless():
     assert turngym.list_envs().count("turngym/Craft-v0") == 1
     with pytest.raises(KeyError, match="turngym list"):
         turngym.describe("nope/Nothing-v0")
+
+
+def test_rollout_accepts_agents_with_the_plain_design_signature():
+    class Plain(Agent):
+        def reset(self, obs, info):
+            self.started = True
+
+        def act(self, obs, info):
+            return "noop"
+
+    agent = Plain()
+    traj = rollout(gym.make("turngym/Craft-v0", max_turns=3), agent, seed=0)
+    assert agent.started and [t.action for t in traj.turns] == ["noop"] * 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from functools import cache
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -25,7 +27,10 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
     came back. Set `record_images=False` to keep long runs light.
     """
     obs, info = env.reset(seed=seed, options=options)
-    agent.reset(obs, info, seed=seed)
+    if _takes_seed(type(agent)):
+        agent.reset(obs, info, seed=seed)
+    else:  # an agent written to the plain DESIGN.md signature reset(obs, info)
+        agent.reset(obs, info)
     env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     traj = Trajectory(env_id=env_id, task_id=str(info["task_id"]), seed=seed,
                       instruction=str(info.get("instruction", "")))
@@ -43,3 +48,9 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
     traj.terminated, traj.truncated = bool(terminated), bool(truncated)
     traj.final_text = obs["text"]
     return traj
+
+
+@cache
+def _takes_seed(agent_type: type) -> bool:
+    params = inspect.signature(agent_type.reset).parameters
+    return "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

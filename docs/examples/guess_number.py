@@ -9,10 +9,10 @@ import re
 from typing import Any, ClassVar
 
 import gymnasium as gym
-from turngym.agents import Agent, make_agent, register_agent
-from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 
 import turngym
+from turngym.agents import Agent, make_agent, register_agent
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 
 
 class GuessNumberEnv(TurnEnv):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
 from turngym.envs.craft.render import Renderer

@@ -6,6 +6,7 @@ from importlib import resources
 
 import numpy as np
 from PIL import Image
+
 from turngym.envs.craft.rules import DIRECTIONS, Rules
 from turngym.envs.craft.world import World
 

@@ -16,6 +16,7 @@ from typing import overload
 
 import numpy as np
 import yaml
+
 from turngym.envs.craft.rules import Rules, Task
 from turngym.envs.craft.worldgen import Layout, generate
 

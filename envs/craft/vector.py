@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
 from turngym.envs.base import select_task
 from turngym.envs.craft.rules import ACTION_MODES, load_rules
 from turngym.envs.craft.tasks import new_episode, splits_for

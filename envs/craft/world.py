@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from turngym.envs.craft.rules import DIRECTIONS, Rules, Task
 from turngym.envs.craft.worldgen import Layout
 

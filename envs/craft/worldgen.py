@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
 from turngym.envs.craft.rules import Rules, Task
 
 MAX_ATTEMPTS = 50
