@@ -19,7 +19,7 @@ from turngym.envs.craft.paths import direction, explore_target, search, step_cos
 from turngym.envs.craft.rules import DIRECTIONS
 
 STATION_SEARCH = 15  # walk back to a station this close rather than build a new one
-THIRSTY, HUNGRY = 3, 3  # go and drink or eat at these levels, and top up fully
+LOW = 3  # go and drink, or eat, when drink or food falls this low
 PLACE_CHECK = 30  # how far around a placement must stay reachable
 
 
@@ -63,14 +63,14 @@ class CraftOracle(Agent):
 
     # ---- choosing an objective ------------------------------------------------------------
     def _objective(self) -> tuple:
-        for material, vital, low in (("water", "drink", THIRSTY), ("cow", "food", HUNGRY)):
-            if self.vitals[vital] <= low:
+        enough = {"drink": self.vmax, "food": LOW + 1}  # drink until full; one cow is plenty
+        for material, vital in (("water", "drink"), ("cow", "food")):
+            if self.vitals[vital] <= LOW:
                 self.refilling = material
             if self.refilling == material:
-                if self.vitals[vital] >= self.vmax - (5 if material == "cow" else 0):
-                    self.refilling = None
-                else:
+                if self.vitals[vital] < enough[vital]:
                     return ("collect", material)
+                self.refilling = None
         if ":" in self.goal:  # e.g. adjacent:tree
             return tuple(self.goal.split(":", 1))
         if self.goal == "eat_cow":

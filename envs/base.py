@@ -175,7 +175,7 @@ class TurnEnv(gym.Env[dict, str], ABC):
             info = self._info(False, "the episode is over: call reset() to start a new one")
             return obs, 0.0, self._terminated(), not self._terminated(), info
         self._turn += 1
-        error = self._check_type(action)
+        error = self._malformed(action)
         if error is None:
             try:
                 self._apply(action)
@@ -206,7 +206,7 @@ class TurnEnv(gym.Env[dict, str], ABC):
         return {"task_id": self.task_id, "turn": self._turn, **self._state()}
 
     # ---- internals ------------------------------------------------------------------------
-    def _check_type(self, action: Any) -> str | None:
+    def _malformed(self, action: Any) -> str | None:
         if not isinstance(action, str):
             return f"actions are strings, got {type(action).__name__}"
         if len(action) > self.max_action_length:

@@ -316,3 +316,25 @@ def test_oracle_in_skills_mode_and_progress_parts():
     assert traj.success and traj.score_parts["progress"] == 1.0 and traj.score_parts["make_stone_pickaxe"] == 1.0
     lazy = rollout(gym.make("turngym/Craft-v0", task="stone_pickaxe", max_turns=5), make_agent("random", env), seed=0)
     assert lazy.truncated and 0.0 <= lazy.score_parts["progress"] < 1.0
+
+
+def test_a_task_id_of_another_task_leaves_the_default_task_alone():
+    env = gym.make("turngym/Craft-v0", task="wood_pickaxe")
+    assert env.reset(seed=0, options={"task_id": "eat_cow:5"})[1]["task_id"] == "eat_cow:5"
+    assert env.unwrapped.max_turns == RULES.tasks["eat_cow"].max_turns["primitive"]
+    assert env.reset(seed=0)[1]["task_id"].startswith("wood_pickaxe:")
+    assert env.reset(seed=0, options={"task_id": "find_tree"})[1]["task_id"].startswith("find_tree:")
+
+
+def test_oracle_drinks_and_eats_when_low():
+    env = gym.make("turngym/Craft-v0", task="collect_diamond", image=False)
+    obs, info = env.reset(seed=1, options={"split": "test", "index": 1})
+    oracle = make_agent("oracle", env)
+    oracle.reset(obs, info)
+    world = env.unwrapped.world
+    world.drink, world.food = 1, 1
+    for _ in range(150):
+        obs, _, terminated, _, info = env.step(oracle.act(obs, info))
+        if world.drink == RULES.raw["vitals"]["max"] and "eat_cow" in world.state()["achievements"]:
+            break
+    assert not terminated and world.drink == RULES.raw["vitals"]["max"] and world.food > 3

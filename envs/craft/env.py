@@ -66,7 +66,8 @@ class CraftEnv(TurnEnv):
             raise ValueError(f"image_size must be a multiple of view ({view}); got {image_size}")
         super().__init__(max_turns=max_turns, render_mode=render_mode,
                          image_shape=(image_size, image_size, 3) if image else None)
-        self.rules, self.task, self.action_mode = rules, rules.tasks[task], action_mode
+        self.rules, self.action_mode = rules, action_mode
+        self.default_task = self.task = rules.tasks[task]  # task: this episode's (a task id may pick another)
         self.size, self.view = size, view
         self.splits = splits_for(task)
         self.renderer = Renderer(rules, view, image_size)
@@ -86,7 +87,7 @@ class CraftEnv(TurnEnv):
 
     # ---- TurnEnv hooks --------------------------------------------------------------------
     def _load_task(self, task_id: str | None) -> str:
-        episode = new_episode(self.rules, task_id, self.task, self.np_random, self.size)
+        episode = new_episode(self.rules, task_id, self.default_task, self.np_random, self.size)
         self.task = episode.task
         self.world = World(self.rules, episode.task, episode.layout, episode.key, pad=self.view // 2 + 1)
         self.instruction = f"{self.task.about[0].upper()}{self.task.about[1:]}."
@@ -193,14 +194,16 @@ class CraftEnv(TurnEnv):
 
     def _run(self, path: list[int], face: int | None) -> None:
         """Walk `path` with primitive steps (mining where needed), then turn to `face`."""
-        w = self.world
+        w, cow = self.world, self.rules.mat("cow")
         for tile in path:
+            if w.map[tile] == cow:
+                return  # a cow wandered into the way: stop rather than hit it
             d = direction(w.width, w.pos, tile)
             if not self.rules.tables["walkable"][w.map[tile]]:
                 w.step(d)  # blocked: this only turns to face the rock
                 w.step(DO)
             w.step(d)
             if w.pos != tile or w.dead or w.goal_reached():
-                return  # a cow stepped in the way, or the episode is decided
+                return  # the episode is decided
         if face is not None and w.target != face:
             w.step(direction(w.width, w.pos, face))
