@@ -95,17 +95,13 @@ def play(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
             return
 
 
-def results_table(summaries: list[Summary], title: str | None = None, label: str | None = None,
-                  labels: list[str] | None = None) -> Table:
+def results_table(summaries: list[Summary], title: str) -> Table:
     table = Table(title=title)
-    if label:
-        table.add_column(label)
     for column in ("agent", "episodes", "success", "mean score", "mean turns", "invalid"):
         table.add_column(column, justify="left" if column == "agent" else "right")
-    for i, s in enumerate(summaries):
-        row = [s.agent, str(s.episodes), f"{s.success_rate:.1%}", f"{s.mean_score:.3f} ± {s.score_se:.3f}",
-               f"{s.mean_turns:.1f}", f"{s.invalid_rate:.1%}"]
-        table.add_row(*([labels[i]] if label else []), *row)
+    for s in summaries:
+        table.add_row(s.agent, str(s.episodes), f"{s.success_rate:.1%}", f"{s.mean_score:.3f} ± {s.score_se:.3f}",
+                      f"{s.mean_turns:.1f}", f"{s.invalid_rate:.1%}")
     return table
 
 
