@@ -8,3 +8,8 @@ register(
     "turngym.envs.craft:CraftEnv",
     "Minecraft-style crafting: sparse-reward tasks up a tech tree to diamond, with lava and cows.",
 )
+register(
+    "turngym/WebShop-v0",
+    "turngym.envs.webshop:WebShopEnv",
+    "Web shopping: search a catalog, open products, pick options and buy what the instruction asks for.",
+)

@@ -20,7 +20,7 @@ import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import gymnasium as gym
 import numpy as np
@@ -70,6 +70,29 @@ def select_task(splits: Mapping[str, Sequence[str]], options: Mapping[str, Any] 
     if not 0 <= index < len(tasks):
         raise ValueError(f"index {index} is out of range for split {name!r} of {len(tasks)} tasks")
     return tasks[index]
+
+
+class TaskIds(Sequence[str]):
+    """Task ids `<prefix><number>` over a sequence of numbers, made on demand (a training split
+    can hold millions). Craft numbers its worlds (`wood_pickaxe:17`), WebShop its goals (`ws-17`)."""
+
+    def __init__(self, prefix: str, numbers: Sequence[int]) -> None:
+        self.prefix, self.numbers = prefix, numbers
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [f"{self.prefix}{n}" for n in self.numbers[index]]
+        return f"{self.prefix}{self.numbers[index]}"
+
+    def __repr__(self) -> str:
+        return f"TaskIds({self.prefix!r}, {len(self)} tasks)"
 
 
 def one_line(message: str) -> str:

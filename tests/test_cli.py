@@ -61,11 +61,14 @@ def test_demo_writes_a_report(tmp_path):
     code, out = invoke("demo", "--episodes", "2", "--out", str(tmp_path))
     assert code == 0, out
     assert "Report:" in out and "collect_diamond" in out
-    rows = json.loads((tmp_path / "results.json").read_text())
-    assert len(rows) == 22 and {r["agent"] for r in rows} == {"random", "oracle"}
-    assert all(r["success_rate"] == 1.0 for r in rows if r["agent"] == "oracle")
+    results = json.loads((tmp_path / "results.json").read_text())
+    craft, shop = results["craft"], results["webshop"]
+    assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}
+    assert all(r["success_rate"] == 1.0 for r in craft if r["agent"] == "oracle")
+    assert [r["agent"] for r in shop] == ["random", "heuristic:no-options", "heuristic", "oracle"]
+    assert shop[-1]["success_rate"] == 1.0 and shop[1]["parts"]["r_option"] == 0.0
     report = (tmp_path / "report.md").read_text()
-    assert "| collect_diamond | oracle | 100.0% |" in report
+    assert "| collect_diamond | oracle | 100.0% |" in report and "## WebShop-v0" in report
     for name in ("craft_success.png", "craft_oracle_diamond.png", "craft_oracle_diamond.jsonl"):
         assert (tmp_path / name).stat().st_size > 0
 

@@ -15,11 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 import turngym
+from turngym.envs.webshop import commands as webshop_commands
 from turngym.evaluate import Summary, progress_bar, run_episodes, summarize
 from turngym.trajectory import atomic_write_bytes, write_jsonl
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-turn agent environments: list them, play them, run agents on them.")
+serve_app = typer.Typer(no_args_is_help=True, help="Serve an environment over HTTP.")
+app.add_typer(serve_app, name="serve")
+app.add_typer(webshop_commands.app, name="webshop")
 console = Console()
 
 KwargsOption = Annotated[list[str] | None, typer.Option(
@@ -142,3 +146,11 @@ def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/d
 
     report = run_demo(out, console, episodes)
     console.print(f"\nReport: {report.resolve()}")
+
+
+@serve_app.command("webshop")
+def serve_webshop(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8000,
+                  catalog: Annotated[str, typer.Option(help="small, medium, full or a catalog file")] = "small",
+                  host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1") -> None:
+    """Serve the WebShop store as real HTML pages; open / in a browser to start a session."""
+    webshop_commands.serve(port, catalog, host)

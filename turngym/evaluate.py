@@ -25,6 +25,7 @@ class Summary:
     score_se: float  # standard error of the mean score
     mean_turns: float
     invalid_rate: float  # share of turns whose action was invalid
+    parts: dict[str, float]  # mean of each numeric score part (e.g. achievement rates, reward components)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,8 +40,14 @@ def summarize(env_id: str, agent: str, trajectories: list[Trajectory]) -> Summar
     var = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
     turns = sum(len(t) for t in trajectories)
     invalid = sum(not turn.info.get("valid", True) for t in trajectories for turn in t.turns)
+    values: dict[str, list[float]] = {}
+    for t in trajectories:
+        for key, value in t.score_parts.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.setdefault(key, []).append(float(value))
+    parts = {key: sum(v) / len(v) for key, v in values.items()}
     return Summary(env_id, agent, n, sum(t.success for t in trajectories) / n, mean, math.sqrt(var / n),
-                   turns / n, invalid / max(turns, 1))
+                   turns / n, invalid / max(turns, 1), parts)
 
 
 def run_episodes(env_id: str, agent: str, episodes: int, *, split: str = "test", seed: int = 0,

@@ -12,37 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import overload
 
 import numpy as np
 import yaml
 
+from turngym.envs.base import TaskIds
 from turngym.envs.craft.rules import Rules, Task
 from turngym.envs.craft.worldgen import Layout, generate
 
 TRAIN_SEEDS = range(2**31)
-
-
-class TaskIds(Sequence[str]):
-    """The task ids of one task over a sequence of world seeds (lazy, so train can be huge)."""
-
-    def __init__(self, task: str, seeds: Sequence[int]) -> None:
-        self.task, self.seeds = task, seeds
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [f"{self.task}:{s}" for s in self.seeds[index]]
-        return f"{self.task}:{self.seeds[index]}"
-
-    def __repr__(self) -> str:
-        return f"TaskIds({self.task!r}, {len(self)} worlds)"
 
 
 @cache
@@ -53,8 +31,8 @@ def frozen() -> dict:
 
 def splits_for(task: str) -> dict[str, Sequence[str]]:
     manifest = frozen()
-    return {"train": TaskIds(task, TRAIN_SEEDS), "dev": TaskIds(task, manifest["dev"]),
-            "test": TaskIds(task, manifest["test"])}
+    return {"train": TaskIds(f"{task}:", TRAIN_SEEDS), "dev": TaskIds(f"{task}:", manifest["dev"]),
+            "test": TaskIds(f"{task}:", manifest["test"])}
 
 
 def parse_task_id(rules: Rules, task_id: str) -> tuple[Task, int | None]:

@@ -1,0 +1,93 @@
+"""turngym/WebShop-v0: find and buy the product an instruction describes, in a searchable store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turngym.envs.base import PRINTABLE, Outcome, TurnEnv
+from turngym.envs.webshop import render
+from turngym.envs.webshop.catalog import Catalog, open_catalog
+from turngym.envs.webshop.reward import score
+from turngym.envs.webshop.store import Session
+from turngym.envs.webshop.tasks import goal_index, splits_for
+
+OBS_MODES = ("text", "text_rich", "html")
+
+
+class WebShopEnv(TurnEnv):
+    """WebShop: search a catalog, open products, choose options and buy what the instruction asks for.
+
+    Kwargs:
+        catalog: "small" (1,000 products, built on first use), "medium" (100,000), "full"
+            (1,000,000; build these with `turngym webshop build --size ...`), or the path of a
+            catalog file (e.g. one built from the original WebShop data).
+        obs_mode: "text" (visible strings joined with [SEP], as WebShop), "text_rich" (buttons
+            marked [button] ... [button_], chosen options [clicked button]) or "html".
+        max_turns: turn budget (default 15).
+
+    Actions: `search[<query>]` where a search bar is shown, `click[<label>]` on a button, a
+    product (its ASIN) or an option value; labels match case-insensitively.
+
+    Reward: 0 until `click[Buy Now]`, then WebShop's score of the purchase against the goal
+    (`turngym.envs.webshop.reward.score`; its parts are `info["score_parts"]`). Success means 1.
+
+    `state_dict()`: goal, page, query, results (ASINs), result page, item (ASIN), chosen
+    options, purchased (ASIN and options).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium's own convention)
+    charset = PRINTABLE
+    default_max_turns = 15
+
+    def __init__(self, catalog: str = "small", obs_mode: str = "text", max_turns: int | None = None,
+                 render_mode: str | None = None) -> None:
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {obs_mode!r}: use one of {', '.join(OBS_MODES)}")
+        super().__init__(max_turns=max_turns, render_mode=render_mode)
+        self.catalog: Catalog = open_catalog(catalog)
+        self.obs_mode = obs_mode
+        self.splits = splits_for(self.catalog)
+        self.session: Session | None = None
+
+    def _load_task(self, task_id: str | None) -> str:
+        if task_id is None:
+            train = self.splits["train"]
+            task_id = train[int(self.np_random.integers(len(train)))]
+        goal = self.catalog.goal(goal_index(task_id, self.catalog))
+        self.session = Session(self.catalog, goal)
+        self.instruction = goal["instruction_text"]
+        return task_id
+
+    def _apply(self, action: str) -> None:
+        self.session.act(action)
+
+    def _terminated(self) -> bool:
+        return self.session.done
+
+    def _outcome(self) -> Outcome:
+        if self.session.purchased is None:
+            return Outcome(False, 0.0, {"r_type": 0.0, "r_att": 0.0, "r_option": None, "r_price": 0.0,
+                                        "reward": 0.0})
+        parts = score(self.session.goal, self.session.purchased)
+        return Outcome(parts["reward"] >= 1.0, parts["reward"], parts)
+
+    def _text(self) -> str:
+        page = self.session.page()
+        if self.obs_mode == "html":  # the page's own header repeats it; a model should read it first
+            return f"Instruction: {self.instruction}\n{render.html(self.instruction, page)}"
+        return (render.text_rich if self.obs_mode == "text_rich" else render.text)(self.instruction, page)
+
+    def _actions(self) -> list[str]:
+        return self.session.actions()
+
+    def _state(self) -> dict[str, Any]:
+        s = self.session
+        product = self.catalog.product(s.item)["asin"] if s.item is not None else None
+        bought = s.purchased
+        return {
+            "goal": s.goal, "page": s.view, "query": s.query,
+            "results": [self.catalog.product(p)["asin"] for p in s.results], "result_page": s.result_page,
+            "item": product, "detail": s.detail, "options": dict(s.options),
+            "purchased": None if bought is None else {"asin": bought["asin"], "options": bought["options"]},
+        }
+

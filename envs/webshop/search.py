@@ -1,0 +1,182 @@
+"""BM25 search, stored inside the catalog's SQLite file.
+
+Each term's postings are two NumPy arrays saved as blobs (document ids as uint32, term
+frequencies as uint8), so a query reads only its own terms' rows and scores them vectorised.
+The per-document length normalisation is one float32 array, shared by every env in the process.
+Parameters and analysis follow Pyserini's BM25 defaults as the original WebShop used them
+(k1 = 0.9, b = 0.4, lowercase, Lucene's English stop words), with a light plural stemmer in place
+of Porter's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+
+import numpy as np
+
+K1, B = 0.9, 0.4
+WORD = re.compile(r"[a-z0-9]+")
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
+    "they this to was will with".split()
+)
+CHUNK = 20_000  # documents per indexing batch: bounds memory while building
+
+
+def stem(word: str) -> str:
+    """Strip English plural endings: shoes -> shoe, batteries -> battery, glasses -> glass."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("es") and word[-3] in "sxz":
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    return [stem(w) for w in WORD.findall(text.lower()) if w not in STOP_WORDS]
+
+
+SCHEMA = """
+CREATE TABLE postings (term TEXT PRIMARY KEY, df INTEGER NOT NULL, top REAL NOT NULL, docs BLOB NOT NULL,
+                       weights BLOB NOT NULL);
+CREATE TABLE corpus (id INTEGER PRIMARY KEY CHECK (id = 0), documents INTEGER NOT NULL, avgdl REAL NOT NULL);
+"""
+
+
+class IndexWriter:
+    """Builds the index one document at a time (document ids are 0, 1, 2, ... in `add` order).
+
+    Stemming and stop words are resolved once per distinct word (`_term_ids`), and document ids
+    and lengths are computed per batch with NumPy, so a document costs one regex pass and one
+    dictionary lookup per word.
+    """
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}  # stemmed term -> term id
+        self.term_ids = _TermIds(self.vocab)  # raw word -> term id, -1 for stop words
+        self.slices: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per term: (docs, tfs) per batch
+        self.lengths: list[np.ndarray] = []
+        self.count = 0
+        self.terms: list[int] = []
+        self.words_per_doc: list[int] = []
+
+    def add(self, text: str) -> None:
+        words = WORD.findall(text.lower())
+        self.terms.extend(map(self.term_ids.__getitem__, words))
+        self.words_per_doc.append(len(words))
+        self.count += 1
+        if len(self.words_per_doc) == CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.words_per_doc:
+            return
+        first = self.count - len(self.words_per_doc)
+        terms = np.array(self.terms, np.int64)
+        docs = np.repeat(np.arange(first, self.count, dtype=np.int64), self.words_per_doc)
+        kept = terms >= 0
+        terms, docs = terms[kept], docs[kept]
+        self.lengths.append(np.bincount(docs - first, minlength=len(self.words_per_doc)))
+        key, tf = np.unique((terms << 32) | docs, return_counts=True)  # sorted by term, then document
+        terms, docs = key >> 32, (key & 0xFFFFFFFF).astype(np.uint32)
+        tf = np.minimum(tf, 255).astype(np.uint8)
+        while len(self.slices) < len(self.vocab):
+            self.slices.append([])
+        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])
+        for start, stop in zip(starts.tolist(), np.r_[starts[1:], len(terms)].tolist(), strict=True):
+            self.slices[terms[start]].append((docs[start:stop], tf[start:stop]))
+        self.terms.clear()
+        self.words_per_doc.clear()
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Write the postings, each with its finished BM25 weight, into `conn`."""
+        self._flush()
+        dl = np.concatenate(self.lengths).astype(np.float64) if self.lengths else np.zeros(0)
+        avgdl = float(dl.mean()) if len(dl) else 1.0
+        norms = K1 * (1 - B + B * dl / avgdl)
+        n = self.count
+
+        def rows():
+            for token, term in self.vocab.items():
+                if self.slices[term]:
+                    docs = np.concatenate([d for d, _ in self.slices[term]])
+                    tf = np.concatenate([t for _, t in self.slices[term]]).astype(np.float64)
+                    idf = math.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
+                    weights = (idf * (K1 + 1) * tf / (tf + norms[docs])).astype(np.float32)
+                    yield token, len(docs), float(weights.max()), docs.tobytes(), weights.tobytes()
+
+        conn.executescript(SCHEMA)
+        conn.executemany("INSERT INTO postings VALUES (?, ?, ?, ?, ?)", rows())
+        conn.execute("INSERT INTO corpus VALUES (0, ?, ?)", (n, avgdl))
+
+
+class _TermIds(dict):
+    """raw word -> term id of its stem (new stems get the next id), or -1 for a stop word."""
+
+    def __init__(self, vocab: dict[str, int]) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def __missing__(self, word: str) -> int:
+        term = -1 if word in STOP_WORDS else self.vocab.setdefault(stem(word), len(self.vocab))
+        self[word] = term
+        return term
+
+
+class BM25:
+    """Queries the index written by `IndexWriter`.
+
+    Exact BM25 top-k with MaxScore pruning: the rarer query terms are scored over the whole
+    collection, the common ones (which match most documents but weigh little) only on the
+    documents the rare ones found. If even the best a document outside those could score with
+    the common terms alone stays below the k-th score, the result is exact; otherwise every term
+    is scored densely.
+    """
+
+    COMMON = 0.05  # terms in more than this share of documents are scored on candidates only
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.size = conn.execute("SELECT documents FROM corpus").fetchone()[0]
+
+    def search(self, query: str, k: int = 50) -> list[int]:
+        """The ids of the (at most) `k` best documents, best first; ties go to the lower id."""
+        terms = sorted(set(tokenize(query)))
+        if not terms or not self.size:
+            return []
+        rows = self.conn.execute(
+            f"SELECT df, top, docs, weights FROM postings WHERE term IN ({','.join('?' * len(terms))}) "
+            "ORDER BY term", terms).fetchall()
+        postings = [(top, np.frombuffer(d, np.uint32), np.frombuffer(w, np.float32)) for _, top, d, w in rows]
+        rare = [p for (df, *_), p in zip(rows, postings, strict=True) if df <= self.COMMON * self.size]
+        common = [p for (df, *_), p in zip(rows, postings, strict=True) if df > self.COMMON * self.size]
+        if rare and common:
+            scores = self._dense(rare)
+            docs = np.flatnonzero(scores)
+            found = scores[docs]
+            for _, term_docs, weights in common:
+                at = np.minimum(np.searchsorted(term_docs, docs), len(term_docs) - 1)
+                hit = term_docs[at] == docs
+                found[hit] += weights[at[hit]]
+            if len(docs) >= k and np.partition(found, len(found) - k)[len(found) - k] > sum(p[0] for p in common):
+                return self._top(docs, found, k)
+        if not postings:
+            return []
+        scores = self._dense(postings)
+        kth = np.partition(scores, self.size - k)[self.size - k] if k < self.size else 0.0
+        docs = np.flatnonzero(scores >= max(kth, 1e-30))  # every tie at the k-th score too
+        return self._top(docs, scores[docs], k)
+
+    def _dense(self, postings: list[tuple[float, np.ndarray, np.ndarray]]) -> np.ndarray:
+        docs = np.concatenate([d for _, d, _ in postings])
+        weights = np.concatenate([w for _, _, w in postings])
+        return np.bincount(docs, weights, minlength=self.size)
+
+    @staticmethod
+    def _top(docs: np.ndarray, scores: np.ndarray, k: int) -> list[int]:
+        order = np.lexsort((docs, -scores))[:k]
+        return docs[order].tolist()
