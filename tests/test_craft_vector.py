@@ -78,7 +78,7 @@ def test_starvation_matches_single_envs():
 def test_spaces_options_and_validation():
     venv = CraftVectorEnv(4, task="collect_wood")
     obs, info = venv.reset(seed=0, options={"split": "test", "index": 10})
-    assert venv.task_ids == [f"collect_wood:{s}" for s in venv.splits["test"].seeds[10:14]]
+    assert venv.task_ids == [f"collect_wood:{s}" for s in venv.splits["test"].numbers[10:14]]
     assert obs["view"].shape == (4, 9, 9) and obs["inventory"].shape == (4, len(RULES.items))
     assert info["action_mask"].shape == (4, len(RULES.actions))
     ids = [venv.splits["dev"][i] for i in range(4)]
