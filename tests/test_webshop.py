@@ -100,6 +100,33 @@ def test_goals_are_deterministic_and_describe_their_target(catalog):
     assert len(phrasings) >= 5
 
 
+def test_shopper_wording_never_names_another_attribute_or_option():
+    vocab = generate.vocabulary()
+    taken = {a.lower() for t in vocab.types for a in t.spec["attributes"]}
+    taken |= {v.lower() for t in vocab.types for values in t.spec["options"].values() for v in values}
+    wording = vocab.wording["attribute_wording"]
+    assert len(wording) >= 50 and set(wording) <= taken
+    clashes = {w for words in wording.values() for w in words if w.lower() in taken}
+    assert not clashes, clashes
+
+
+def test_brands_keep_their_price_level(catalog):
+    """Each brand's listings fit one price level; a type's listings span budget to premium."""
+    vocab = generate.vocabulary()
+    ranges = {t.key: t.spec["price"] for t in vocab.types}
+    groups: dict[tuple[str, str], list[float]] = {}
+    for i in range(catalog.size):
+        p = catalog.product(i)
+        groups.setdefault((p["type"], p["brand"]), []).append(p["price"])
+    for (kind, _), prices in groups.items():
+        low, high = ranges[kind]
+        assert any(level * low - 0.01 <= min(prices) and max(prices) <= level * high + 0.01
+                   for level in vocab.price_levels)
+    spread = [max(max(ps) for (k, _), ps in groups.items() if k == kind) /
+              min(min(ps) for (k, _), ps in groups.items() if k == kind) for kind in ranges]
+    assert np.median(spread) > 3
+
+
 def test_splits_are_frozen(catalog):
     env = make()
     splits = env.unwrapped.splits

@@ -23,7 +23,7 @@ from turngym.envs.webshop.search import BM25, IndexWriter
 
 SIZES = {"small": 1_000, "medium": 100_000, "full": 1_000_000}
 FORMAT = 2  # bump when the file layout changes (the file name carries it)
-GENERATOR = 1  # bump when generated products or goals change (the file name carries it)
+GENERATOR = 2  # bump when generated products or goals change (the file name carries it)
 GOALS_PER_PRODUCT = 10
 
 

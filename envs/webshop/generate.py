@@ -1,21 +1,23 @@
 """Seeded, offline generation of WebShop products and goals.
 
 The vocabulary is data (assets/webshop/catalog.yaml: categories, product types, brands,
-attributes, specs, option groups, title/feature/description templates; instructions.yaml: the
-instruction templates). Product i is a pure function of (seed, i), so catalogs nest: `small` is
-the first 1,000 products of `medium` and `full`. Goal k asks for product k mod n and is a pure
-function of (seed, k). Only `random.Random(...).random()` is drawn from, the one part of Python's
-random module guaranteed to stay the same across Python versions.
+attributes, specs, option groups, title/feature/description templates, brand price levels;
+instructions.yaml: the instruction templates and how shoppers word options and attributes).
+Product i is a pure function of (seed, i), so catalogs nest: `small` is the first 1,000 products
+of `medium` and `full`. Goal k asks for product k mod n and is a pure function of (seed, k).
+Only `random.Random(...).random()` is drawn from, the one part of Python's random module
+guaranteed to stay the same across Python versions.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -37,17 +39,23 @@ class ProductType:
         return PATH_SEP.join([self.spec["root"], *self.spec["path"]])
 
 
+class Vocabulary(NamedTuple):
+    types: list[ProductType]
+    wording: dict[str, Any]  # instructions.yaml: templates, option and attribute wording
+    reviews: list[dict[str, str]]
+    price_levels: list[float]
+
+
 @cache
-def vocabulary() -> tuple[list[ProductType], dict[str, Any], list[dict[str, str]]]:
-    """The product types, the instruction wording (templates, option phrasings and rewrites),
-    and the review templates."""
+def vocabulary() -> Vocabulary:
+    """The product types, the instruction wording, the review templates and the brand price levels."""
     assets = resources.files("turngym.assets").joinpath("webshop")
     catalog = yaml.safe_load(assets.joinpath("catalog.yaml").read_text())
     instructions = yaml.safe_load(assets.joinpath("instructions.yaml").read_text())
     instructions["option_rewrites"] = [(re.compile(p), r) for p, r in instructions["option_rewrites"]]
     types = [ProductType(key, category, {**spec, "root": body["root"]})
              for category, body in catalog["categories"].items() for key, spec in body["types"].items()]
-    return types, instructions, list(catalog["reviews"])
+    return Vocabulary(types, instructions, list(catalog["reviews"]), list(catalog["price_levels"]))
 
 
 class Draw:
@@ -94,7 +102,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def product(i: int, seed: int = SEED) -> dict[str, Any]:
     """Product i of the catalog generated from `seed`, as a WebShop-style record."""
-    types, _, reviews = vocabulary()
+    types, _, reviews, levels = vocabulary()
     d = Draw(seed, 1, i)
     kind = d.pick(types)
     s = kind.spec
@@ -113,7 +121,7 @@ def product(i: int, seed: int = SEED) -> dict[str, Any]:
     bullets = [_fill(t, values()) for t in d.sample(s["features"], d.between(4, 6))]
     description = _fill(d.pick(s["descriptions"]), values())
     low, high = s["price"]
-    price = round(d.uniform(low, high), 2)
+    price = round(d.uniform(low, high) * levels[zlib.crc32(brand.encode()) % len(levels)], 2)
     pricing = [price]
     if d.rng.random() < RANGE_SHARE:
         pricing = [round(price * d.uniform(0.7, 0.95), 2), round(price * d.uniform(1.05, 1.5), 2)]
@@ -121,7 +129,8 @@ def product(i: int, seed: int = SEED) -> dict[str, Any]:
     product_reviews = [{"score": d.between(3, 5), **{k: _fill(v, values()) for k, v in d.pick(reviews).items()}}
                        for _ in range(d.between(0, 3))]
     return {
-        "asin": asin(i), "name": title, "Title": title, "query": s["name"], "category": kind.category,
+        "asin": asin(i), "name": title, "Title": title, "brand": brand, "query": s["name"],
+        "category": kind.category,
         "product_category": kind.path, "Description": description, "BulletPoints": bullets,
         "Attributes": attributes, "options": options, "pricing": pricing, "price": price,
         "Rating": rating, "Reviews": product_reviews, "type": kind.key,
@@ -131,10 +140,11 @@ def product(i: int, seed: int = SEED) -> dict[str, Any]:
 def goal(k: int, products: int, seed: int = SEED) -> dict[str, Any]:
     """Goal k of a catalog of `products` products: an instruction asking for product k mod n.
 
-    1-3 of the product's attributes, 0-3 of its options (worded as shoppers word them), and a price
-    bound drawn as WebShop draws it: the larger of two of the first four $10 steps above the price.
+    1-3 of the product's attributes and 0-3 of its options (both worded as shoppers word them),
+    and a price bound drawn as WebShop draws it: the larger of two of the first four $10 steps
+    above the price.
     """
-    _, wording, _ = vocabulary()
+    wording = vocabulary().wording
     target = product(k % products, seed)
     d = Draw(seed, 2, k)
     attributes = d.sample(target["Attributes"], d.between(1, min(3, len(target["Attributes"]))))
@@ -143,7 +153,8 @@ def goal(k: int, products: int, seed: int = SEED) -> dict[str, Any]:
     steps = [10.0 * i for i in range(1, 100) if 10.0 * i > target["price"]][:4]
     price_upper = max(d.sample(steps, 2)) if len(steps) >= 2 else 1000.0
     phrases = [_say_option(d, wording, g, v) for g, v in options.items()]
-    instruction = _fill(d.pick(wording["templates"]), {"attrs": _listing(attributes), "name": target["query"],
+    said = [_say_attribute(d, wording, a) for a in attributes]
+    instruction = _fill(d.pick(wording["templates"]), {"attrs": _listing(said), "name": target["query"],
                                                        "options": " with " + _listing(phrases) if phrases else "",
                                                        "price": f"{price_upper:.2f}"})
     return {
@@ -151,6 +162,13 @@ def goal(k: int, products: int, seed: int = SEED) -> dict[str, Any]:
         "product_category": target["product_category"], "instruction_text": instruction,
         "attributes": attributes, "goal_options": options, "price_upper": price_upper, "weight": 1.0,
     }
+
+
+def _say_attribute(d: Draw, wording: dict[str, Any], attribute: str) -> str:
+    other_words = wording["attribute_wording"].get(attribute)
+    if other_words and d.rng.random() < wording["attribute_reworded_share"]:
+        return d.pick(other_words)
+    return attribute
 
 
 def _say_option(d: Draw, wording: dict[str, Any], group: str, value: str) -> str:
