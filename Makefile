@@ -23,6 +23,7 @@ test: install
 bench: install
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	$(BIN)/python bench/craft.py
+	$(BIN)/python bench/webshop.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ import gymnasium as gym
 
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.webshop import WebShopEnv
+from turngym.envs.webshop.catalog import search_text
 from turngym.envs.webshop.reward import FUZZY, normalize_color, similarity
 from turngym.envs.webshop.store import BACK, BUY, NEXT, PER_PAGE, PREV
 
@@ -33,7 +34,9 @@ def _wanted_options(goal: dict[str, Any], product_options: dict[str, list[str]])
 @register_agent("oracle", WebShopEnv)
 class WebShopOracle(Agent):
     """Searches for the target product by its title, opens it, picks the goal's options and buys.
-    Reads `env.unwrapped.state_dict()`: an upper bound, not an agent to evaluate."""
+    In a large catalog dozens of listings can share a title, so when the target is not among the
+    results the second search is its whole listing text, which only the target matches in full.
+    Reads `env.unwrapped.state_dict()` and the catalog: an upper bound, not an agent to evaluate."""
 
     def __init__(self, env: gym.Env, argument: str = "") -> None:
         self.env = env
@@ -44,9 +47,11 @@ class WebShopOracle(Agent):
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         state = self.env.unwrapped.state_dict()
         goal, page = state["goal"], state["page"]
+        catalog = self.env.unwrapped.catalog
+        product = catalog.product(catalog.asin_to_id(goal["asin"]))
         if page == "search":
             self.searches += 1
-            return f"search[{goal['name'] if self.searches == 1 else goal['instruction_text']}]"
+            return f"search[{goal['name'] if self.searches == 1 else search_text(product)[:2000]}]"
         if page == "results":
             if goal["asin"] not in state["results"]:
                 return f"click[{BACK}]"
@@ -56,8 +61,6 @@ class WebShopOracle(Agent):
             return f"click[{NEXT if where > state['result_page'] else PREV}]"
         if page == "detail" or state["item"] != goal["asin"]:
             return f"click[{PREV}]"
-        catalog = self.env.unwrapped.catalog
-        product = catalog.product(catalog.asin_to_id(goal["asin"]))
         for group, value in _wanted_options(goal, product.get("options", {})).items():
             if state["options"].get(group) != value:
                 return f"click[{value}]"

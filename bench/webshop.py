@@ -1,15 +1,18 @@
-"""WebShop catalogs: build time and size, load time and memory, search and step latency.
+"""WebShop catalogs: build time and size, load time and memory, search and step latency, and how
+the agents fare as the catalog grows.
 
-    .venv/bin/python bench/webshop.py [--sizes small,medium,full]
+    .venv/bin/python bench/webshop.py [--sizes small,medium,full] [--episodes 500] [--keep]
 
 Catalogs are built afresh into a temporary folder (so build times are real); load time and RSS
-are measured in a new process per case, with 1 and with 8 env instances.
+are measured in a new process per case, with 1 and with 8 env instances. The agents play the
+test split, which holds the same tasks at every size: only the number of distractors changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from turngym.envs.webshop.catalog import SIZES, build_generated, open_catalog
+from turngym.evaluate import run_episodes, summarize
 
 LOAD = """
 import json, os, sys, time
@@ -43,6 +47,10 @@ print(json.dumps({"load_s": load, "rss_1": one, "rss_8": rss(), "python": base})
 """
 
 
+ENV = "turngym/WebShop-v0"
+AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle")
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ms = np.array(samples) * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
@@ -51,16 +59,21 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,medium,full")
+    parser.add_argument("--episodes", type=int, default=500, help="test tasks per agent and size")
+    parser.add_argument("--keep", action="store_true", help="keep the built catalogs (about 2 GB with full)")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     console = Console(width=max(Console().width, 120))
     folder = Path(tempfile.mkdtemp(prefix="turngym-webshop-bench-"))
     build, memory, latency = Table(title="Build"), Table(title="Load and memory (fresh process)"), \
         Table(title="Latency (ms)")
+    agents = Table(title=f"Agents on {args.episodes} test tasks: success / score (100 x reward); "
+                         "WebShop's rule on its 1.18M products: 9.6% / 45.6")
     for table, columns in ((build, ("catalog", "products", "build s", "file MB")),
                            (memory, ("catalog", "load s (1 env)", "RSS 1 env MB", "RSS 8 envs MB",
                                      "per extra env MB", "target")),
-                           (latency, ("catalog", "search p50", "search p95", "step p50", "step p95", "target"))):
+                           (latency, ("catalog", "search p50", "search p95", "step p50", "step p95", "target")),
+                           (agents, ("catalog", *AGENTS))):
         for c in columns:
             table.add_column(c, justify="left" if c == "catalog" or c == "target" else "right")
     for size in sizes:
@@ -90,9 +103,16 @@ def main() -> None:
         steps = step_latencies(str(path))
         target = {"medium": "search p50 <= 5, step p50 <= 2", "full": "search p50 <= 20, step p50 <= 2"}.get(size, "")
         latency.add_row(size, *(f"{x:.2f}" for x in (*percentiles(searches), *percentiles(steps))), target)
-    for table in (build, memory, latency):
+        with console.status(f"agents on {size}..."):
+            rows = [summarize(ENV, a, run_episodes(ENV, a, args.episodes, env_kwargs={"catalog": str(path)}))
+                    for a in AGENTS]
+        agents.add_row(size, *(f"{r.success_rate:.1%} / {100 * r.mean_score:.1f}" for r in rows))
+    for table in (build, memory, latency, agents):
         console.print(table)
-    console.print(f"catalogs in {folder} (delete it when done)")
+    if args.keep:
+        console.print(f"catalogs kept in {folder}")
+    else:
+        shutil.rmtree(folder)
 
 
 def step_latencies(catalog: str) -> list[float]:

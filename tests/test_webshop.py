@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from turngym import rollout
 from turngym.agents import make_agent
 from turngym.envs.webshop import generate
-from turngym.envs.webshop.catalog import open_catalog
+from turngym.envs.webshop.catalog import open_catalog, write_catalog
 from turngym.envs.webshop.search import tokenize
 from turngym.envs.webshop.tasks import fingerprint, frozen
 
@@ -249,6 +249,22 @@ def test_oracle_buys_the_target_on_test_tasks():
     oracle = make_agent("oracle", env)
     wins = [rollout(env, oracle, seed=i, options={"split": "test", "index": i}).success for i in range(100)]
     assert sum(wins) >= 99
+
+
+def test_oracle_finds_a_target_whose_title_many_listings_share(tmp_path):
+    """In a big catalog more than 50 listings can share a title; the oracle then searches the
+    target's whole listing text. Here 79 copies of one listing bury the target, which differs only
+    by a longer description, for any query but its own text."""
+    products = [{**generate.product(0), "asin": generate.asin(i)} for i in range(80)]
+    target = products[-1]
+    target["Description"] += " Lot codes: " + " ".join(f"lot{i}" for i in range(300))  # longer: ranks last
+    goal = {**generate.goal(0, 80), "asin": target["asin"]}
+    path = write_catalog(tmp_path / "copies.sqlite", {"source": "test", "name": "copies"}, products, [goal])
+    for query in (goal["name"], goal["instruction_text"]):
+        assert target["asin"] not in [products[i]["asin"] for i in open_catalog(path).search(query)]
+    env = make(catalog=str(path))
+    traj = rollout(env, make_agent("oracle", env), seed=0, options={"split": "test", "index": 0})
+    assert traj.success and [t.action.startswith("search[") for t in traj.turns].count(True) == 2
 
 
 def test_heuristic_is_a_middling_baseline():

@@ -135,10 +135,12 @@ def _craft_markdown(rows: list[dict], n: int, sample: Trajectory) -> list[str]:
 
 # ---- WebShop ------------------------------------------------------------------------------------
 def _webshop_table(rows: list[dict], n: int) -> Table:
-    table = Table(title=f"WebShop-v0 (small catalog) test split, {n} tasks; score = 100 x reward")
+    # No outer edge: the eight columns then fit an 80-column terminal without truncating a number.
+    table = Table(title=f"WebShop-v0 (small catalog) test split, {n} tasks; score = 100 x reward",
+                  show_edge=False, pad_edge=False)
     table.add_column("agent", no_wrap=True)
     for column in ("success", "score", "turns", "type", "attr", "option", "price"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", min_width=len(column), no_wrap=True)
     for r in rows:
         p = r["parts"]
         table.add_row(r["agent"], f"{r['success_rate']:.1%}", f"{100 * r['mean_score']:.1f}", f"{r['mean_turns']:.1f}",
