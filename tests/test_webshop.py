@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from html import escape
 from html.parser import HTMLParser
 
@@ -218,6 +219,16 @@ def test_any_string_on_results_and_item_pages_is_handled(page, action):
         assert info["error"] and "\n" not in info["error"]
     else:
         assert after != before or action.lower().replace(" ", "").startswith("click[")
+
+
+@pytest.mark.parametrize("mode", ["text_rich", "html"])
+def test_check_env_passes_in_every_observation_mode(mode):
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(make(obs_mode=mode).unwrapped)
+    assert not caught, [str(w.message) for w in caught]
 
 
 @pytest.mark.parametrize("mode", ["text", "text_rich", "html"])

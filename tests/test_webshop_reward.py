@@ -86,3 +86,9 @@ def test_type_reward_tiers():
     # WebShop divides by the goal's noun list, repeats included: "bar" is 1 of 5 nouns, 0.2 is no match
     assert score({**GOAL, "name": "Soap Soap Soap Soap Bar", "query": "soap", "product_category": "Soap"},
                  {**PRODUCT, "name": "Bar Stool"})["r_type"] == 0.5
+
+
+def test_a_ranged_price_is_judged_by_the_price_charged():
+    ranged = {**PRODUCT, "pricing": [12.0, 45.0]}
+    assert score(GOAL, {**ranged, "price": 29.99})["r_price"] == 1.0
+    assert score(GOAL, {**ranged, "price": 44.0})["r_price"] == 0.0  # the low end is under the bound; the charge is not
