@@ -13,3 +13,8 @@ register(
     "turngym.envs.webshop:WebShopEnv",
     "Web shopping: search a catalog, open products, pick options and buy what the instruction asks for.",
 )
+register(
+    "turngym/LongDocVQA-v0",
+    "turngym.envs.longdoc:LongDocEnv",
+    "Long-document visual QA: search, read, view and zoom into a 20-150 page PDF, then answer.",
+)

@@ -17,6 +17,7 @@ counting and `max_turns` truncation, the `info` keys, invalid-action handling (s
 from __future__ import annotations
 
 import string
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,17 @@ class TaskIds(Sequence[str]):
 
     def __repr__(self) -> str:
         return f"TaskIds({self.prefix!r}, {len(self)} tasks)"
+
+
+TYPOGRAPHY = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...",
+                            "•": "*", "™": "", "®": "", "©": "", "\u00a0": " ", "\ufb01": "fi", "\ufb02": "fl"})
+
+
+def ascii_text(text: Any) -> str:
+    """`text` folded into the observation character set: accents dropped, typographic marks
+    replaced, anything else outside printable ASCII removed (scraped and PDF text needs it)."""
+    folded = unicodedata.normalize("NFKD", str(text).translate(TYPOGRAPHY))
+    return "".join(c for c in folded.encode("ascii", "ignore").decode() if c in PRINTABLE)
 
 
 def one_line(message: str) -> str:

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from turngym import rollout
 from turngym.agents import make_agent
+from turngym.envs.bm25 import tokenize
 from turngym.envs.webshop import generate
 from turngym.envs.webshop.catalog import open_catalog, write_catalog
-from turngym.envs.webshop.search import tokenize
 from turngym.envs.webshop.tasks import fingerprint, frozen
 
 

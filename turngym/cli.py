@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import turngym
+from turngym.envs.longdoc import commands as longdoc_commands
 from turngym.envs.webshop import commands as webshop_commands
 from turngym.evaluate import Summary, progress_bar, run_episodes, summarize
 from turngym.trajectory import atomic_write_bytes, write_jsonl
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 serve_app = typer.Typer(no_args_is_help=True, help="Serve an environment over HTTP.")
 app.add_typer(serve_app, name="serve")
 app.add_typer(webshop_commands.app, name="webshop")
+app.add_typer(longdoc_commands.app, name="longdoc")
 console = Console()
 
 KwargsOption = Annotated[list[str] | None, typer.Option(

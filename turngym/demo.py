@@ -21,12 +21,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from turngym.evaluate import Summary, progress_bar, run_episodes, summarize
+from turngym.evaluate import progress_bar, run_episodes, summarize
 from turngym.trajectory import Trajectory, atomic_write_bytes, write_jsonl
 
-CRAFT, WEBSHOP = "turngym/Craft-v0", "turngym/WebShop-v0"
+CRAFT, WEBSHOP, LONGDOC = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/LongDocVQA-v0"
 CRAFT_AGENTS = ("random", "oracle")
 WEBSHOP_AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle")
+LONGDOC_AGENTS = ("random", "heuristic", "oracle")
 
 
 def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
@@ -36,32 +37,51 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     open_catalog("small")  # build it once here, not in every worker
-    with gym.make(CRAFT) as env:
-        n = episodes or len(env.unwrapped.splits["test"])
-    with gym.make(WEBSHOP) as env:
-        n_shop = episodes or len(env.unwrapped.splits["test"])
+    counts = {}
+    for env_id in (CRAFT, WEBSHOP, LONGDOC):
+        with gym.make(env_id) as env:
+            counts[env_id] = episodes or len(env.unwrapped.splits["test"])
+    n, n_shop, n_doc = counts[CRAFT], counts[WEBSHOP], counts[LONGDOC]
+    _generate_documents(n_doc, console)
     jobs = [(CRAFT, {"task": task, "image": False}, agent, n) for task in load_rules().tasks for agent in CRAFT_AGENTS]
     jobs += [(WEBSHOP, {}, agent, n_shop) for agent in WEBSHOP_AGENTS]
+    jobs += [(LONGDOC, {"obs_mode": "text"}, agent, n_doc) for agent in LONGDOC_AGENTS]
     results = _run_jobs(jobs, console)
-    craft = [{"task": kw["task"], **results[i].as_dict()} for i, (env_id, kw, _, _) in enumerate(jobs)
-             if env_id == CRAFT]
-    shop = [results[i].as_dict() for i, (env_id, *_) in enumerate(jobs) if env_id == WEBSHOP]
+    craft = [{"task": kw["task"], **results[i]} for i, (env_id, kw, _, _) in enumerate(jobs) if env_id == CRAFT]
+    shop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == WEBSHOP]
+    docs = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == LONGDOC]
     sample = run_episodes(CRAFT, "oracle", 1, env_kwargs={"task": "collect_diamond"}, record_images=True)[0]
 
     console.print(_craft_table(craft, n))
     console.print(_webshop_table(shop, n_shop))
-    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop}, indent=2).encode())
+    console.print(_longdoc_table(docs, n_doc))
+    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop, "longdoc": docs},
+                                                        indent=2).encode())
     write_jsonl(out / "craft_oracle_diamond.jsonl", [sample])
     _plot_success(craft, out / "craft_success.png")
     _filmstrip(sample, out / "craft_oracle_diamond.png")
     report = out / "report.md"
-    lines = ["# turngym demo report", "", *_craft_markdown(craft, n, sample), *_webshop_markdown(shop, n_shop)]
+    lines = ["# turngym demo report", "", *_craft_markdown(craft, n, sample), *_webshop_markdown(shop, n_shop),
+             *_longdoc_markdown(docs, n_doc)]
     atomic_write_bytes(report, "\n".join(lines).encode())
     return report
 
 
-def _run_jobs(jobs: list[tuple[str, dict, str, int]], console: Console) -> list[Summary]:
-    results: list[Summary | None] = [None] * len(jobs)
+def _generate_documents(questions: int, console: Console) -> None:
+    """Make the LongDocVQA test documents once, in parallel, before the agents need them."""
+    from turngym.envs.longdoc.dataset import GeneratedSet
+
+    data = GeneratedSet()
+    seeds = sorted({data.parse(task)[0] for task in data.splits["test"][:questions]})
+    with progress_bar(console=console, transient=True) as progress, \
+            ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
+        bar = progress.add_task(f"LongDocVQA: {len(seeds)} test documents", total=len(seeds))
+        for _ in pool.map(data.questions_of, seeds):
+            progress.advance(bar)
+
+
+def _run_jobs(jobs: list[tuple[str, dict, str, int]], console: Console) -> list[dict[str, Any]]:
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
     with progress_bar(console=console, transient=True) as progress, \
             ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
         bar = progress.add_task(f"{len(jobs)} env/agent pairs", total=sum(job[3] for job in jobs))
@@ -72,8 +92,17 @@ def _run_jobs(jobs: list[tuple[str, dict, str, int]], console: Console) -> list[
     return results
 
 
-def _job(env_id: str, env_kwargs: dict[str, Any], agent: str, n: int) -> Summary:
-    return summarize(env_id, agent, run_episodes(env_id, agent, n, env_kwargs=env_kwargs))
+def _job(env_id: str, env_kwargs: dict[str, Any], agent: str, n: int) -> dict[str, Any]:
+    """One row: the summary, plus MMLongBench-Doc's accuracy and F1 for episodes that end in an answer."""
+    trajectories = run_episodes(env_id, agent, n, env_kwargs=env_kwargs)
+    row = summarize(env_id, agent, trajectories).as_dict()
+    if all("prediction" in t.score_parts for t in trajectories):
+        from turngym.envs.longdoc.scoring import accuracy, generalized_f1
+
+        answers = [{"score": t.score_parts["answer"], "answer_format": t.score_parts["answer_format"],
+                    "pred": t.score_parts["prediction"] or ""} for t in trajectories]
+        row.update(accuracy=accuracy(answers), f1=generalized_f1(answers))
+    return row
 
 
 # ---- Craft --------------------------------------------------------------------------------------
@@ -161,4 +190,26 @@ def _webshop_markdown(rows: list[dict], n: int) -> list[str]:
         cells = " | ".join(f"{100 * p.get(k, 0.0):.1f}" for k in ("r_type", "r_att", "r_option", "r_price"))
         lines.append(f"| {r['agent']} | {r['success_rate']:.1%} | {100 * r['mean_score']:.1f} | "
                      f"{r['mean_turns']:.1f} | {cells} |")
+    return [*lines, ""]
+
+
+# ---- LongDocVQA ---------------------------------------------------------------------------------
+def _longdoc_table(rows: list[dict], n: int) -> Table:
+    table = Table(title=f"LongDocVQA-v0 (generated) test split, {n} questions, text mode")
+    table.add_column("agent", no_wrap=True)
+    for column in ("accuracy", "F1", "turns", "evidence seen", "invalid"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["agent"], f"{r['accuracy']:.1%}", f"{r['f1']:.1%}", f"{r['mean_turns']:.1f}",
+                      f"{r['parts'].get('evidence_recall', 0.0):.1%}", f"{r['invalid_rate']:.1%}")
+    return table
+
+
+def _longdoc_markdown(rows: list[dict], n: int) -> list[str]:
+    lines = [f"## LongDocVQA-v0: the generated test split ({n} questions, text mode)", "",
+             "Accuracy and generalized F1 are MMLongBench-Doc's; evidence seen is the share of evidence pages "
+             "the agent read or viewed.", "",
+             "| agent | accuracy | F1 | turns | evidence seen | invalid actions |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['agent']} | {r['accuracy']:.1%} | {r['f1']:.1%} | {r['mean_turns']:.1f} | "
+              f"{r['parts'].get('evidence_recall', 0.0):.1%} | {r['invalid_rate']:.1%} |" for r in rows]
     return [*lines, ""]

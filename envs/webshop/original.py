@@ -22,28 +22,16 @@ import itertools
 import json
 import random
 import re
-import string
-import unicodedata
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from turngym.envs.base import ascii_text
 from turngym.envs.webshop.catalog import write_catalog
 from turngym.envs.webshop.generate import Draw
 
 PRICE_STEPS = [10.0 * i for i in range(1, 100)]
 SHUFFLE_SEED = 233
-PRINTABLE = set(string.printable)
-TYPOGRAPHY = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...",
-                            "•": "*", "™": "", "®": "", "©": "", "\u00a0": " "})
-
-
-def ascii_text(text: Any) -> str:
-    """`text` folded to printable ASCII: accents dropped, typographic marks replaced."""
-    folded = unicodedata.normalize("NFKD", str(text).translate(TYPOGRAPHY))
-    return "".join(c for c in folded.encode("ascii", "ignore").decode() if c in PRINTABLE)
-
-
 def _first(folder: Path, *names: str) -> Path | None:
     return next((folder / n for n in names if (folder / n).exists()), None)
 

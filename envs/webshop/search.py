@@ -3,41 +3,19 @@
 Each term's postings are two NumPy arrays saved as blobs (document ids as uint32 and each
 document's finished BM25 weight for the term as float32), so a query reads only its own terms'
 rows and scores them in one vectorised pass. Blobs are read through SQLite's incremental blob API
-over a memory map, about ten times faster than selecting them. Parameters and analysis follow
-Pyserini's BM25 defaults as the original WebShop used them (k1 = 0.9, b = 0.4, lowercase,
-Lucene's English stop words), with a light plural stemmer in place of Porter's.
+over a memory map, about ten times faster than selecting them. The analysis and parameters are
+envs/bm25.py's: Pyserini's defaults, as the original WebShop used them.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import sqlite3
 
 import numpy as np
 
-K1, B = 0.9, 0.4
-WORD = re.compile(r"[a-z0-9]+")
-STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
-    "they this to was will with".split()
-)
+from turngym.envs.bm25 import K1, STOP_WORDS, WORD, B, idf, stem, tokenize
+
 CHUNK = 20_000  # documents per indexing batch: bounds memory while building
-
-
-def stem(word: str) -> str:
-    """Strip English plural endings: shoes -> shoe, batteries -> battery, glasses -> glass."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("es") and word[-3] in "sxz":
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    return [stem(w) for w in WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
 SCHEMA = """
@@ -104,8 +82,7 @@ class IndexWriter:
                 if self.slices[term]:
                     docs = np.concatenate([d for d, _ in self.slices[term]])
                     tf = np.concatenate([t for _, t in self.slices[term]]).astype(np.float64)
-                    idf = math.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
-                    weights = (idf * (K1 + 1) * tf / (tf + norms[docs])).astype(np.float32)
+                    weights = (idf(n, len(docs)) * (K1 + 1) * tf / (tf + norms[docs])).astype(np.float32)
                     yield token, len(docs), docs.tobytes(), weights.tobytes()
 
         conn.executescript(SCHEMA)

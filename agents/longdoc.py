@@ -1,0 +1,117 @@
+"""LongDocVQA agents: the oracle (reads the evidence, answers with the truth) and a rule baseline."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gymnasium as gym
+
+from turngym.agents.base import Agent, register_agent
+from turngym.envs.bm25 import STOP_WORDS
+from turngym.envs.longdoc import LongDocEnv
+
+QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how many much does did do is was were are according document "
+    "report page shown listed mentioned given total name names list all".split()
+)
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+NAME = re.compile(r"(?:[A-Z][a-zA-Z&'.-]+ ?)+")
+YEAR = re.compile(r"(19|20)\d\d")
+HIT = re.compile(r"p\. (\d+):")
+
+
+@register_agent("oracle", LongDocEnv)
+class LongDocOracle(Agent):
+    """Reads every evidence page, then answers with the ground truth (unanswerable questions after
+    one search). Reads `env.unwrapped.state_dict()`: an upper bound, not an agent to evaluate."""
+
+    def __init__(self, env: gym.Env, argument: str = "") -> None:
+        self.env = env
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        state = self.env.unwrapped.state_dict()
+        question = state["question"]
+        unread = [p for p in question["evidence_pages"] if p not in state["seen"]]
+        if unread:
+            return f"read[{unread[0]}]"
+        if not question["evidence_pages"] and info["turn"] == 0:
+            return f"search[{question['question']}]"
+        return f"answer[{question['answer']}]"
+
+
+def keywords(question: str) -> list[str]:
+    return [w for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9.&'-]*", question)
+            if w.lower() not in STOP_WORDS and w.lower() not in QUESTION_WORDS]
+
+
+def answer_format(question: str) -> str:
+    """The answer format a question's wording asks for (the agent is not told)."""
+    q = question.lower()
+    if q.startswith("how many") or "number of" in q:
+        return "Int"
+    if any(w in q for w in ("percentage", "percent", "share", "rate", "how much", "average", "ratio", "total",
+                            "difference", "sum")):
+        return "Float"
+    if q.startswith(("list", "name all", "which ones")) or "list the" in q or "list all" in q:
+        return "List"
+    return "Str"
+
+
+@register_agent("heuristic", LongDocEnv)
+class LongDocRuleBaseline(Agent):
+    """Searches the question's keywords, reads the two best pages, and answers from the sentence
+    that shares the most keywords with the question: for numeric questions (or when it names
+    nothing new) the number nearest the entity the question names, years only when asked when; its
+    capitalised names otherwise. It answers "Not answerable" when a name or number the question
+    gives is missing from the pages read, or no sentence shares two keywords. Reads only its
+    observations."""
+
+    def __init__(self, env: gym.Env, argument: str = "") -> None:
+        pass
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        self.question = info["instruction"]
+        self.keywords = keywords(self.question)
+        self.pages: list[int] = []
+        self.texts: list[str] = []
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        text = obs["text"]
+        if info["turn"] == 0:
+            return f"search[{' '.join(self.keywords) or self.question}]"
+        if info["turn"] == 1:
+            self.pages = [int(p) for p in HIT.findall(text)][:2]
+        elif (read := re.search(r"^Text of page \d+: (.*)$", text, re.MULTILINE)) is not None:
+            self.texts.append(read.group(1))
+        if len(self.texts) < len(self.pages):
+            return f"read[{self.pages[len(self.texts)]}]"
+        return f"answer[{self.extract()}]"
+
+    def extract(self) -> str:
+        text = " ".join(self.texts)
+        # Every name and number the question gives must be in what was read, or the answer is not there.
+        anchors = [w for w in self.keywords[1:] if w[0].isupper() or w[0].isdigit()] + \
+            [w for w in self.keywords[:1] if w[0].isdigit()]
+        if not self.texts or any(a.lower().rstrip("?.,") not in text.lower() for a in anchors):
+            return "Not answerable"
+        wanted = {w.lower() for w in self.keywords}
+        best, overlap = "", 1
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
+            shared = len(wanted & {w.lower() for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9.&'-]*", sentence)})
+            if shared > overlap:
+                best, overlap = sentence, shared
+        if not best:
+            return "Not answerable"
+        fmt = answer_format(self.question)
+        when = re.search(r"\b(when|what year|which year)\b", self.question.lower()) is not None
+        numbers = [(m.start(), m.group().replace(",", "")) for m in NUMBER.finditer(best)
+                   if m.group().replace(",", "") not in self.question and (when or not YEAR.fullmatch(m.group()))]
+        names = [n.strip(" .") for n in NAME.findall(best) if n.strip(" .").lower() not in self.question.lower()]
+        if when or fmt in ("Int", "Float") or not names:  # "what was the revenue ..." asks for a number too
+            if not numbers:
+                return "Not answerable"
+            entity = next((a for a in reversed(anchors) if not a[0].isdigit() and a.lower() in best.lower()), None)
+            at = best.lower().find(entity.lower()) if entity else 0
+            return min(numbers, key=lambda n: abs(n[0] - at))[1]  # the number nearest the entity named
+        return str(names) if fmt == "List" else names[0]

@@ -1,0 +1,176 @@
+"""LongDocVQA-v0 on a small benchmark folder the test writes (MMLongBench-Doc's layout, real PDFs)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pymupdf
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from turngym import rollout
+from turngym.agents import make_agent
+from turngym.envs.longdoc import accuracy, generalized_f1
+
+PAGES = {
+    1: "Norhaven Annual Review 2021. Prepared by the Office of Planning. Published 4 May 2022.",
+    2: "Contents. Overview 3. Workforce 4. Finance 5. Outlook 6.",
+    3: "Overview. Norhaven is a river town. In 2021 the town council employed 1,250 people across its "
+       "departments. The council is led by Mayor Ingrid Solberg.",
+    4: "Workforce. The largest department is Transport with 410 staff. Parks employs 85 staff. "
+       "Libraries employ 64 staff.",
+    5: "Finance. Revenue in 2021 reached 48.6 million crowns. The budget surplus was 3.2 percent.",
+    6: "Outlook. New libraries will open in Eskvik and Lindmoen in 2023.",
+}
+SAMPLES = [
+    ("report.pdf", "How many people did the town council employ in 2021?", "1250", "[3]", "['Pure-text']", "Int"),
+    ("report.pdf", "Who leads the council?", "Ingrid Solberg", "[3]", "['Pure-text']", "Str"),
+    ("missing.pdf", "What is on page 2?", "Nothing", "[2]", "['Pure-text']", "Str"),
+    ("report.pdf", "What was the revenue in 2021 in million crowns?", "48.6", "[5]", "['Pure-text']", "Float"),
+    ("broken.pdf", "What is the title?", "Broken", "[1]", "['Layout']", "Str"),
+    ("report.pdf", "List the towns where new libraries will open.", "['Eskvik', 'Lindmoen']", "[6]",
+     "['Pure-text']", "List"),
+    ("report.pdf", "How many staff work in Parks and Libraries together?", "149", "[4]", "['Pure-text']", "Int"),
+    ("report.pdf", "What was the revenue of the harbour authority in 2019?", "Not answerable", "[]", "[]", "None"),
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mmlb")
+    (root / "documents").mkdir()
+    pdf = pymupdf.open()
+    for number, text in PAGES.items():
+        page = pdf.new_page()
+        page.insert_textbox(pymupdf.Rect(72, 72, 540, 400), text, fontsize=12)
+        page.draw_rect(pymupdf.Rect(72, 450, 300, 600), color=(0, 0, 0.8), fill=(0.8, 0.85, 1.0))
+        page.insert_text((300, 760), str(number), fontsize=10)
+    pdf.save(root / "documents" / "report.pdf")
+    (root / "documents" / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a PDF")
+    records = [dict(zip(("doc_id", "question", "answer", "evidence_pages", "evidence_sources", "answer_format"),
+                        row, strict=True), doc_type="Research report / Introduction") for row in SAMPLES]
+    (root / "samples.json").write_text(json.dumps(records))
+    return root
+
+
+def make(dataset, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gym.make("turngym/LongDocVQA-v0", dataset=str(dataset), **kwargs)
+
+
+def test_the_loader_skips_missing_and_unreadable_pdfs_once_by_name(dataset):
+    with pytest.warns(UserWarning) as caught:
+        env = gym.make("turngym/LongDocVQA-v0", dataset=str(dataset))
+    messages = [str(w.message) for w in caught]
+    assert sum("missing.pdf" in m for m in messages) == 1 and sum("broken.pdf" in m for m in messages) == 1
+    data = env.unwrapped.data
+    assert data.skipped == {"missing.pdf": 1, "broken.pdf": 1}
+    assert list(data.splits["test"]) == ["q-0", "q-1", "q-3", "q-5", "q-6", "q-7"] and not data.splits["dev"]
+    question = data.question("q-5")
+    assert question.evidence_pages == (6,) and question.evidence_sources == ("Pure-text",)
+    _, info = env.reset(options={"split": "test", "index": 2})
+    assert info["task_id"] == "q-3" and "revenue" in info["instruction"]
+
+
+def test_a_full_episode_search_read_view_zoom_answer(dataset):
+    env = make(dataset, evidence_weight=0.5)
+    obs, info = env.reset(seed=0, options={"task_id": "q-0"})
+    assert obs["text"].startswith("Question: How many people") and "6 pages" in obs["text"]
+    assert obs["image"].shape == (1056, 816, 3) and not obs["image"].any()  # nothing shown yet
+    obs, _, _, _, info = env.step("search[council employed people]")
+    assert info["valid"] and "p. 3:" in obs["text"] and "1,250" in obs["text"]
+    obs, _, _, _, info = env.step("read[3]")
+    assert "Text of page 3: Overview. Norhaven" in obs["text"]
+    obs, _, _, _, info = env.step("view[page 4]")
+    page = obs["image"]
+    assert info["valid"] and page.std() > 10 and (page > 200).mean() > 0.5  # a white page with text
+    obs, _, _, _, info = env.step("zoom[4, 0.1, 0.05, 0.6, 0.3]")
+    assert info["valid"] and obs["image"].shape == page.shape and not np.array_equal(obs["image"], page)
+    assert env.unwrapped.state_dict()["seen"] == [3, 4]
+    obs, reward, terminated, truncated, info = env.step("answer[1,250]")
+    assert terminated and not truncated and info["success"]
+    assert info["score_parts"] == {"answer": 1.0, "evidence_recall": 1.0, "answer_format": "Int",
+                                   "prediction": "1,250"} and reward == 1.0
+    env.reset(seed=0, options={"task_id": "q-1"})
+    _, reward, _, _, info = env.step("answer[Ingrid Solberg]")  # right, but page 3 never seen
+    assert info["score_parts"]["evidence_recall"] == 0.0 and reward == 0.5
+
+
+@pytest.mark.parametrize(("action", "error"), [
+    ("view[0]", "from 1 to 6"), ("view[7]", "from 1 to 6"), ("read[two]", "from 1 to 6"), ("view[]", "from 1 to 6"),
+    ("zoom[3, 0.5, 0.5, 0.2, 0.9]", "x0 < x1"), ("zoom[3, 0, 0, 1, 1.5]", "x0 < x1"),
+    ("zoom[3, 0.5, 0.5, 0.51, 0.9]", "too small"), ("zoom[3, 0.5, 0.5]", "zoom needs a page and a box"),
+    ("zoom[9, 0, 0, 1, 1]", "from 1 to 6"), ("search[]", "needs keywords"), ("search[the of and]", "needs keywords"),
+    ("answer[  ]", "answer needs a value"), ("look[3]", "unknown action"), ("", "unknown action"),
+])
+def test_invalid_actions_explain_themselves_and_change_nothing(dataset, action, error):
+    env = make(dataset)
+    env.reset(seed=0, options={"task_id": "q-0"})
+    env.step("view[2]")
+    before = env.unwrapped.state_dict()
+    _, reward, terminated, _, info = env.step(action)
+    assert not info["valid"] and error in info["error"] and reward == 0 and not terminated
+    assert {**env.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0}
+
+
+def test_text_mode_and_the_view_budget(dataset):
+    env = make(dataset, obs_mode="text")
+    obs, info = env.reset(seed=0, options={"task_id": "q-0"})
+    assert "image" not in obs and "view[<page>]" not in info["actions"]
+    _, _, _, _, info = env.step("view[3]")
+    assert not info["valid"] and "read[page]" in info["error"]
+    env = make(dataset, view_budget=1)
+    env.reset(seed=0, options={"task_id": "q-0"})
+    _, _, _, _, info = env.step("view[3]")
+    assert info["valid"] and "view[<page>]" not in info["actions"]
+    _, _, _, _, info = env.step("zoom[3, 0, 0, 0.5, 0.5]")
+    assert not info["valid"] and "budget" in info["error"]
+
+
+def test_read_truncates_to_its_budget_with_a_note(dataset):
+    env = make(dataset, read_chars=40)
+    env.reset(seed=0, options={"task_id": "q-0"})
+    obs, *_ = env.step("read[3]")
+    assert "more characters not shown" in obs["text"]
+
+
+def test_oracle_is_perfect_and_the_heuristic_is_scored(dataset):
+    env = make(dataset)
+    results = {}
+    for spec in ("oracle", "heuristic"):
+        agent = make_agent(spec, env)
+        runs = [rollout(env, agent, seed=i, options={"split": "test", "index": i}) for i in range(6)]
+        results[spec] = [{"score": r.score_parts["answer"], "answer_format": r.score_parts["answer_format"],
+                          "pred": r.score_parts["prediction"]} for r in runs]
+    assert accuracy(results["oracle"]) == 1.0 and generalized_f1(results["oracle"]) == 1.0
+    assert all(r.turns[-1].action.startswith("answer[") for r in runs)
+    assert 0.0 <= accuracy(results["heuristic"]) <= 1.0
+
+
+_fuzz_env = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(action=st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda verb, arg: f"{verb}[{arg}]",
+              st.sampled_from(["search", "view", "read", "zoom", "answer", "VIEW "]),
+              st.one_of(st.text(max_size=30), st.sampled_from(["3", "0", "-1", "3, 0, 0, 1, 1", "1, .2, .2, .9, .9",
+                                                                "2, nan, 0, 1, 1", "99999999999999999999"])))))
+def test_any_string_is_handled(dataset, action):
+    global _fuzz_env
+    if _fuzz_env is None:
+        _fuzz_env = make(dataset, max_turns=10**9)
+    env = _fuzz_env
+    env.reset(seed=0, options={"task_id": "q-1"})
+    env.step("view[2]")
+    before = env.unwrapped.state_dict()
+    obs, _, terminated, _, info = env.step(action)
+    assert env.observation_space.contains(obs) and info["valid"] == (info["error"] is None)
+    if not info["valid"]:
+        assert {**env.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0} and not terminated
