@@ -24,6 +24,7 @@ bench: install
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	$(BIN)/python bench/craft.py
 	$(BIN)/python bench/webshop.py
+	$(BIN)/python bench/longdoc.py
 
 lint: install
 	$(BIN)/ruff check .
