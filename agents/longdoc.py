@@ -12,9 +12,11 @@ from turngym.envs.bm25 import STOP_WORDS
 from turngym.envs.longdoc import LongDocEnv
 
 QUESTION_WORDS = frozenset(
-    "what which who whom whose when where why how many much does did do is was were are according document "
-    "report page shown listed mentioned given total name names list all".split()
+    "what which who whom whose when where why how many much large big high does did do is was were are according "
+    "document report paper workbook guide brochure manual tutorial page shown listed mentioned given total name "
+    "names list all".split()
 )
+NOT_ANSWERS = frozenset("Table Figure Chart Source Note Page Contents Section".split())  # labels, not names
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 NAME = re.compile(r"(?:[A-Z][a-zA-Z&'.-]+ ?)+")
 YEAR = re.compile(r"(19|20)\d\d")
@@ -60,7 +62,7 @@ def answer_format(question: str) -> str:
 
 @register_agent("heuristic", LongDocEnv)
 class LongDocRuleBaseline(Agent):
-    """Searches the question's keywords, reads the two best pages, and answers from the sentence
+    """Searches the question's keywords, reads the three best pages, and answers from the sentence
     that shares the most keywords with the question: for numeric questions (or when it names
     nothing new) the number nearest the entity the question names, years only when asked when; its
     capitalised names otherwise. It answers "Not answerable" when a name or number the question
@@ -81,7 +83,7 @@ class LongDocRuleBaseline(Agent):
         if info["turn"] == 0:
             return f"search[{' '.join(self.keywords) or self.question}]"
         if info["turn"] == 1:
-            self.pages = [int(p) for p in HIT.findall(text)][:2]
+            self.pages = [int(p) for p in HIT.findall(text)][:3]
         elif (read := re.search(r"^Text of page \d+: (.*)$", text, re.MULTILINE)) is not None:
             self.texts.append(read.group(1))
         if len(self.texts) < len(self.pages):
@@ -107,11 +109,14 @@ class LongDocRuleBaseline(Agent):
         when = re.search(r"\b(when|what year|which year)\b", self.question.lower()) is not None
         numbers = [(m.start(), m.group().replace(",", "")) for m in NUMBER.finditer(best)
                    if m.group().replace(",", "") not in self.question and (when or not YEAR.fullmatch(m.group()))]
-        names = [n.strip(" .") for n in NAME.findall(best) if n.strip(" .").lower() not in self.question.lower()]
+        names = [(m.start(), m.group().strip(" .")) for m in NAME.finditer(best)
+                 if m.group().strip(" .").lower() not in self.question.lower()
+                 and m.group().strip(" .") not in NOT_ANSWERS]
+        entity = next((a for a in reversed(anchors) if not a[0].isdigit() and a.lower() in best.lower()), None)
+        at = best.lower().find(entity.lower()) if entity else 0
         if when or fmt in ("Int", "Float") or not names:  # "what was the revenue ..." asks for a number too
-            if not numbers:
-                return "Not answerable"
-            entity = next((a for a in reversed(anchors) if not a[0].isdigit() and a.lower() in best.lower()), None)
-            at = best.lower().find(entity.lower()) if entity else 0
-            return min(numbers, key=lambda n: abs(n[0] - at))[1]  # the number nearest the entity named
-        return str(names) if fmt == "List" else names[0]
+            # the number nearest the entity named: tables print it after the row label, charts before
+            return min(numbers, key=lambda n: abs(n[0] - at))[1] if numbers else "Not answerable"
+        if fmt == "List":
+            return str([name for _, name in names])
+        return min(names, key=lambda n: (n[0] < at, abs(n[0] - at)))[1]  # the first name after the entity
