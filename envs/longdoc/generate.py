@@ -16,9 +16,9 @@ versions), so the same arguments give byte-identical PDFs. Only base-14 fonts an
 text is set with a few multi-line `insert_text` calls per page because pymupdf's per-call cost
 dominates: a 50-page document takes about a second.
 
-The stages live in their own modules: draw.py (the random stream), vocab.py (the YAML vocabulary),
-facts.py (fact records and text helpers), world.py (the fact base), layout.py (typesetting),
-writer.py (the document's content) and questions.py (the questions); this module ties them together.
+The stages live in their own modules: vocab.py (the YAML vocabulary), facts.py (fact records and
+text helpers), world.py (the fact base), layout.py (typesetting), writer.py (the document's content)
+and questions.py (the questions); this module ties them together. The random stream is envs/draw.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pymupdf
 
-from turngym.envs.longdoc.draw import Draw
+from turngym.envs.draw import Draw
 from turngym.envs.longdoc.facts import Fact, norm
 from turngym.envs.longdoc.questions import Asker
 from turngym.envs.longdoc.vocab import DOC_TYPE_NAMES, DOC_TYPES, vocabulary

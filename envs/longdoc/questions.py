@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from turngym.envs.longdoc.draw import Draw
+from turngym.envs.draw import Draw
 from turngym.envs.longdoc.facts import NOT_ANSWERABLE, SOURCES, Fact, cap, format_value, norm, slug
 from turngym.envs.longdoc.vocab import DOC_TYPE_NAMES, vocabulary
 from turngym.envs.longdoc.world import World

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turngym.envs.longdoc.draw import Draw
+from turngym.envs.draw import Draw
 from turngym.envs.longdoc.facts import Pending, cap, format_value, slug
 from turngym.envs.longdoc.vocab import vocabulary
 

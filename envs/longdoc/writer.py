@@ -11,7 +11,7 @@ import re
 
 import pymupdf
 
-from turngym.envs.longdoc.draw import Draw
+from turngym.envs.draw import Draw
 from turngym.envs.longdoc.facts import Pending, cap, slug
 from turngym.envs.longdoc.layout import (
     BODY,

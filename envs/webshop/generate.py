@@ -5,13 +5,11 @@ attributes, specs, option groups, title/feature/description templates, brand pri
 instructions.yaml: the instruction templates and how shoppers word options and attributes).
 Product i is a pure function of (seed, i), so catalogs nest: `small` is the first 1,000 products
 of `medium` and `full`. Goal k asks for product k mod n and is a pure function of (seed, k).
-Only `random.Random(...).random()` is drawn from, the one part of Python's random module
-guaranteed to stay the same across Python versions.
+Every choice is drawn through envs/draw.py, which stays the same across Python versions.
 """
 
 from __future__ import annotations
 
-import random
 import re
 import zlib
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from importlib import resources
 from typing import Any, NamedTuple
 
 import yaml
+
+from turngym.envs.draw import Draw
 
 SEED = 20_261_122
 RANGE_SHARE = 0.3  # products whose price is a range (the charged price lies within it)
@@ -56,31 +56,6 @@ def vocabulary() -> Vocabulary:
     types = [ProductType(key, category, {**spec, "root": body["root"]})
              for category, body in catalog["categories"].items() for key, spec in body["types"].items()]
     return Vocabulary(types, instructions, list(catalog["reviews"]), list(catalog["price_levels"]))
-
-
-class Draw:
-    """Choices from `random.Random(...).random()` only (see the module docstring)."""
-
-    def __init__(self, *key: int) -> None:
-        self.rng = random.Random(sum(k << (40 * i) for i, k in enumerate(key)))
-
-    def uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * self.rng.random()
-
-    def index(self, n: int) -> int:
-        return min(int(self.rng.random() * n), n - 1)
-
-    def pick(self, seq: list[Any]) -> Any:
-        return seq[self.index(len(seq))]
-
-    def sample(self, seq: list[Any], k: int) -> list[Any]:
-        """k distinct items of `seq`, in `seq`'s order."""
-        pool = list(range(len(seq)))
-        chosen = sorted(pool.pop(self.index(len(pool))) for _ in range(min(k, len(seq))))
-        return [seq[i] for i in chosen]
-
-    def between(self, low: int, high: int) -> int:
-        return low + self.index(high - low + 1)
 
 
 def asin(i: int) -> str:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from turngym.envs.base import ascii_text
+from turngym.envs.draw import Draw
 from turngym.envs.webshop.catalog import write_catalog
-from turngym.envs.webshop.generate import Draw
 
 PRICE_STEPS = [10.0 * i for i in range(1, 100)]
 SHUFFLE_SEED = 233
