@@ -25,6 +25,7 @@ bench: install
 	$(BIN)/python bench/craft.py
 	$(BIN)/python bench/webshop.py
 	$(BIN)/python bench/longdoc.py
+	$(BIN)/python bench/hopvqa.py
 
 lint: install
 	$(BIN)/ruff check .

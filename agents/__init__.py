@@ -7,7 +7,7 @@ Each family's agents live in a module here that registers them (`register_agent`
 this package imports them all.
 """
 
-from turngym.agents import craft, longdoc, webshop  # noqa: F401  (registers the family agents)
+from turngym.agents import craft, hopvqa, longdoc, webshop  # noqa: F401  (registers the family agents)
 from turngym.agents.base import Agent, RandomAgent, available_agents, make_agent, register_agent
 
 __all__ = ["Agent", "RandomAgent", "available_agents", "make_agent", "register_agent"]

@@ -18,3 +18,8 @@ register(
     "turngym.envs.longdoc:LongDocEnv",
     "Long-document visual QA: search, read, view and zoom into a 20-150 page PDF, then answer.",
 )
+register(
+    "turngym/HopVQA-v0",
+    "turngym.envs.hopvqa:HopVQAEnv",
+    "Multi-hop visual queries: zoom into a generated scene, claim each hop, answer one verifiable number.",
+)

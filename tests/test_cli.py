@@ -67,8 +67,12 @@ def test_demo_writes_a_report(tmp_path):
     assert all(r["success_rate"] == 1.0 for r in craft if r["agent"] == "oracle")
     assert [r["agent"] for r in shop] == ["random", "heuristic:no-options", "heuristic", "oracle"]
     assert shop[-1]["success_rate"] == 1.0 and shop[1]["parts"]["r_option"] == 0.0
+    docs, hop = results["longdoc"], results["hopvqa"]
+    assert [r["agent"] for r in docs] == ["random", "heuristic", "oracle"] and docs[-1]["accuracy"] == 1.0
+    assert [r["agent"] for r in hop] == ["random", "heuristic", "oracle"] and hop[-1]["success_rate"] == 1.0
     report = (tmp_path / "report.md").read_text()
     assert "| collect_diamond | oracle | 100.0% |" in report and "## WebShop-v0" in report
+    assert "## LongDocVQA-v0" in report and "## HopVQA-v0" in report
     for name in ("craft_success.png", "craft_oracle_diamond.png", "craft_oracle_diamond.jsonl"):
         assert (tmp_path / name).stat().st_size > 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from rich.table import Table
 from turngym.evaluate import progress_bar, run_episodes, summarize
 from turngym.trajectory import Trajectory, atomic_write_bytes, write_jsonl
 
-CRAFT, WEBSHOP, LONGDOC = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/LongDocVQA-v0"
+CRAFT, WEBSHOP, LONGDOC, HOPVQA = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/LongDocVQA-v0", \
+    "turngym/HopVQA-v0"
 CRAFT_AGENTS = ("random", "oracle")
 WEBSHOP_AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle")
 LONGDOC_AGENTS = ("random", "heuristic", "oracle")
+HOPVQA_AGENTS = ("random", "heuristic", "oracle")
 
 
 def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
@@ -38,31 +41,41 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     open_catalog("small")  # build it once here, not in every worker
     counts = {}
-    for env_id in (CRAFT, WEBSHOP, LONGDOC):
+    for env_id in (CRAFT, WEBSHOP, LONGDOC, HOPVQA):
         with gym.make(env_id) as env:
             counts[env_id] = episodes or len(env.unwrapped.splits["test"])
-    n, n_shop, n_doc = counts[CRAFT], counts[WEBSHOP], counts[LONGDOC]
+    n, n_shop, n_doc, n_hop = counts[CRAFT], counts[WEBSHOP], counts[LONGDOC], counts[HOPVQA]
     _generate_documents(n_doc, console)
     jobs = [(CRAFT, {"task": task, "image": False}, agent, n) for task in load_rules().tasks for agent in CRAFT_AGENTS]
     jobs += [(WEBSHOP, {}, agent, n_shop) for agent in WEBSHOP_AGENTS]
     jobs += [(LONGDOC, {"obs_mode": "text"}, agent, n_doc) for agent in LONGDOC_AGENTS]
+    jobs += [(HOPVQA, {}, agent, n_hop) for agent in HOPVQA_AGENTS]
     results = _run_jobs(jobs, console)
     craft = [{"task": kw["task"], **results[i]} for i, (env_id, kw, _, _) in enumerate(jobs) if env_id == CRAFT]
     shop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == WEBSHOP]
     docs = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == LONGDOC]
+    hop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == HOPVQA]
     sample = run_episodes(CRAFT, "oracle", 1, env_kwargs={"task": "collect_diamond"}, record_images=True)[0]
 
     console.print(_craft_table(craft, n))
-    console.print(_webshop_table(shop, n_shop))
-    console.print(_longdoc_table(docs, n_doc))
-    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop, "longdoc": docs},
-                                                        indent=2).encode())
+    console.print(_agent_table(f"WebShop-v0 (small catalog) test split, {n_shop} tasks; score = 100 x reward",
+                               WEBSHOP_COLUMNS, shop))
+    console.print(_agent_table(f"LongDocVQA-v0 (generated) test split, {n_doc} questions, text mode",
+                               LONGDOC_COLUMNS, docs))
+    console.print(_agent_table(f"HopVQA-v0 test split, {n_hop} queries (3-5 hops)", HOPVQA_COLUMNS, hop))
+    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop, "longdoc": docs,
+                                                         "hopvqa": hop}, indent=2).encode())
     write_jsonl(out / "craft_oracle_diamond.jsonl", [sample])
     _plot_success(craft, out / "craft_success.png")
     _filmstrip(sample, out / "craft_oracle_diamond.png")
     report = out / "report.md"
-    lines = ["# turngym demo report", "", *_craft_markdown(craft, n, sample), *_webshop_markdown(shop, n_shop),
-             *_longdoc_markdown(docs, n_doc)]
+    lines = ["# turngym demo report", "", *_craft_markdown(craft, n, sample),
+             *_agent_markdown(f"WebShop-v0: the small catalog's test split ({n_shop} tasks)", WEBSHOP_INTRO,
+                              WEBSHOP_COLUMNS, shop),
+             *_agent_markdown(f"LongDocVQA-v0: the generated test split ({n_doc} questions, text mode)",
+                              LONGDOC_INTRO, LONGDOC_COLUMNS, docs),
+             *_agent_markdown(f"HopVQA-v0: the test split ({n_hop} queries of 3-5 hops)", HOPVQA_INTRO,
+                              HOPVQA_COLUMNS, hop)]
     atomic_write_bytes(report, "\n".join(lines).encode())
     return report
 
@@ -162,54 +175,53 @@ def _craft_markdown(rows: list[dict], n: int, sample: Trajectory) -> list[str]:
         "read it with `turngym.read_jsonl`.", ""]
 
 
-# ---- WebShop ------------------------------------------------------------------------------------
-def _webshop_table(rows: list[dict], n: int) -> Table:
-    # No outer edge: the eight columns then fit an 80-column terminal without truncating a number.
-    table = Table(title=f"WebShop-v0 (small catalog) test split, {n} tasks; score = 100 x reward",
-                  show_edge=False, pad_edge=False)
+# ---- the agent tables of WebShop, LongDocVQA and HopVQA -----------------------------------------
+# A column is a header and how a result row shows in it; one spec gives the terminal and the Markdown table.
+Column = tuple[str, Callable[[dict], str]]
+
+
+def _part(key: str) -> Callable[[dict], str]:
+    """A score part as a percentage (WebShop's reward components)."""
+    return lambda r: f"{100 * r['parts'].get(key, 0.0):.1f}"
+
+
+COMMON_TAIL: list[Column] = [("turns", lambda r: f"{r['mean_turns']:.1f}"),
+                             ("invalid", lambda r: f"{r['invalid_rate']:.1%}")]
+WEBSHOP_COLUMNS: list[Column] = [
+    ("success", lambda r: f"{r['success_rate']:.1%}"), ("score", lambda r: f"{100 * r['mean_score']:.1f}"),
+    COMMON_TAIL[0], ("type", _part("r_type")), ("attr", _part("r_att")), ("option", _part("r_option")),
+    ("price", _part("r_price"))]
+LONGDOC_COLUMNS: list[Column] = [
+    ("accuracy", lambda r: f"{r['accuracy']:.1%}"), ("F1", lambda r: f"{r['f1']:.1%}"),
+    ("evidence seen", lambda r: f"{r['parts'].get('evidence_recall', 0.0):.1%}"), *COMMON_TAIL]
+HOPVQA_COLUMNS: list[Column] = [
+    ("correct", lambda r: f"{r['success_rate']:.1%}"),
+    ("hop claims right", lambda r: f"{r['parts'].get('claims_correct', 0.0):.1%}"), *COMMON_TAIL]
+
+
+def _agent_table(title: str, columns: list[Column], rows: list[dict]) -> Table:
+    # No outer edge, so WebShop's eight columns fit an 80-column terminal without truncating a number.
+    table = Table(title=title, show_edge=False, pad_edge=False)
     table.add_column("agent", no_wrap=True)
-    for column in ("success", "score", "turns", "type", "attr", "option", "price"):
-        table.add_column(column, justify="right", min_width=len(column), no_wrap=True)
+    for header, _ in columns:
+        table.add_column(header, justify="right", min_width=len(header), no_wrap=True)
     for r in rows:
-        p = r["parts"]
-        table.add_row(r["agent"], f"{r['success_rate']:.1%}", f"{100 * r['mean_score']:.1f}", f"{r['mean_turns']:.1f}",
-                      *(f"{100 * p.get(k, 0.0):.1f}" for k in ("r_type", "r_att", "r_option", "r_price")))
+        table.add_row(r["agent"], *(show(r) for _, show in columns))
     return table
 
 
-def _webshop_markdown(rows: list[dict], n: int) -> list[str]:
-    lines = [f"## WebShop-v0: the small catalog's test split ({n} tasks)", "",
-             "Score is 100 x WebShop's reward; type, attr, option and price are its components (option over "
-             "the goals that name options). `heuristic:no-options` is the paper's rule baseline exactly "
-             "(45.6 score, 9.6% success on the original data); `heuristic` also picks the options the "
-             "instruction names.", "",
-             "| agent | success | score | turns | type | attr | option | price |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        p = r["parts"]
-        cells = " | ".join(f"{100 * p.get(k, 0.0):.1f}" for k in ("r_type", "r_att", "r_option", "r_price"))
-        lines.append(f"| {r['agent']} | {r['success_rate']:.1%} | {100 * r['mean_score']:.1f} | "
-                     f"{r['mean_turns']:.1f} | {cells} |")
+def _agent_markdown(heading: str, intro: str, columns: list[Column], rows: list[dict]) -> list[str]:
+    lines = [f"## {heading}", "", intro, "", "| agent | " + " | ".join(h for h, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    lines += ["| " + " | ".join([r["agent"], *(show(r) for _, show in columns)]) + " |" for r in rows]
     return [*lines, ""]
 
 
-# ---- LongDocVQA ---------------------------------------------------------------------------------
-def _longdoc_table(rows: list[dict], n: int) -> Table:
-    table = Table(title=f"LongDocVQA-v0 (generated) test split, {n} questions, text mode")
-    table.add_column("agent", no_wrap=True)
-    for column in ("accuracy", "F1", "turns", "evidence seen", "invalid"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(r["agent"], f"{r['accuracy']:.1%}", f"{r['f1']:.1%}", f"{r['mean_turns']:.1f}",
-                      f"{r['parts'].get('evidence_recall', 0.0):.1%}", f"{r['invalid_rate']:.1%}")
-    return table
-
-
-def _longdoc_markdown(rows: list[dict], n: int) -> list[str]:
-    lines = [f"## LongDocVQA-v0: the generated test split ({n} questions, text mode)", "",
-             "Accuracy and generalized F1 are MMLongBench-Doc's; evidence seen is the share of evidence pages "
-             "the agent read or viewed.", "",
-             "| agent | accuracy | F1 | turns | evidence seen | invalid actions |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['agent']} | {r['accuracy']:.1%} | {r['f1']:.1%} | {r['mean_turns']:.1f} | "
-              f"{r['parts'].get('evidence_recall', 0.0):.1%} | {r['invalid_rate']:.1%} |" for r in rows]
-    return [*lines, ""]
+WEBSHOP_INTRO = ("Score is 100 x WebShop's reward; type, attr, option and price are its components (option over "
+                 "the goals that name options). `heuristic:no-options` is the paper's rule baseline exactly "
+                 "(45.6 score, 9.6% success on the original data); `heuristic` also picks the options the "
+                 "instruction names.")
+LONGDOC_INTRO = ("Accuracy and generalized F1 are MMLongBench-Doc's; evidence seen is the share of evidence pages "
+                 "the agent read or viewed.")
+HOPVQA_INTRO = ("`heuristic` answers the most frequent training answer (the floor); `oracle` claims every hop from "
+                "the scene graph. Hop claims right is the share of claimed hops whose claim matched the truth.")

@@ -1,0 +1,181 @@
+"""turngym/HopVQA-v0: a multi-hop question about a generated scene, with one verifiable integer answer."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text
+from turngym.envs.draw import Draw
+from turngym.envs.hopvqa.program import Query, build_query, hop_value_matches
+from turngym.envs.hopvqa.scene import Scene, generate_scene, render
+from turngym.envs.hopvqa.tasks import parse_task_id, splits
+
+VARIANTS = ("full", "half", "single")
+ACTION = re.compile(r"\s*(zoom|claim|answer)\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
+NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*"
+BOX = re.compile(",".join([NUMBER] * 4))
+CLAIM = re.compile(r"\s*(\d+)\s*,(.*)", re.DOTALL)
+INTEGER = re.compile(r"\s*([-+]?\d+)(?:\.0*)?\s*")
+MIN_ZOOM = 0.05  # the smallest zoom box side, as a fraction of the image
+ATTEMPTS = 200  # scene redraws before a seed gives up (none does in practice)
+
+
+def chain_length(seed: int, variant: str, hops: int | None) -> int:
+    """Hops of task `seed`: `hops` if given, else full 3-5 (drawn), half of that (rounded up), or 1."""
+    if hops is not None:
+        return hops
+    full = Draw(seed, 5).between(3, 5)
+    return {"full": full, "half": (full + 1) // 2, "single": 1}[variant]
+
+
+@lru_cache(maxsize=64)
+def make_task(seed: int, hops: int, size: int) -> tuple[Scene, Query]:
+    """Task `seed`: the first (scene, query) draw that gives a valid, unambiguous chain of `hops` hops."""
+    for attempt in range(ATTEMPTS):
+        scene = generate_scene(seed, size=size, attempt=attempt)
+        query = build_query(scene, Draw(seed, 4, attempt), hops)
+        if query is not None:
+            return scene, query
+    raise RuntimeError(f"no valid {hops}-hop query for seed {seed} in {ATTEMPTS} scenes")
+
+
+@lru_cache(maxsize=8)
+def _picture(seed: int, hops: int, size: int) -> tuple[np.ndarray, Image.Image]:
+    """Task `seed`'s rendering, as an array and as the PIL image zooms resample from."""
+    pixels = render(make_task(seed, hops, size)[0])
+    pixels.flags.writeable = False
+    return pixels, Image.fromarray(pixels)
+
+
+class HopVQAEnv(TurnEnv):
+    """HopVQA: a chained question about a generated scene; zoom in, claim hop answers, answer a number.
+
+    Kwargs:
+        variant: "full" (3-5 hops), "half" (half of the full chain, rounded up) or "single" (one hop),
+            HopChain's ablation; the same task id keeps its scene across variants.
+        hops: a fixed number of hops (1-5) instead of the variant's.
+        size: the image side in pixels (default 768).
+        max_turns: turn budget (default 8).
+
+    Actions: `zoom[x0, y0, x1, y1]` (fractions of the image: that region, enlarged, becomes
+    obs["image"]; zoom[0, 0, 1, 1] shows the whole picture again), `claim[k, value]` (your answer
+    for hop k, checked against the hop's truth and reported in info["hop_checks"]; it changes
+    nothing else) and `answer[number]` (final).
+
+    Reward: 1 if the final number is right, else 0. `score_parts`: `correct` and `claims_correct`,
+    the share of claimed hops whose latest claim was right (0 with no claims).
+
+    `state_dict()`: the scene graph, the query with every hop's truth, the view, the claims.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}  # noqa: RUF012 (gymnasium's convention)
+    default_max_turns = 8
+
+    def __init__(self, variant: str = "full", hops: int | None = None, size: int = 768, max_turns: int | None = None,
+                 render_mode: str | None = None) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
+        if hops is not None and not 1 <= int(hops) <= 5:
+            raise ValueError(f"hops must be 1 to 5, got {hops}")
+        if not 256 <= int(size) <= 2048:
+            raise ValueError(f"size must be 256 to 2048 pixels, got {size}")
+        super().__init__(max_turns=max_turns, render_mode=render_mode, image_shape=(int(size), int(size), 3))
+        self.variant, self.hops, self.size = variant, None if hops is None else int(hops), int(size)
+        self.splits = splits()
+
+    def _load_task(self, task_id: str | None) -> str:
+        if task_id is None:
+            train = self.splits["train"]
+            task_id = train[int(self.np_random.integers(len(train)))]
+        self.seed_of_task = parse_task_id(task_id)
+        length = chain_length(self.seed_of_task, self.variant, self.hops)
+        self.scene, self.query = make_task(self.seed_of_task, length, self.size)
+        self.picture, self.pil = _picture(self.seed_of_task, length, self.size)
+        self.instruction = self.query.question
+        self.view = (0.0, 0.0, 1.0, 1.0)
+        self.claims: dict[int, tuple[str, bool]] = {}
+        self.answer: int | None = None
+        return f"hop-{self.seed_of_task}"
+
+    def _apply(self, action: str) -> None:
+        match = ACTION.fullmatch(action)
+        if not match:
+            shown = action if len(action) <= 40 else action[:37] + "..."
+            raise InvalidAction(f"unknown action {shown!r}: use zoom[x0, y0, x1, y1], claim[hop, value] or "
+                                "answer[number]")
+        verb, argument = match.group(1).lower(), match.group(2)
+        if verb == "zoom":
+            self.view = self._box(argument)
+        elif verb == "claim":
+            hop, value = self._claim(argument)
+            self.claims[hop] = (value, hop_value_matches(self.query.hops[hop - 1], value))
+        else:
+            number = INTEGER.fullmatch(argument)
+            if not number:
+                raise InvalidAction(f"answer needs a whole number, e.g. answer[12]; got {argument.strip()[:20]!r}")
+            self.answer = int(number.group(1))
+
+    def _box(self, argument: str) -> tuple[float, float, float, float]:
+        match = BOX.fullmatch(argument)
+        if not match:
+            raise InvalidAction("zoom needs four fractions of the image: zoom[x0, y0, x1, y1], e.g. "
+                                "zoom[0.5, 0, 1, 0.5] for the top-right quarter")
+        x0, y0, x1, y1 = (float(v) for v in match.groups())
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise InvalidAction(f"zoom box ({x0}, {y0}, {x1}, {y1}) must satisfy 0 <= x0 < x1 <= 1 and "
+                                "0 <= y0 < y1 <= 1")
+        if min(x1 - x0, y1 - y0) < MIN_ZOOM:
+            raise InvalidAction(f"zoom box too small: each side must be at least {MIN_ZOOM} of the image")
+        return x0, y0, x1, y1
+
+    def _claim(self, argument: str) -> tuple[int, str]:
+        match = CLAIM.fullmatch(argument)
+        hops = len(self.query.hops)
+        if not match or not 1 <= int(match.group(1)) <= hops or not match.group(2).strip():
+            raise InvalidAction(f"claim needs a hop number from 1 to {hops} and a value, e.g. claim[1, 7]")
+        return int(match.group(1)), " ".join(match.group(2).split())
+
+    def _terminated(self) -> bool:
+        return self.answer is not None
+
+    def _outcome(self) -> Outcome:
+        correct = self.answer == self.query.answer
+        right = sum(ok for _, ok in self.claims.values())
+        return Outcome(correct, float(correct), {"correct": float(correct),
+                                                 "claims_correct": right / len(self.claims) if self.claims else 0.0})
+
+    def _text(self) -> str:
+        x0, y0, x1, y1 = self.view
+        view = "the whole picture" if self.view == (0.0, 0.0, 1.0, 1.0) else \
+            f"the region x {x0:.2f}-{x1:.2f}, y {y0:.2f}-{y1:.2f} of the picture, enlarged"
+        claims = "; ".join(f"hop {k}: {ascii_text(v)}" for k, (v, _) in sorted(self.claims.items()))
+        return "\n".join([f"Question: {self.query.question}",
+                          f"The question has {len(self.query.hops)} hop(s). The image shows {view}.",
+                          *([f"Your claims: {claims}"] if claims else []),
+                          "Actions: " + ", ".join(self._actions()) + " (zoom coordinates are fractions of the "
+                          "picture; claim[k, value] records your answer to hop k; answer ends the episode)."])
+
+    def _actions(self) -> list[str]:
+        return ["zoom[<x0>, <y0>, <x1>, <y1>]", "claim[<hop>, <value>]", "answer[<number>]"]
+
+    def _image(self) -> np.ndarray:
+        if self.view == (0.0, 0.0, 1.0, 1.0):
+            return self.picture.copy()
+        # Bilinear keeps a zoom step under 5 ms at 768 px; the shapes and text are flat colours anyway.
+        box = tuple(v * self.size for v in self.view)
+        return np.array(self.pil.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box))
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {"hop_checks": {str(k): ok for k, (_, ok) in sorted(self.claims.items())}}
+
+    def _state(self) -> dict[str, Any]:
+        q = self.query
+        return {"scene": self.scene.to_json(), "question": q.question, "answer": q.answer,
+                "hops": [{"index": h.index, "text": h.text, "kind": h.kind, "value": h.value} for h in q.hops],
+                "view": list(self.view), "claims": {str(k): v for k, (v, _) in sorted(self.claims.items())},
+                "final": self.answer}

@@ -1,0 +1,131 @@
+"""HopVQA-v0: episodes, claims and hop checks, zoom, bad actions, frozen and balanced splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from turngym import rollout
+from turngym.agents import make_agent
+from turngym.envs.hopvqa.env import chain_length, make_task
+from turngym.envs.hopvqa.tasks import TRAIN_SEEDS, manifest
+
+
+def make(**kwargs):
+    return gym.make("turngym/HopVQA-v0", **kwargs)
+
+
+def test_the_oracle_claims_every_hop_and_answers_right():
+    env = make()
+    oracle = make_agent("oracle", env)
+    for i in range(20):
+        traj = rollout(env, oracle, seed=i, options={"split": "test", "index": i})
+        hops = len(env.unwrapped.state_dict()["hops"])
+        assert traj.success and len(traj) == hops + 1 and 3 <= hops <= 5
+        assert traj.score_parts == {"correct": 1.0, "claims_correct": 1.0}
+        assert traj.turns[-1].info["hop_checks"] == {str(k): True for k in range(1, hops + 1)}
+
+
+def test_claims_are_checked_and_change_nothing_else():
+    env = make()
+    obs, info = env.reset(options={"split": "test", "index": 0})
+    assert info["hop_checks"] == {} and obs["image"].shape == (768, 768, 3)
+    state = env.unwrapped.state_dict()
+    first = state["hops"][0]
+    truth = len(first["value"]) if first["kind"] == "set" else first["value"]
+    wrong = "not-an-answer"
+    obs2, reward, terminated, _, info = env.step(f"claim[1, {wrong}]")
+    assert info["valid"] and info["hop_checks"] == {"1": False} and reward == 0 and not terminated
+    assert np.array_equal(obs2["image"], obs["image"])
+    _, _, _, _, info = env.step(f"claim[1, {truth}]")
+    assert info["hop_checks"] == {"1": True}  # the latest claim counts
+    _, reward, terminated, _, info = env.step(f"answer[{state['answer'] + 1}]")
+    assert terminated and reward == 0.0 and info["score_parts"] == {"correct": 0.0, "claims_correct": 1.0}
+
+
+def test_zoom_enlarges_a_region_and_zoom_out_restores_the_picture():
+    env = make()
+    whole, _ = env.reset(options={"split": "test", "index": 3})
+    zoomed, *_ = env.step("zoom[0.25, 0.25, 0.5, 0.5]")
+    assert zoomed["image"].shape == whole["image"].shape and not np.array_equal(zoomed["image"], whole["image"])
+    assert "region x 0.25-0.50" in zoomed["text"]
+    back, *_ = env.step("zoom[0, 0, 1, 1]")
+    assert np.array_equal(back["image"], whole["image"]) and "the whole picture" in back["text"]
+
+
+@pytest.mark.parametrize(("action", "error"), [
+    ("zoom[0.5, 0.5, 0.2, 0.9]", "x0 < x1"), ("zoom[0, 0, 1, 1.2]", "x0 < x1"), ("zoom[0.5, 0.5, 0.52, 0.9]", "small"),
+    ("zoom[0.5, 0.5]", "four fractions"), ("claim[0, 3]", "hop number from 1"), ("claim[9, 3]", "hop number from 1"),
+    ("claim[1, ]", "hop number from 1"), ("claim[one, 3]", "hop number from 1"), ("answer[twelve]", "whole number"),
+    ("answer[3.5]", "whole number"), ("answer[]", "whole number"), ("look", "unknown action"),
+])
+def test_bad_actions_explain_themselves_and_change_nothing(action, error):
+    env = make()
+    env.reset(options={"split": "test", "index": 1})
+    env.step("zoom[0, 0, 0.5, 0.5]")
+    before = env.unwrapped.state_dict()
+    _, reward, terminated, _, info = env.step(action)
+    assert not info["valid"] and error in info["error"] and reward == 0 and not terminated
+    assert {**env.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0}
+
+
+def test_rendering_is_deterministic_and_the_splits_are_frozen():
+    a = make().reset(options={"split": "test", "index": 5})[0]["image"]
+    make_task.cache_clear()
+    b = make().reset(options={"split": "test", "index": 5})[0]["image"]
+    assert np.array_equal(a, b)
+    frozen = manifest()
+    assert len(frozen["test"]) == len(frozen["dev"]) == 500 and not set(frozen["test"]) & set(frozen["dev"])
+    assert max(frozen["test"] + frozen["dev"]) < TRAIN_SEEDS.start
+    for seed, expected in frozen["fingerprints"].items():
+        scene, query = make_task(int(seed), chain_length(int(seed), "full", None), 768)
+        record = {"scene": scene.to_json(), "question": query.question, "answer": query.answer,
+                  "hops": [[h.index, h.text, h.kind, h.value] for h in query.hops]}
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+        assert digest == str(expected), f"task hop-{seed} changed: bump the splits version"
+
+
+def test_no_constant_guess_scores_above_15_percent_on_test():
+    answers = Counter(make_task(s, chain_length(s, "full", None), 768)[1].answer for s in manifest()["test"])
+    assert max(answers.values()) / 500 <= 0.15 and len(answers) >= 10
+    env = make()
+    floor = make_agent("heuristic", env)
+    wins = [rollout(env, floor, seed=i, options={"split": "test", "index": i}).success for i in range(100)]
+    assert sum(wins) <= 25  # a constant guess: near its share of the answers
+
+
+@pytest.mark.parametrize(("kwargs", "lengths"), [({"variant": "single"}, {1}), ({"variant": "half"}, {2, 3}),
+                                                 ({"hops": 2}, {2})])
+def test_variants_change_the_chain_length(kwargs, lengths):
+    env = make(**kwargs)
+    seen = set()
+    for i in range(6):
+        env.reset(options={"split": "test", "index": i})
+        seen.add(len(env.unwrapped.state_dict()["hops"]))
+    assert seen <= lengths
+
+
+_fuzz = None
+
+
+@settings(max_examples=150, deadline=None)
+@given(action=st.one_of(st.text(max_size=60), st.builds(
+    lambda verb, arg: f"{verb}[{arg}]", st.sampled_from(["zoom", "claim", "answer", "CLAIM "]),
+    st.one_of(st.text(max_size=30), st.sampled_from(["1, 7", "0.1, 0.1, 0.9, 0.9", "2, \x1b", "3", "-4"])))))
+def test_any_string_is_handled(action):
+    global _fuzz
+    if _fuzz is None:
+        _fuzz = make(max_turns=10**9)
+    _fuzz.reset(options={"split": "test", "index": 2})
+    before = _fuzz.unwrapped.state_dict()
+    obs, _, terminated, _, info = _fuzz.step(action)
+    assert _fuzz.observation_space.contains(obs) and info["valid"] == (info["error"] is None)
+    if not info["valid"]:
+        assert {**_fuzz.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0} and not terminated

@@ -1,0 +1,299 @@
+"""HopVQA programs: each step's semantics on hand-built scenes, and build_query over generated ones."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from turngym.envs.draw import Draw
+from turngym.envs.hopvqa.program import (
+    STEP_TYPES,
+    Hop,
+    ProgramError,
+    Query,
+    build_query,
+    execute,
+    hop_value_matches,
+    wording,
+)
+from turngym.envs.hopvqa.scene import Obj, Scene, generate_scene
+
+
+def scene(*objs: tuple) -> Scene:
+    """A scene from (category, color, size, box, label, container) tuples, ids in order."""
+    return Scene(0, 768, tuple(Obj(i, *o) for i, o in enumerate(objs)))
+
+
+# 0 is a box holding 1 and 2; 3..6 are loose around it.
+S = scene(
+    ("box", "red", "large", (100, 100, 300, 300), "B", None),
+    ("star", "blue", "small", (120, 150, 160, 190), "7", 0),
+    ("star", "green", "medium", (200, 150, 260, 210), None, 0),
+    ("circle", "red", "large", (400, 100, 500, 200), "42", None),  # right of the box, overlaps it in y
+    ("triangle", "red", "small", (400, 400, 430, 430), "HI", None),  # right of and below the box
+    ("square", "blue", "medium", (50, 350, 110, 410), None, None),  # below the box, overlaps it in x
+    ("star", "blue", "small", (20, 20, 60, 60), None, None),  # left of and above the box
+)
+
+
+def run(steps: list[dict], inputs: dict | None = None, sc: Scene = S):
+    return execute(sc, steps, inputs or {})
+
+
+def filt(attr: str, value) -> list[dict]:
+    return [{"op": "scene", "in": []}, {"op": "filter", "in": [0], "attr": attr, "value": value}]
+
+
+def related(rel: str, anchor: int, sc: Scene = S):
+    steps = [{"op": "scene", "in": []}, {"op": "hop", "in": [], "hop": 1},
+             {"op": "relate", "in": [0, 1], "rel": rel}]
+    return execute(sc, steps, {1: anchor})
+
+
+# ---- filter / unique ------------------------------------------------------------------------------
+
+
+def test_filter_by_each_attribute():
+    assert run(filt("category", "star")) == [1, 2, 6]
+    assert run(filt("color", "blue")) == [1, 5, 6]
+    assert run(filt("size", "small")) == [1, 4, 6]
+    assert run(filt("labeled", True)) == [0, 1, 3, 4]
+    assert run(filt("label", "HI")) == [4]
+    assert run(filt("placement", "loose")) == [3, 4, 5, 6]  # the box itself is neither loose nor held
+    assert run(filt("placement", "contained")) == [1, 2]
+    assert run(filt("kind", "container")) == [0]
+    chained = [*filt("color", "blue"), {"op": "filter", "in": [1], "attr": "category", "value": "star"}]
+    assert run(chained) == [1, 6]
+    with pytest.raises(ProgramError):
+        run(filt("shape", "star"))
+
+
+def test_unique_needs_exactly_one_match():
+    assert run([*filt("category", "circle"), {"op": "unique", "in": [1]}]) == 3
+    with pytest.raises(ProgramError):
+        run([*filt("category", "star"), {"op": "unique", "in": [1]}])
+    with pytest.raises(ProgramError):
+        run([*filt("category", "moon"), {"op": "unique", "in": [1]}])
+
+
+# ---- relate ---------------------------------------------------------------------------------------
+
+
+def test_sides_need_the_whole_box_beyond_the_anchor():
+    assert related("right", 0) == [3, 4]  # 3 overlaps the box vertically but lies wholly to its right
+    assert related("below", 0) == [4, 5]  # 5 overlaps the box horizontally but lies wholly below
+    assert related("left", 0) == [6]
+    assert related("above", 0) == [6]
+    assert related("left", 3) == [0, 1, 2, 5, 6]
+    assert related("above", 4) == [0, 1, 2, 3, 6]
+    # Touching edges count as beside; any overlap along the axis does not.
+    sc = scene(("circle", "red", "small", (0, 0, 10, 10), None, None),
+               ("circle", "red", "small", (10, 0, 20, 10), None, None),
+               ("circle", "red", "small", (19, 20, 30, 30), None, None))
+    assert related("left", 1, sc) == [0]
+    assert related("right", 1, sc) == []
+    assert related("below", 1, sc) == [2]
+
+
+def test_inside_needs_a_container():
+    assert related("inside", 0) == [1, 2]
+    with pytest.raises(ProgramError):
+        related("inside", 3)
+
+
+def test_nearest_rejects_near_ties():
+    steps = [*filt("category", "star"), {"op": "hop", "in": [], "hop": 1},
+             {"op": "relate", "in": [1, 2], "rel": "nearest"}]
+    assert run(steps, {1: 3}) == 2  # (230, 180) is nearer the circle than (140, 170) and (40, 40)
+    sc = scene(("circle", "red", "small", (100, 100, 110, 110), None, None),
+               ("star", "red", "small", (200, 100, 210, 110), None, None),  # 100 px right
+               ("star", "red", "small", (100, 205, 110, 215), None, None))  # 105 px below: within 10%
+    with pytest.raises(ProgramError):
+        run(steps, {1: 0}, sc)
+    far = scene(*[(o.category, o.color, o.size, o.box, o.label, o.container) for o in sc.objects[:2]],
+                ("star", "red", "small", (100, 215, 110, 225), None, None))  # 115 px: a clear winner
+    assert run(steps, {1: 0}, far) == 1
+    lonely = scene(("circle", "red", "small", (0, 0, 10, 10), None, None))
+    with pytest.raises(ProgramError):
+        run(steps, {1: 0}, lonely)
+
+
+# ---- extreme --------------------------------------------------------------------------------------
+
+
+def test_largest_and_smallest_need_a_clear_winner():
+    stars = filt("category", "star")
+    assert run([*stars, {"op": "extreme", "in": [1], "fn": "largest"}]) == 2
+    with pytest.raises(ProgramError):  # 1 and 6 are both 40x40
+        run([*stars, {"op": "extreme", "in": [1], "fn": "smallest"}])
+    assert run([*filt("color", "red"), {"op": "extreme", "in": [1], "fn": "smallest"}]) == 4
+    with pytest.raises(ProgramError):  # one candidate is no superlative
+        run([*filt("category", "circle"), {"op": "extreme", "in": [1], "fn": "largest"}])
+    sc = scene(("circle", "red", "small", (0, 0, 100, 100), None, None),
+               ("circle", "red", "small", (200, 0, 295, 100), None, None))  # 5% smaller: too close
+    with pytest.raises(ProgramError):
+        run([*filt("category", "circle"), {"op": "extreme", "in": [1], "fn": "largest"}], sc=sc)
+
+
+def test_container_holding_the_most():
+    sc = scene(("box", "red", "large", (0, 0, 300, 300), None, None),
+               ("shelf", "blue", "large", (400, 0, 700, 300), None, None),
+               ("star", "red", "small", (10, 30, 50, 70), None, 0),
+               ("star", "red", "small", (60, 30, 100, 70), None, 0),
+               ("circle", "red", "small", (410, 30, 450, 70), None, 1),
+               ("star", "red", "small", (460, 30, 500, 70), None, 1),
+               ("circle", "red", "small", (510, 30, 550, 70), None, 1))
+    boxes = filt("kind", "container")
+    assert run([*boxes, {"op": "extreme", "in": [1], "fn": "most", "category": "star"}], sc=sc) == 0
+    assert run([*boxes, {"op": "extreme", "in": [1], "fn": "most", "category": "circle"}], sc=sc) == 1
+    assert run([*boxes, {"op": "extreme", "in": [1], "fn": "most"}], sc=sc) == 1
+    with pytest.raises(ProgramError):  # nobody holds a moon
+        run([*boxes, {"op": "extreme", "in": [1], "fn": "most", "category": "moon"}], sc=sc)
+    tie = scene(*[(o.category, o.color, o.size, o.box, o.label, o.container) for o in sc.objects if o.id != 3])
+    with pytest.raises(ProgramError):  # one star each
+        run([*boxes, {"op": "extreme", "in": [1], "fn": "most", "category": "star"}], sc=tie)
+    with pytest.raises(ProgramError):  # stars hold nothing
+        run([*filt("category", "star"), {"op": "extreme", "in": [1], "fn": "most"}], sc=sc)
+
+
+# ---- count / read / arithmetic --------------------------------------------------------------------
+
+
+def test_count_includes_empty_sets():
+    assert run([*filt("color", "red"), {"op": "count", "in": [1]}]) == 3
+    assert run([*filt("category", "moon"), {"op": "count", "in": [1]}]) == 0
+    with pytest.raises(ProgramError):
+        run([{"op": "hop", "in": [], "hop": 1}, {"op": "count", "in": [0]}], {1: 4})
+
+
+@pytest.mark.parametrize(("obj", "value"), [(1, 7), (3, 42), (4, None), (2, None), (0, None)])
+def test_read_takes_digit_labels_only(obj, value):
+    steps = [{"op": "hop", "in": [], "hop": 1}, {"op": "read", "in": [0]}]
+    if value is None:
+        with pytest.raises(ProgramError):
+            run(steps, {1: obj})
+    else:
+        assert run(steps, {"1": obj}) == value  # string keys, as after a JSON round trip
+
+
+@pytest.mark.parametrize(("fn", "a", "b", "value"), [("add", 3, 4, 7), ("subtract", 9, 4, 5), ("subtract", 4, 4, 0),
+                                                      ("multiply", 6, 7, 42), ("subtract", 3, 4, None),
+                                                      ("divide", 8, 2, None)])
+def test_arithmetic(fn, a, b, value):
+    steps = [{"op": "hop", "in": [], "hop": 1}, {"op": "hop", "in": [], "hop": 2},
+             {"op": "arithmetic", "in": [0, 1], "fn": fn}]
+    if value is None:
+        with pytest.raises(ProgramError):
+            run(steps, {1: a, 2: b})
+    else:
+        assert run(steps, {1: a, 2: b}) == value
+
+
+def test_malformed_programs_raise_program_errors():
+    for steps, inputs in [([], {}), ([{"op": "count", "in": [3]}], {}), ([{"op": "fly", "in": []}], {}),
+                          ([{"op": "hop", "in": [], "hop": 2}], {1: 3}),
+                          ([{"op": "hop", "in": [], "hop": 1}, {"op": "read", "in": [0]}], {1: 99})]:
+        with pytest.raises(ProgramError):
+            run(steps, inputs)
+
+
+# ---- build_query ----------------------------------------------------------------------------------
+
+
+@cache
+def queries() -> dict[int, list[tuple[Scene, Query | None]]]:
+    scenes = [generate_scene(seed) for seed in range(200)]
+    return {n: [(sc, build_query(sc, Draw(sc.seed, 4, n), n)) for sc in scenes] for n in range(1, 6)}
+
+
+def check_referents(sc: Scene, hop: Hop, inputs: dict) -> None:
+    """Every "the X" in the hop singles out one object: re-run each unique step's input."""
+    for step in hop.steps:
+        if step["op"] == "unique":
+            assert len(execute(sc, hop.steps[: step["in"][0] + 1], inputs)) == 1
+    last = hop.steps[-1]
+    if hop.kind == "instance":
+        assert last["op"] in ("unique", "extreme") or last.get("rel") == "nearest"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_build_query_chains(n):
+    built = [(sc, q) for sc, q in queries()[n] if q is not None]
+    assert len(built) >= 0.85 * len(queries()[n])
+    for sc, q in built:
+        assert len(q.hops) == n
+        assert [h.index for h in q.hops] == list(range(1, n + 1))
+        assert q.hops[-1].kind == "number" and q.hops[-1].value == q.answer
+        assert 0 <= q.answer <= 99
+        assert all(h.text in q.question or h.text[1:] in q.question for h in q.hops)
+        assert q.question.endswith(("?", "."))
+        for h in q.hops:
+            inputs = {e.index: e.value for e in q.hops[: h.index - 1]}
+            assert execute(sc, list(h.steps), inputs) == h.value
+            assert all(s["op"] in STEP_TYPES for s in h.steps)
+            assert all(s["hop"] < h.index for s in h.steps if s["op"] == "hop")
+            check_referents(sc, h, inputs)
+            if h.kind == "set":
+                assert h.value == sorted(h.value)
+            if h.kind == "instance":
+                assert h.label == sc.get(h.value).label
+        # Every hop but the last feeds a later one.
+        used = {s["hop"] for h in q.hops for s in h.steps if s["op"] == "hop"}
+        assert used >= set(range(1, n))
+
+
+def test_build_query_is_deterministic_and_varied():
+    sc = generate_scene(7)
+    for n in range(1, 6):
+        assert build_query(sc, Draw(7, 4, n), n) == build_query(sc, Draw(7, 4, n), n)
+    questions = {q.question for q in (build_query(sc, Draw(7, 4, k), 3) for k in range(40)) if q}
+    assert len(questions) > 30
+    with pytest.raises(ValueError):
+        build_query(sc, Draw(7), 6)
+
+
+def test_wording_has_three_phrasings_per_step_kind():
+    w = wording()
+    groups = [w["filter"]["find"], w["filter"]["find_set"], w["read"], *w["relate"].values(),
+              *w["extreme"].values(), *w["count"].values(), *w["arithmetic"].values()]
+    assert all(len(g) >= 3 for g in groups)
+
+
+def test_json_round_trip_of_steps():
+    import json
+
+    sc, q = next((sc, q) for sc, q in queries()[4] if q is not None)
+    for h in q.hops:
+        steps = json.loads(json.dumps(h.steps))
+        inputs = json.loads(json.dumps({e.index: e.value for e in q.hops[: h.index - 1]}))
+        assert execute(Scene.from_json(json.loads(json.dumps(sc.to_json()))), steps, inputs) == h.value
+
+
+# ---- hop_value_matches ----------------------------------------------------------------------------
+
+
+def test_claims_about_instances():
+    hop = Hop(1, "Find the box labeled B.", "instance", 4, (), "B")
+    assert all(hop_value_matches(hop, c) for c in ["4", " 4 ", "object 4", "#4", "id: 4", "B", "b", "labeled B",
+                                                   "the box labeled \"B\""])
+    assert not any(hop_value_matches(hop, c) for c in ["5", "C", "4 or 5", "", "box"])
+    digits = Hop(1, "Find the star.", "instance", 3, (), "42")
+    assert hop_value_matches(digits, "3") and hop_value_matches(digits, "42")
+    assert not hop_value_matches(digits, "41")
+
+
+def test_claims_about_sets_and_numbers():
+    hop = Hop(1, "Find all the stars.", "set", [2, 5, 9], ())
+    assert all(hop_value_matches(hop, c) for c in ["3", "three", "[2, 5, 9]", "9, 2, 5", "objects 2 5 9"])
+    assert not any(hop_value_matches(hop, c) for c in ["4", "[2, 5]", "[2, 5, 9, 10]", "none"])
+    num = Hop(2, "How many?", "number", 12, ())
+    assert all(hop_value_matches(num, c) for c in ["12", "12.", "The answer is 12", "twelve"])
+    assert not any(hop_value_matches(num, c) for c in ["13", "1 2", "-12", "", "12 or 13"])
+
+
+@pytest.mark.parametrize("claim", [None, "", "   ", "\x00\xff", "[[[", "{}", "9" * 500, "-", "∞", 3.5, ["4"], object()])
+def test_garbage_claims_never_raise(claim):
+    for hop in (Hop(1, "", "instance", 4, (), None), Hop(1, "", "set", [1, 2], ()), Hop(1, "", "number", 3, ()),
+                Hop(1, "", "number", 3, ({"op": "read"},), "3")):
+        assert hop_value_matches(hop, claim) in (True, False)
