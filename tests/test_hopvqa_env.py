@@ -82,8 +82,9 @@ def test_rendering_is_deterministic_and_the_splits_are_frozen():
     b = make().reset(options={"split": "test", "index": 5})[0]["image"]
     assert np.array_equal(a, b)
     frozen = manifest()
-    assert len(frozen["test"]) == len(frozen["dev"]) == 500 and not set(frozen["test"]) & set(frozen["dev"])
-    assert max(frozen["test"] + frozen["dev"]) < TRAIN_SEEDS.start
+    for chain in ("full", "half", "single", "1", "2", "3", "4", "5"):
+        test, dev = frozen["test"][chain], frozen["dev"][chain]
+        assert len(test) == len(dev) == 500 and not set(test) & set(dev) and max(test + dev) < TRAIN_SEEDS.start
     for seed, expected in frozen["fingerprints"].items():
         scene, query = make_task(int(seed), chain_length(int(seed), "full", None), 768)
         record = {"scene": scene.to_json(), "question": query.question, "answer": query.answer,
@@ -92,10 +93,14 @@ def test_rendering_is_deterministic_and_the_splits_are_frozen():
         assert digest == str(expected), f"task hop-{seed} changed: bump the splits version"
 
 
-def test_no_constant_guess_scores_above_15_percent_on_test():
-    answers = Counter(make_task(s, chain_length(s, "full", None), 768)[1].answer for s in manifest()["test"])
+@pytest.mark.parametrize(("kwargs", "chain"), [({}, "full"), ({"variant": "half"}, "half"),
+                                               ({"variant": "single"}, "single"), ({"hops": 5}, "5")])
+def test_no_constant_guess_scores_above_15_percent_on_test(kwargs, chain):
+    variant, hops = kwargs.get("variant", "full"), kwargs.get("hops")
+    seeds = manifest()["test"][chain]
+    answers = Counter(make_task(s, chain_length(s, variant, hops), 768)[1].answer for s in seeds)
     assert max(answers.values()) / 500 <= 0.15 and len(answers) >= 10
-    env = make()
+    env = make(**kwargs)
     floor = make_agent("heuristic", env)
     wins = [rollout(env, floor, seed=i, options={"split": "test", "index": i}).success for i in range(100)]
     assert sum(wins) <= 25  # a constant guess: near its share of the answers

@@ -58,7 +58,8 @@ class HopVQAEnv(TurnEnv):
     Kwargs:
         variant: "full" (3-5 hops), "half" (half of the full chain, rounded up) or "single" (one hop),
             HopChain's ablation; the same task id keeps its scene across variants.
-        hops: a fixed number of hops (1-5) instead of the variant's.
+        hops: a fixed number of hops (1-5) instead of the variant's. Each setting has its own frozen,
+            answer-balanced test and dev seeds.
         size: the image side in pixels (default 768).
         max_turns: turn budget (default 8).
 
@@ -86,7 +87,7 @@ class HopVQAEnv(TurnEnv):
             raise ValueError(f"size must be 256 to 2048 pixels, got {size}")
         super().__init__(max_turns=max_turns, render_mode=render_mode, image_shape=(int(size), int(size), 3))
         self.variant, self.hops, self.size = variant, None if hops is None else int(hops), int(size)
-        self.splits = splits()
+        self.splits = splits(self.variant if self.hops is None else str(self.hops))
 
     def _load_task(self, task_id: str | None) -> str:
         if task_id is None:

@@ -1,9 +1,10 @@
 """HopVQA task ids and frozen splits.
 
-Task `hop-<seed>` is the scene and query drawn from `seed` (envs/hopvqa/env.py, `make_task`). Test
-and dev are lists of seeds frozen in assets/hopvqa/splits.yaml, picked in order from seed 1 (test)
+Task `hop-<seed>` is the scene and query drawn from `seed` (envs/hopvqa/env.py, `make_task`); the
+chain setting (variant "full", "half" or "single", or hops=1..5) decides the chain. Test and dev are
+lists of seeds per setting, frozen in assets/hopvqa/splits.yaml, picked in order from seed 1 (test)
 and 100,000 (dev) by rejection sampling that caps how often any answer value may occur, so no
-constant guess does well; train is every seed from 1,000,000 up, unfiltered.
+constant guess does well in any setting; train is every seed from 1,000,000 up, unfiltered.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def manifest() -> dict[str, Any]:
     return yaml.safe_load(resources.files("turngym.assets").joinpath("hopvqa/splits.yaml").read_text())
 
 
-def splits() -> dict[str, Sequence[str]]:
+def splits(chain: str = "full") -> dict[str, Sequence[str]]:
+    """The splits of a chain setting: "full", "half", "single", or a hop count "1" to "5"."""
     frozen = manifest()
-    return {"test": TaskIds("hop-", frozen["test"]), "dev": TaskIds("hop-", frozen["dev"]),
+    return {"test": TaskIds("hop-", frozen["test"][chain]), "dev": TaskIds("hop-", frozen["dev"][chain]),
             "train": TaskIds("hop-", TRAIN_SEEDS)}
 
 
