@@ -16,11 +16,13 @@ counting and `max_turns` truncation, the `info` keys, invalid-action handling (s
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, ClassVar, overload
 
 import gymnasium as gym
@@ -105,6 +107,39 @@ def ascii_text(text: Any) -> str:
     replaced, anything else outside printable ASCII removed (scraped and PDF text needs it)."""
     folded = unicodedata.normalize("NFKD", str(text).translate(TYPOGRAPHY))
     return "".join(c for c in folded.encode("ascii", "ignore").decode() if c in PRINTABLE)
+
+
+@cache
+def _verbs(verbs: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\s*(" + "|".join(verbs) + r")\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
+
+
+def parse_action(action: str, verbs: Sequence[str], usage: str) -> tuple[str, str]:
+    """(verb, argument) of an action `verb[argument]` with one of `verbs` (any case, spaces around),
+    or `InvalidAction` pointing at `usage`. The argument runs to the last `]`, so it may hold brackets."""
+    match = _verbs(tuple(verbs)).fullmatch(action)
+    if not match:
+        shown = action if len(action) <= 40 else action[:37] + "..."
+        raise InvalidAction(f"unknown action {shown!r}: use {usage}")
+    return match.group(1).lower(), match.group(2)
+
+
+_FRACTION = r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*"
+_BOX = re.compile(",".join([_FRACTION] * 4))
+
+
+def parse_box(text: str, *, min_side: float, of: str, usage: str) -> tuple[float, float, float, float]:
+    """A zoom box `x0, y0, x1, y1` in fractions of `of` ("the page", "the image"), checked to lie
+    inside it with each side at least `min_side`; `InvalidAction` otherwise (`usage` if malformed)."""
+    match = _BOX.fullmatch(text)
+    if not match:
+        raise InvalidAction(usage)
+    x0, y0, x1, y1 = (float(v) for v in match.groups())
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise InvalidAction(f"zoom box ({x0}, {y0}, {x1}, {y1}) must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+    if min(x1 - x0, y1 - y0) < min_side:
+        raise InvalidAction(f"zoom box too small: each side must be at least {min_side} of {of}")
+    return x0, y0, x1, y1
 
 
 def one_line(message: str) -> str:

@@ -9,16 +9,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
 from turngym.envs.draw import Draw
 from turngym.envs.hopvqa.program import Query, build_query, hop_value_matches
 from turngym.envs.hopvqa.scene import Scene, generate_scene, render
 from turngym.envs.hopvqa.tasks import parse_task_id, splits
 
 VARIANTS = ("full", "half", "single")
-ACTION = re.compile(r"\s*(zoom|claim|answer)\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
-NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*"
-BOX = re.compile(",".join([NUMBER] * 4))
 CLAIM = re.compile(r"\s*(\d+)\s*,(.*)", re.DOTALL)
 INTEGER = re.compile(r"\s*([-+]?\d+)(?:\.0*)?\s*")
 MIN_ZOOM = 0.05  # the smallest zoom box side, as a fraction of the image
@@ -104,14 +101,12 @@ class HopVQAEnv(TurnEnv):
         return f"hop-{self.seed_of_task}"
 
     def _apply(self, action: str) -> None:
-        match = ACTION.fullmatch(action)
-        if not match:
-            shown = action if len(action) <= 40 else action[:37] + "..."
-            raise InvalidAction(f"unknown action {shown!r}: use zoom[x0, y0, x1, y1], claim[hop, value] or "
-                                "answer[number]")
-        verb, argument = match.group(1).lower(), match.group(2)
+        verb, argument = parse_action(action, ("zoom", "claim", "answer"),
+                                      "zoom[x0, y0, x1, y1], claim[hop, value] or answer[number]")
         if verb == "zoom":
-            self.view = self._box(argument)
+            self.view = parse_box(argument, min_side=MIN_ZOOM, of="the image",
+                                  usage="zoom needs four fractions of the image: zoom[x0, y0, x1, y1], e.g. "
+                                        "zoom[0.5, 0, 1, 0.5] for the top-right quarter")
         elif verb == "claim":
             hop, value = self._claim(argument)
             self.claims[hop] = (value, hop_value_matches(self.query.hops[hop - 1], value))
@@ -120,19 +115,6 @@ class HopVQAEnv(TurnEnv):
             if not number:
                 raise InvalidAction(f"answer needs a whole number, e.g. answer[12]; got {argument.strip()[:20]!r}")
             self.answer = int(number.group(1))
-
-    def _box(self, argument: str) -> tuple[float, float, float, float]:
-        match = BOX.fullmatch(argument)
-        if not match:
-            raise InvalidAction("zoom needs four fractions of the image: zoom[x0, y0, x1, y1], e.g. "
-                                "zoom[0.5, 0, 1, 0.5] for the top-right quarter")
-        x0, y0, x1, y1 = (float(v) for v in match.groups())
-        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-            raise InvalidAction(f"zoom box ({x0}, {y0}, {x1}, {y1}) must satisfy 0 <= x0 < x1 <= 1 and "
-                                "0 <= y0 < y1 <= 1")
-        if min(x1 - x0, y1 - y0) < MIN_ZOOM:
-            raise InvalidAction(f"zoom box too small: each side must be at least {MIN_ZOOM} of the image")
-        return x0, y0, x1, y1
 
     def _claim(self, argument: str) -> tuple[int, str]:
         match = CLAIM.fullmatch(argument)

@@ -9,16 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
 from turngym.envs.bm25 import tokenize
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
 from turngym.envs.longdoc.scoring import score_answer
 
 OBS_MODES = ("both", "image", "text")
-ACTION = re.compile(r"\s*(search|view|read|zoom|answer)\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
-NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*"
-ZOOM = re.compile(r"\s*(\d+)\s*," + ",".join([NUMBER] * 4))
+VERBS = ("search", "view", "read", "zoom", "answer")
 SEARCH_HITS = 5
 SNIPPET = 160
 MIN_ZOOM = 0.02  # the smallest zoom box side, as a fraction of the page
@@ -105,12 +103,9 @@ class LongDocEnv(TurnEnv):
 
     # ---- acting ------------------------------------------------------------------------------
     def _apply(self, action: str) -> None:
-        match = ACTION.fullmatch(action)
-        if not match:
-            shown = action if len(action) <= 40 else action[:37] + "..."
-            raise InvalidAction(f"unknown action {shown!r}: use search[...], view[page], read[page], "
-                                "zoom[page, x0, y0, x1, y1] or answer[...]")
-        verb, argument = match.group(1).lower(), match.group(2).strip()
+        verb, argument = parse_action(action, VERBS, "search[...], view[page], read[page], zoom[page, x0, y0, x1, "
+                                      "y1] or answer[...]")
+        argument = argument.strip()
         if verb == "search":
             self._search(argument)
         elif verb == "read":
@@ -174,18 +169,13 @@ class LongDocEnv(TurnEnv):
         return int(text)
 
     def _zoom_box(self, argument: str) -> tuple[int, tuple[float, float, float, float]]:
-        match = ZOOM.fullmatch(argument)
-        if not match:
-            raise InvalidAction("zoom needs a page and a box of fractions: zoom[page, x0, y0, x1, y1], e.g. "
-                                "zoom[3, 0, 0.5, 0.5, 1] for the bottom-left quarter")
-        page = self._page(match.group(1))
-        x0, y0, x1, y1 = (float(v) for v in match.groups()[1:])
-        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-            raise InvalidAction(f"zoom box ({x0}, {y0}, {x1}, {y1}) must satisfy 0 <= x0 < x1 <= 1 and "
-                                "0 <= y0 < y1 <= 1")
-        if min(x1 - x0, y1 - y0) < MIN_ZOOM:
-            raise InvalidAction(f"zoom box too small: each side must be at least {MIN_ZOOM} of the page")
-        return page, (x0, y0, x1, y1)
+        usage = ("zoom needs a page and a box of fractions: zoom[page, x0, y0, x1, y1], e.g. zoom[3, 0, 0.5, 0.5, 1] "
+                 "for the bottom-left quarter")
+        page, comma, box = argument.partition(",")
+        if not comma or not page.strip().isdigit():
+            raise InvalidAction(usage)
+        region = parse_box(box, min_side=MIN_ZOOM, of="the page", usage=usage)
+        return self._page(page), region
 
     # ---- what the agent sees -----------------------------------------------------------------
     def _terminated(self) -> bool:

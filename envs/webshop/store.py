@@ -12,19 +12,16 @@ Actions follow WebShop's grammar: `search[query]` where a search bar is shown an
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from turngym.envs.base import InvalidAction
+from turngym.envs.base import InvalidAction, parse_action
 from turngym.envs.webshop.catalog import Catalog
 
 RESULTS, PER_PAGE = 50, 10
 SEARCH, RESULT, ITEM, DETAIL, DONE = "search", "results", "item", "detail", "done"
 BACK, NEXT, PREV, BUY = "Back to Search", "Next >", "< Prev", "Buy Now"
 DETAILS = ("Description", "Features", "Reviews")
-SEARCH_ACTION = re.compile(r"\s*search\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
-CLICK_ACTION = re.compile(r"\s*click\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -116,20 +113,17 @@ class Session:
         """Carry out one action, or raise `InvalidAction` (saying why) and change nothing."""
         if self.done:
             raise InvalidAction("the purchase is made: the episode is over")
-        if match := SEARCH_ACTION.fullmatch(action):
-            if not self.has_search_bar:
-                raise InvalidAction(f"there is no search bar on this page: click[{BACK}] first")
-            query = " ".join(match.group(1).split())
-            if not query:
-                raise InvalidAction("search needs words to look for, e.g. search[red running shoes]")
-            self.query, self.results = query, self.catalog.search(query, RESULTS)
-            self.view, self.result_page = RESULT, 0
+        verb, argument = parse_action(action, ("search", "click"), "search[<query>] or click[<label>]")
+        if verb == "click":
+            self._click(" ".join(argument.split()))
             return
-        if match := CLICK_ACTION.fullmatch(action):
-            self._click(" ".join(match.group(1).split()))
-            return
-        shown = action if len(action) <= 40 else action[:37] + "..."
-        raise InvalidAction(f"unknown action {shown!r}: use search[<query>] or click[<label>]")
+        if not self.has_search_bar:
+            raise InvalidAction(f"there is no search bar on this page: click[{BACK}] first")
+        query = " ".join(argument.split())
+        if not query:
+            raise InvalidAction("search needs words to look for, e.g. search[red running shoes]")
+        self.query, self.results = query, self.catalog.search(query, RESULTS)
+        self.view, self.result_page = RESULT, 0
 
     def _click(self, label: str) -> None:
         wanted = label.casefold()
