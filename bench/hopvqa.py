@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import p50_p95_ms
 
 import turngym  # noqa: F401  (registers the env ids)
 from turngym.envs.hopvqa.env import chain_length, make_task
@@ -21,13 +22,8 @@ from turngym.envs.hopvqa.scene import render
 from turngym.envs.hopvqa.tasks import manifest
 
 
-def ms(samples: list[float]) -> tuple[float, float]:
-    a = np.array(samples) * 1e3
-    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
-
-
 def main() -> None:
-    seeds = manifest()["test"][:200]
+    seeds = manifest()["test"]["full"][:200]
     build, draw = [], []
     for seed in seeds:
         make_task.cache_clear()
@@ -42,7 +38,7 @@ def main() -> None:
     for column in ("ms per task", "p50", "p95"):
         gen.add_column(column, justify="right")
     for name, samples in (("scene + query", build), ("render", draw), ("total", total)):
-        gen.add_row(name, *(f"{x:.1f}" for x in ms(samples)))
+        gen.add_row(name, *(f"{x:.1f}" for x in p50_p95_ms(samples)))
 
     env = gym.make("turngym/HopVQA-v0", max_turns=10**6)
     steps: dict[str, list[float]] = {"zoom": [], "zoom out": [], "claim": [], "answer": []}
@@ -59,7 +55,7 @@ def main() -> None:
     for column in ("action", "p50", "p95"):
         latency.add_column(column, justify="right")
     for name, samples in steps.items():
-        latency.add_row(name, *(f"{x:.2f}" for x in ms(samples)))
+        latency.add_row(name, *(f"{x:.2f}" for x in p50_p95_ms(samples)))
     console = Console(width=max(Console().width, 100))
     console.print(gen)
     console.print(latency)

@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import p50_p95_ms
 
 import turngym  # noqa: F401  (registers the env ids)
 from turngym.envs.longdoc.generate import generate
@@ -41,11 +42,6 @@ print(json.dumps({"rss": rss()}))
 
 QUERIES = ["revenue 2021", "total staff employed", "figure growth chart", "who leads the program",
            "percentage of budget", "conclusion and outlook", "table population by region", "director"] * 5
-
-
-def ms(samples: list[float]) -> tuple[float, float]:
-    a = np.array(samples) * 1e3
-    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
 
 
 def main() -> None:
@@ -86,14 +82,14 @@ def main() -> None:
             env.step(f"search[{query}]")
             search.append(time.perf_counter() - start)
         views.add_row(str(dpi), "x".join(map(str, obs["image"].shape)),
-                      *(f"{x:.1f}" for x in (*ms(cold), *ms(cached))), f"{ms(zoom)[0]:.1f}")
+                      *(f"{x:.1f}" for x in (*p50_p95_ms(cold), *p50_p95_ms(cached))), f"{p50_p95_ms(zoom)[0]:.1f}")
         env.close()
     rss = json.loads(subprocess.run([sys.executable, "-c", RSS, str(folder)], capture_output=True, text=True,
                                     check=True).stdout)["rss"]
     other = Table(title="search and memory")
     for column in ("search step p50 ms", "p95 ms", "target", "RSS MB (150 pages, 40 views)", "target "):
         other.add_column(column, justify="right")
-    other.add_row(*(f"{x:.2f}" for x in ms(search)), "p50 <= 5", f"{rss:.0f}", "<= 300")
+    other.add_row(*(f"{x:.2f}" for x in p50_p95_ms(search)), "p50 <= 5", f"{rss:.0f}", "<= 300")
     for table in (gen, views, other):
         console.print(table)
     shutil.rmtree(folder)

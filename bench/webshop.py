@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import p50_p95_ms
 
 from turngym.envs.webshop.catalog import SIZES, build_generated, open_catalog
 from turngym.evaluate import run_episodes, summarize
@@ -49,11 +49,6 @@ print(json.dumps({"load_s": load, "rss_1": one, "rss_8": rss(), "python": base})
 
 ENV = "turngym/WebShop-v0"
 AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle")
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ms = np.array(samples) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
 def main() -> None:
@@ -102,7 +97,7 @@ def main() -> None:
             searches.append(time.perf_counter() - start)
         steps = step_latencies(str(path))
         target = {"medium": "search p50 <= 5, step p50 <= 2", "full": "search p50 <= 20, step p50 <= 2"}.get(size, "")
-        latency.add_row(size, *(f"{x:.2f}" for x in (*percentiles(searches), *percentiles(steps))), target)
+        latency.add_row(size, *(f"{x:.2f}" for x in (*p50_p95_ms(searches), *p50_p95_ms(steps))), target)
         with console.status(f"agents on {size}..."):
             rows = [summarize(ENV, a, run_episodes(ENV, a, args.episodes, env_kwargs={"catalog": str(path)}))
                     for a in AGENTS]
