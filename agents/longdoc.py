@@ -21,6 +21,7 @@ NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 NAME = re.compile(r"(?:[A-Z][a-zA-Z&'.-]+ ?)+")
 YEAR = re.compile(r"(19|20)\d\d")
 HIT = re.compile(r"p\. (\d+):")
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.&'-]*")
 
 
 @register_agent("oracle", LongDocEnv)
@@ -43,7 +44,7 @@ class LongDocOracle(Agent):
 
 
 def keywords(question: str) -> list[str]:
-    return [w for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9.&'-]*", question)
+    return [w for w in WORD.findall(question)
             if w.lower() not in STOP_WORDS and w.lower() not in QUESTION_WORDS]
 
 
@@ -100,7 +101,7 @@ class LongDocRuleBaseline(Agent):
         wanted = {w.lower() for w in self.keywords}
         best, overlap = "", 1
         for sentence in re.split(r"(?<=[.!?])\s+", text):
-            shared = len(wanted & {w.lower() for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9.&'-]*", sentence)})
+            shared = len(wanted & {w.lower() for w in WORD.findall(sentence)})
             if shared > overlap:
                 best, overlap = sentence, shared
         if not best:
