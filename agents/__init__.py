@@ -7,7 +7,9 @@ Each family's agents live in a module here that registers them (`register_agent`
 this package imports them all.
 """
 
-from turngym.agents import craft, hopvqa, longdoc, webshop  # noqa: F401  (registers the family agents)
-from turngym.agents.base import Agent, RandomAgent, available_agents, make_agent, register_agent
+from turngym.agents import craft, hopvqa, lm, longdoc, webshop  # noqa: F401  (register the agents they define)
+from turngym.agents.base import Agent, RandomAgent, available_agents, make_agent, register_agent, register_lazy
 
-__all__ = ["Agent", "RandomAgent", "available_agents", "make_agent", "register_agent"]
+register_lazy("neural", "turngym.agents.neural:make_neural_agent")
+
+__all__ = ["Agent", "RandomAgent", "available_agents", "make_agent", "register_agent", "register_lazy"]

@@ -3,10 +3,13 @@
 A spec is `name` or `name:argument` (`random`, `oracle`, `neural:runs/policy.pt`, ...). Each name
 is registered for an env class (family agents such as a family's oracle) or for every env; the
 most specific registration wins, so a family plugs its agents in without touching the CLI.
+Keyword options (sampling settings of language-model agents, say) go to the factory as keywords.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,12 +18,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-AgentFactory = Callable[[gym.Env, str], "Agent"]  # (env, spec argument) -> agent
+AgentFactory = Callable[..., "Agent"]  # (env, spec argument, **options) -> agent
 _REGISTRY: dict[str, list[tuple[type | None, AgentFactory]]] = {}
 
 
 class Agent(ABC):
-    """Maps (observation, info) to an action string, one episode at a time."""
+    """Maps (observation, info) to an action string, one episode at a time.
+
+    An agent with more to say about a turn than its action (a language model's token ids and
+    log-probs, a policy's value) sets `last_record` in `act`: a dict with any of the Turn fields
+    `prompt_ids`, `completion_ids`, `logprobs` and `extras`, which `rollout` copies into the turn.
+    """
+
+    last_record: dict[str, Any] = {}  # noqa: RUF012  (replaced, never mutated, by agents that record)
 
     def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:  # noqa: B027
         """Start an episode; `seed` (the episode's seed) makes stochastic agents reproducible."""
@@ -41,6 +51,18 @@ def register_agent(name: str, env_type: type | None = None) -> Callable[[AgentFa
     return decorate
 
 
+def register_lazy(name: str, target: str, env_type: type | None = None) -> None:
+    """Register `name` for a factory given as "module:function", imported on first use: agents
+    built on torch or transformers then cost nothing until someone asks for them."""
+
+    def factory(env: gym.Env, argument: str, **options: Any) -> Agent:
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(env, argument, **options)
+
+    factory.__signature__ = inspect.signature(lambda env, argument, **options: None)  # options checked later
+    register_agent(name, env_type)(factory)
+
+
 def _factory(name: str, env: gym.Env) -> AgentFactory | None:
     entries = _REGISTRY.get(name, [])
     for cls in type(env.unwrapped).__mro__:
@@ -55,14 +77,21 @@ def available_agents(env: gym.Env) -> list[str]:
     return sorted(name for name in _REGISTRY if _factory(name, env) is not None)
 
 
-def make_agent(spec: str, env: gym.Env) -> Agent:
-    """Build the agent named by `spec` (e.g. "random", "oracle", "neural:PATH") for `env`."""
+def make_agent(spec: str, env: gym.Env, **options: Any) -> Agent:
+    """Build the agent named by `spec` (e.g. "random", "oracle", "neural:PATH") for `env`;
+    `options` are the agent's keyword settings (e.g. `temperature=0.7` for `hf:` agents)."""
     name, _, argument = spec.partition(":")
     factory = _factory(name, env)
     if factory is None:
         env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise ValueError(f"no agent {name!r} for {env_id}: use one of {', '.join(available_agents(env))}")
-    return factory(env, argument)
+    if options:
+        params = inspect.signature(factory).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(options) - set(list(params)[2:]))
+            if unknown:
+                raise ValueError(f"agent {name!r} takes no option {', '.join(unknown)}: leave it out for this agent")
+    return factory(env, argument, **options)
 
 
 @register_agent("random")

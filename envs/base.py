@@ -221,6 +221,14 @@ class TurnEnv(gym.Env[dict, str], ABC):
         return {}
 
     # ---- the contract ---------------------------------------------------------------------
+    @classmethod
+    def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+        """Complete actions for agents that choose among candidates (the neural policy): the
+        admissible actions of `info["actions"]`, with templates such as `search[<query>]` filled in
+        from what the turn shows. Families override it to fill their templates; the base leaves
+        templates out. It reads only `obs` and `info`, so it works on vector-env outputs too."""
+        return [a for a in info.get("actions", []) if "<" not in a]
+
     @property
     def max_turns(self) -> int:
         """Turns before truncation: the constructor's `max_turns`, else the family default."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# pytest-xdist runs one worker per core: torch's own thread pool on top would oversubscribe them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def load_example(name: str = "guess_number"):

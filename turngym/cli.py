@@ -32,13 +32,17 @@ KwargsOption = Annotated[list[str] | None, typer.Option(
     "--kw", "-k", help="Env kwarg as key=value (repeatable), e.g. -k task=iron_pickaxe -k image=false")]
 
 
-def parse_kwargs(pairs: list[str] | None) -> dict[str, Any]:
+AgentOption = Annotated[list[str] | None, typer.Option(
+    "--agent-option", "-o", help="Agent option as key=value (repeatable), e.g. -o max_context=2048")]
+
+
+def parse_kwargs(pairs: list[str] | None, hint: str = "--kw") -> dict[str, Any]:
     """`["task=iron_pickaxe", "size=48"]` -> {"task": "iron_pickaxe", "size": 48} (YAML values)."""
     kwargs = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--kw")
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint=hint)
         kwargs[key] = yaml.safe_load(value) if value else ""
     return kwargs
 
@@ -118,16 +122,22 @@ def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
         split: Annotated[str, typer.Option(help="train, dev or test")] = "test",
         seed: Annotated[int, typer.Option(help="episode i is reset with seed + i")] = 0,
         kw: KwargsOption = None,
-        out: Annotated[Path | None, typer.Option(help="folder for trajectories and results.json")] = None) -> None:
+        out: Annotated[Path | None, typer.Option(help="folder for trajectories and results.json")] = None,
+        temperature: Annotated[float | None, typer.Option(help="sampling temperature (hf:, openai:)")] = None,
+        top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass (hf:, openai:)")] = None,
+        max_new_tokens: Annotated[int | None, typer.Option(help="reply length cap (hf:, openai:)")] = None,
+        agent_option: AgentOption = None) -> None:
     """Run agents on an env's split and print success rate, mean score and mean turns."""
     kwargs = parse_kwargs(kw)
+    sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    options = {k: v for k, v in sampling.items() if v is not None} | parse_kwargs(agent_option, "--agent-option")
     make_env(env_id, kwargs).close()  # fail fast, with a clear message, on a bad id or kwargs
     summaries = []
     with progress_bar(console=console, transient=True) as progress:
         for spec in agent:
             try:
                 trajs = run_episodes(env_id, spec, episodes, split=split, seed=seed, env_kwargs=kwargs,
-                                     record_images=out is not None, progress=progress)
+                                     record_images=out is not None, progress=progress, agent_options=options)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None
             summaries.append(summarize(env_id, spec, trajs))
@@ -137,6 +147,42 @@ def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
     if out is not None:
         atomic_write_bytes(out / "results.json", json.dumps([s.as_dict() for s in summaries], indent=2).encode())
         console.print(f"trajectories and results.json in {out}")
+
+
+@app.command()
+def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+       out: Annotated[Path, typer.Option(help="folder for policy.pt and bc.json")] = Path("runs/bc"),
+       episodes: Annotated[int, typer.Option(help="expert episodes on training tasks", min=1)] = 200,
+       epochs: Annotated[int, typer.Option(min=1)] = 10,
+       noise: Annotated[float, typer.Option(help="rate of random actions while collecting (DART)", min=0, max=1)] = 0.0,
+       expert: Annotated[str, typer.Option(help="agent spec of the expert")] = "oracle",
+       evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
+       seed: Annotated[int, typer.Option(help="seeds the expert episodes, the weights and the shuffling")] = 0,
+       kw: KwargsOption = None) -> None:
+    """Behaviour-clone a neural policy from expert episodes, save it, and evaluate it on the test split."""
+    from turngym.agents.neural import PolicyConfig, new_policy, proposer
+    from turngym.trainers.bc import clone, collect, demonstrations
+
+    kwargs = parse_kwargs(kw)
+    make_env(env_id, kwargs).close()
+    with progress_bar(console=console, transient=True) as progress:
+        trajs = collect(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed, noise=noise,
+                        progress=progress)
+        samples = demonstrations(trajs, proposer(env_id))
+        policy = new_policy(PolicyConfig(), seed)
+        history = clone(policy, samples, epochs=epochs, seed=seed, progress=progress)
+    path = policy.save(out / "policy.pt", env_id=env_id, env_kwargs=kwargs, episodes=episodes, noise=noise,
+                       history=history)
+    record: dict[str, Any] = {"env_id": env_id, "env_kwargs": kwargs, "episodes": episodes, "demonstrations":
+                              len(samples), "noise": noise, "history": history}
+    console.print(f"cloned {len(samples)} expert turns: accuracy {history[-1]['accuracy']:.1%}; policy in {path}")
+    if evaluate:
+        with progress_bar(console=console, transient=True) as progress:
+            trajs = run_episodes(env_id, f"neural:{path}", evaluate, env_kwargs=kwargs, progress=progress)
+        summary = summarize(env_id, f"neural:{path}", trajs)
+        record["test"] = summary.as_dict()
+        console.print(results_table([summary], title=f"{env_id} {kwargs or ''} — test split"))
+    atomic_write_bytes(out / "bc.json", json.dumps(record, indent=2).encode())
 
 
 @app.command()
@@ -156,3 +202,18 @@ def serve_webshop(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] =
                   host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1") -> None:
     """Serve the WebShop store as real HTML pages; open / in a browser to start a session."""
     webshop_commands.serve(port, catalog, host)
+
+
+@serve_app.command("lm")
+def serve_lm(path: Annotated[str, typer.Argument(help="checkpoint folder, or a model name in the local HF cache")],
+             port: Annotated[int, typer.Option(help="port on the host")] = 8001,
+             host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+             name: Annotated[str | None, typer.Option(help="model name to report (default: the folder name)")] = None
+             ) -> None:
+    """Serve a local Hugging Face checkpoint as an OpenAI-compatible chat-completions endpoint."""
+    from turngym.agents.chat_server import serve
+
+    try:
+        serve(path, host, port, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="PATH") from None

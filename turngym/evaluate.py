@@ -52,8 +52,9 @@ def summarize(env_id: str, agent: str, trajectories: list[Trajectory]) -> Summar
 
 def run_episodes(env_id: str, agent: str, episodes: int, *, split: str = "test", seed: int = 0,
                  env_kwargs: dict[str, Any] | None = None, record_images: bool = False,
-                 progress: Progress | None = None) -> list[Trajectory]:
-    """Episode i plays task i of `split` from `reset(seed=seed + i)` (split "train" samples tasks)."""
+                 progress: Progress | None = None, agent_options: dict[str, Any] | None = None) -> list[Trajectory]:
+    """Episode i plays task i of `split` from `reset(seed=seed + i)` (split "train" samples tasks);
+    `agent_options` go to `make_agent` (sampling settings of language-model agents, say)."""
     from turngym.agents import make_agent  # the kernel imports agents only when it runs them
 
     env = gym.make(env_id, **(env_kwargs or {}))
@@ -63,7 +64,7 @@ def run_episodes(env_id: str, agent: str, episodes: int, *, split: str = "test",
             raise ValueError(f"{env_id} has no split {split!r}: use one of {sorted(env.unwrapped.splits)}")
         if split != "train" and episodes > len(tasks):
             raise ValueError(f"split {split!r} of {env_id} has {len(tasks)} tasks; asked for {episodes} episodes")
-        actor = make_agent(agent, env)
+        actor = make_agent(agent, env, **(agent_options or {}))
         job = progress.add_task(f"{agent} on {env_id}", total=episodes) if progress else None
         trajectories = []
         for i in range(episodes):

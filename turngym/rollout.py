@@ -23,8 +23,9 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
             record_images: bool = True) -> Trajectory:
     """Run `agent` on `env` for one episode from `reset(seed=seed, options=options)`.
 
-    Each Turn holds the observation the agent acted on, its action, and the reward and info that
-    came back. Set `record_images=False` to keep long runs light.
+    Each Turn holds the observation the agent acted on, its action, the reward and info that came
+    back, and what the agent recorded about the turn (`Agent.last_record`: token ids, log-probs,
+    extras). Set `record_images=False` to keep long runs light.
     """
     obs, info = env.reset(seed=seed, options=options)
     if _takes_seed(type(agent)):
@@ -33,13 +34,16 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
         agent.reset(obs, info)
     env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     traj = Trajectory(env_id=env_id, task_id=str(info["task_id"]), seed=seed,
-                      instruction=str(info.get("instruction", "")))
+                      instruction=str(info.get("instruction", "")), reset_info=jsonable(info))
     done = False
     while not done:
         action = agent.act(obs, info)
+        record = getattr(agent, "last_record", None) or {}
         next_obs, reward, terminated, truncated, next_info = env.step(action)
         traj.turns.append(Turn(text=obs["text"], action=action, reward=float(reward), info=jsonable(next_info),
-                               image=obs.get("image") if record_images else None))
+                               image=obs.get("image") if record_images else None,
+                               prompt_ids=record.get("prompt_ids"), completion_ids=record.get("completion_ids"),
+                               logprobs=record.get("logprobs"), extras=jsonable(dict(record.get("extras", {})))))
         obs, info = next_obs, next_info
         done = terminated or truncated
     traj.success = bool(info.get("success", False))

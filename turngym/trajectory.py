@@ -51,6 +51,7 @@ class Trajectory:
     terminated: bool = False
     truncated: bool = False
     final_text: str = ""  # the observation after the last action
+    reset_info: dict[str, Any] = field(default_factory=dict)  # info from reset: the first turn's actions
     meta: dict[str, Any] = field(default_factory=dict)  # agent spec, env kwargs, errors, ...
 
     @property

@@ -11,7 +11,7 @@ from PIL import Image
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
 from turngym.envs.draw import Draw
-from turngym.envs.hopvqa.program import Query, build_query, hop_value_matches
+from turngym.envs.hopvqa.program import MAX_ANSWER, Query, build_query, hop_value_matches
 from turngym.envs.hopvqa.scene import Scene, generate_scene, render
 from turngym.envs.hopvqa.tasks import parse_task_id, splits
 
@@ -145,6 +145,12 @@ class HopVQAEnv(TurnEnv):
 
     def _actions(self) -> list[str]:
         return ["zoom[<x0>, <y0>, <x1>, <y1>]", "claim[<hop>, <value>]", "answer[<number>]"]
+
+    @classmethod
+    def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+        """The whole picture and its four quadrants to zoom to, and every answer in range."""
+        boxes = ["0, 0, 1, 1", "0, 0, 0.5, 0.5", "0.5, 0, 1, 0.5", "0, 0.5, 0.5, 1", "0.5, 0.5, 1, 1"]
+        return [f"zoom[{box}]" for box in boxes] + [f"answer[{n}]" for n in range(MAX_ANSWER + 1)]
 
     def _image(self) -> np.ndarray:
         if self.view == (0.0, 0.0, 1.0, 1.0):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
-from turngym.envs.bm25 import tokenize
+from turngym.envs.bm25 import STOP_WORDS, WORD, tokenize
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
 from turngym.envs.longdoc.scoring import score_answer
@@ -206,6 +206,12 @@ class LongDocEnv(TurnEnv):
         return ["search[<keywords>]", "read[<page>]",
                 *(["view[<page>]", "zoom[<page>, <x0>, <y0>, <x1>, <y1>]"] if looks else []),
                 "answer[<answer>]"]
+
+    @classmethod
+    def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+        """A search for the question's keywords, and the abstention; pages and answers are open-ended."""
+        keywords = " ".join(w for w in WORD.findall(info.get("instruction", "").lower()) if w not in STOP_WORDS)
+        return [f"search[{keywords}]", "answer[Not answerable]"]
 
     def _image(self) -> np.ndarray:
         if self.shown is None:

@@ -80,6 +80,18 @@ class WebShopEnv(TurnEnv):
     def _actions(self) -> list[str]:
         return self.session.actions()
 
+    @classmethod
+    def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+        """The clicks as they are; `search[<query>]` becomes queries from the instruction: all of it
+        (as the rule baseline searches) and, where a phrasing ends with `; <price clause>`, the
+        part before it."""
+        proposed = super().propose_actions(obs, info)
+        if "search[<query>]" in info.get("actions", []):
+            instruction = info["instruction"].lower()
+            queries = dict.fromkeys([instruction, instruction.split(";")[0].strip()])
+            proposed = [f"search[{q}]" for q in queries if q] + proposed
+        return proposed
+
     def _state(self) -> dict[str, Any]:
         s = self.session
         product = self.catalog.product(s.item)["asin"] if s.item is not None else None

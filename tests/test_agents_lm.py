@@ -1,0 +1,425 @@
+"""Language-model agents (`hf:`, `openai:`) on a tiny checkpoint built locally, and the chat server.
+
+Everything is real: the tiny model is trained for a few seconds once per session, the chat server
+is served by uvicorn on a free local port, and the retry and no-action tests talk to a small
+scripted Starlette server over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from turngym.agents import make_agent
+from turngym.agents.lm import parse_action
+from turngym.rollout import rollout
+from turngym.trajectory import read_jsonl, write_jsonl
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests build their model: nothing may download
+FAMILIES = ["turngym/Craft-v0", "turngym/WebShop-v0", "turngym/HopVQA-v0", "turngym/LongDocVQA-v0"]
+SHORT = {"max_new_tokens": 32}  # short replies keep the tests fast; the tiny model's fit in 20 tokens
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from turngym.agents.tiny import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread while this module runs: models this small only lose by spreading over
+    cores that other test workers share."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm: Path, one_thread: None) -> str:
+    return str(tiny_lm)
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
+    """A tiny vision-language checkpoint with random weights (16 image tokens an image)."""
+    from turngym.agents.tiny import build_tiny_vlm
+
+    return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm"))
+
+
+@pytest.fixture(scope="module")
+def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
+    """The tiny LM as a GPT-2 (learned positions, full attention), briefly trained."""
+    from turngym.agents.tiny import build_tiny_lm
+
+    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", train_steps=50))
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve a Starlette app with uvicorn on a free port of 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        threading.Event().wait(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def chat_server(lm: str) -> Iterator[str]:
+    from turngym.agents.chat_server import make_app
+
+    with serving(make_app(lm, name="tiny")) as url:
+        yield url
+
+
+def scripted_app(replies: list[tuple[int, dict[str, str], str]], seen: list[dict[str, Any]]) -> Any:
+    """A chat-completions server that answers with `replies` in order (status, headers, reply
+    text) and records each request (its JSON body and headers) in `seen`."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> JSONResponse:
+        seen.append({"body": await request.json(), "headers": dict(request.headers)})
+        status, headers, text = replies[min(len(seen), len(replies)) - 1]
+        if status != 200:
+            return JSONResponse({"error": {"message": text}}, status_code=status, headers=headers)
+        return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def check_records(traj: Any) -> None:
+    """Every turn carries a prompt, a completion and one finite, non-positive log-prob per token."""
+    assert len(traj) > 0
+    for turn in traj.turns:
+        assert turn.prompt_ids and all(isinstance(i, int) for i in turn.prompt_ids)
+        assert turn.completion_ids and len(turn.logprobs) == len(turn.completion_ids)
+        assert all(math.isfinite(lp) and lp <= 0 for lp in turn.logprobs)
+        assert turn.extras["usage"]["prompt_tokens"] == len(turn.prompt_ids)
+        assert turn.extras["usage"]["completion_tokens"] == len(turn.completion_ids)
+        assert isinstance(turn.extras["reply"], str)
+
+
+# --- parse_action -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reply", "action"), [
+    ("Thought: the tree is south.\nAction: move south", "move south"),
+    ("Action: move north\nThought: no, wait.\nAction: do", "do"),
+    ("Thought: search.\nAction: search[red shoes", "search[red shoes]"),
+    ("Action: click[Buy Now] because it matches", "click[Buy Now]"),
+    ("Action: search[size [10] shoes] now", "search[size [10] shoes]"),
+    ("Action: `search[red shoes]`", "search[red shoes]"),
+    ('Action: "place table"', "place table"),
+    ("**Action:** make wood_pickaxe", "make wood_pickaxe"),
+    ("**Action: answer[42]**", "answer[42]"),
+    ("Action: **claim[1, 4]**", "claim[1, 4]"),
+    ("- action: noop", "noop"),
+    ("Action: move north.", "move north"),
+    ("Action: <read[3]>", "read[3]"),
+    ("Thought: I know.\nAction:\n```\nanswer[Not answerable]\n```", "answer[Not answerable]"),
+    ("I think so. Action: zoom[0, 0, 0.5, 0.5]", "zoom[0, 0, 0.5, 0.5]"),
+])
+def test_parse_action_extracts_the_action(reply: str, action: str) -> None:
+    assert parse_action(reply) == (action, None)
+
+
+@pytest.mark.parametrize("reply", ["", "Thought: I am not sure what to do.", "Action:   ", "Action: ``"])
+def test_parse_action_without_an_action_says_why(reply: str) -> None:
+    action, error = parse_action(reply)
+    assert action is None and "`Action:`" in error
+
+
+@given(st.text() | st.builds(lambda a, b: a + "Action:" + b, st.text(), st.text()))
+def test_parse_action_never_raises(reply: str) -> None:
+    action, error = parse_action(reply)
+    assert (action is None) != (error is None)
+    if action is not None:
+        assert action == action.strip() and action and "\n" not in action
+        assert "[" not in action or action.endswith("]")
+
+
+# --- options ----------------------------------------------------------------------------------
+
+def test_bad_specs_and_options_fail_in_one_clear_sentence(lm: str) -> None:
+    env = gym.make("turngym/Craft-v0")
+    with pytest.raises(ValueError, match="no local checkpoint"):
+        make_agent("hf:/nowhere/at/all", env)
+    with pytest.raises(ValueError, match="MODEL@BASE_URL"):
+        make_agent("openai:gpt-4o", env)
+    with pytest.raises(ValueError, match="temperature must be"):
+        make_agent(f"hf:{lm}", env, temperature=-1)
+    with pytest.raises(ValueError, match="top_p must be"):
+        make_agent(f"hf:{lm}", env, top_p=0)
+    with pytest.raises(ValueError, match="takes no option"):
+        make_agent(f"hf:{lm}", env, beam_width=4)
+    with pytest.raises(ValueError, match="text-only model"):
+        make_agent(f"hf:{lm}", env, images=True)
+    with pytest.raises(ValueError, match="retries must be"):
+        make_agent("openai:m@http://127.0.0.1:9/v1", env, retries=-1)
+
+
+# --- hf: --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_hf_agent_plays_every_family_and_records_tokens(lm: str, env_id: str, tmp_path: Path) -> None:
+    env = gym.make(env_id, max_turns=3)
+    images = env_id == "turngym/Craft-v0"  # one family with images through the JSONL round trip
+    traj = rollout(env, make_agent(f"hf:{lm}", env, **SHORT), seed=0, record_images=images)
+    check_records(traj)
+    assert traj.truncated or traj.terminated
+    back = read_jsonl(write_jsonl(tmp_path / "t.jsonl", [traj]))[0]
+    for mine, theirs in zip(traj.turns, back.turns, strict=True):
+        assert (theirs.prompt_ids, theirs.completion_ids, theirs.logprobs, theirs.extras) == \
+            (mine.prompt_ids, mine.completion_ids, mine.logprobs, mine.extras)
+        assert (theirs.image is None) == (not images)
+
+
+def test_hf_agent_is_reproducible_from_the_episode_seed(lm: str) -> None:
+    env = gym.make("turngym/WebShop-v0", max_turns=3)
+
+    def play(seed: int) -> list[tuple[str, list[int] | None]]:
+        traj = rollout(env, make_agent(f"hf:{lm}", env, **SHORT), seed=seed)
+        return [(t.action, t.completion_ids) for t in traj.turns]
+
+    assert play(3) == play(3)
+
+
+def test_the_tiny_model_usually_answers_in_the_reply_format(lm: str) -> None:
+    env = gym.make("turngym/Craft-v0", max_turns=6)
+    traj = rollout(env, make_agent(f"hf:{lm}", env, temperature=0, **SHORT), seed=0)
+    assert sum(parse_action(t.extras["reply"])[0] is not None for t in traj.turns) >= 4
+
+
+def test_history_is_summarised_whole_turns_at_a_time_within_the_budget(lm: str) -> None:
+    budget = 1500
+    env = gym.make("turngym/Craft-v0", max_turns=6)
+    agent = make_agent(f"hf:{lm}", env, max_context=budget, **SHORT)
+    traj = rollout(env, agent, seed=0)
+    assert all(len(t.prompt_ids) <= budget for t in traj.turns)
+    messages, _ = agent.build_messages(6, "Turn 6 of 6.", ["noop"], None)
+    assert agent.count_tokens(messages) <= budget
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * (len(messages) // 2 - 1) + ["user"]
+    first = messages[1]["content"]
+    assert first.startswith("Summary of earlier turns")
+    summarised = [line for line in first.splitlines() if line.startswith("Turn ") and " -> " in line]
+    assert summarised and summarised[0].startswith("Turn 0: ")
+    assert all(line.endswith("-> valid") or "-> invalid: " in line for line in summarised)
+    # The turns shown in full are the most recent ones, each exactly as it was first sent.
+    kept = agent.history[len(agent.history) - (len(messages) - 2) // 2:]
+    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert replies == [e.reply for e in kept]
+    assert first.endswith(kept[0].user) if kept else first.endswith("Turn 6 of 6.\n\nAdmissible actions now: noop")
+    assert [m["content"] for m in messages[3:-1:2]] == [e.user for e in kept[1:]]
+    assert len(kept) + len(summarised) == len(agent.history)
+
+
+def test_an_observation_longer_than_the_budget_is_cut_visibly(lm: str) -> None:
+    budget = 420
+    env = gym.make("turngym/LongDocVQA-v0", max_turns=2)
+    agent = make_agent(f"hf:{lm}", env, max_context=budget, **SHORT)
+    obs, info = env.reset(seed=0, options={"split": "test", "index": 0})
+    agent.reset(obs, info, seed=0)
+    long_text = obs["text"] + "\n" + "A long page of text. " * 400
+    messages, user = agent.build_messages(0, long_text, info["actions"], None)
+    assert "characters cut to fit the context" in user
+    assert user.rstrip().endswith(", ".join(info["actions"]))  # the tail survives the cut
+    assert obs["text"][:60] in user  # and so does the head
+    assert agent.count_tokens(messages) <= budget
+
+
+def test_hf_agent_plays_a_gpt2_checkpoint(gpt2_lm: str) -> None:
+    from turngym.agents.tiny import build_tiny_lm
+
+    assert json.loads((Path(gpt2_lm) / "config.json").read_text())["model_type"] == "gpt2"
+    env = gym.make("turngym/Craft-v0", max_turns=3)
+    traj = rollout(env, make_agent(f"hf:{gpt2_lm}", env, **SHORT), seed=0)
+    check_records(traj)
+    assert len(traj) == 3 and traj.truncated
+    with pytest.raises(ValueError, match="arch must be one of 'mistral', 'gpt2'"):
+        build_tiny_lm(Path(gpt2_lm) / "never", arch="llama")
+
+
+def test_hf_vision_language_agent_sends_the_current_image(vlm: str) -> None:
+    env = gym.make("turngym/HopVQA-v0", max_turns=2)
+    agent = make_agent(f"hf:{vlm}", env, **SHORT)
+    traj = rollout(env, agent, seed=0, record_images=False)
+    check_records(traj)
+    image_token = agent.model.model.config.image_token_id
+    assert [t.prompt_ids.count(image_token) for t in traj.turns] == [16, 16]  # this turn's image only
+
+
+# --- the chat server and openai: --------------------------------------------------------------
+
+def test_chat_server_answers_like_openai_and_rejects_malformed_requests(chat_server: str) -> None:
+    with httpx.Client(timeout=30) as client:
+        card = client.get(f"{chat_server}/models").json()["data"][0]
+        assert card["id"] == "tiny" and card["max_model_len"] == 2048
+        request = {"model": "tiny", "seed": 1, "max_tokens": 8, "logprobs": True, "messages": [
+            {"role": "system", "content": "Reply with an action."},
+            {"role": "user", "content": [{"type": "text", "text": "Turn 0. What now?"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]}
+        reply = client.post(f"{chat_server}/chat/completions", json=request).json()
+        choice = reply["choices"][0]
+        assert isinstance(choice["message"]["content"], str) and choice["finish_reason"] in ("stop", "length")
+        assert reply["usage"]["completion_tokens"] == len(choice["logprobs"]["content"]) <= 8
+        assert reply == {**client.post(f"{chat_server}/chat/completions", json=request).json(),
+                         "id": reply["id"], "created": reply["created"]}  # same seed, same reply
+        for bad in ({"messages": []}, {"messages": [{"role": "robot", "content": "hi"}]},
+                    {"messages": [{"role": "user", "content": 5}]},
+                    {"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+                    {"messages": [{"role": "user", "content": "hi"}], "stream": True}):
+            response = client.post(f"{chat_server}/chat/completions", json=bad)
+            assert response.status_code == 400 and response.json()["error"]["message"]
+        response = client.post(f"{chat_server}/chat/completions", content=b"{not json")
+        assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+
+
+def test_openai_agent_plays_craft_through_the_chat_server(chat_server: str) -> None:
+    env = gym.make("turngym/Craft-v0", max_turns=3)
+
+    def play() -> Any:
+        return rollout(env, make_agent(f"openai:tiny@{chat_server}", env, logprobs=True, **SHORT), seed=5)
+
+    traj = play()
+    assert len(traj) == 3 and traj.truncated
+    for turn in traj.turns:
+        usage = turn.extras["usage"]
+        assert usage["prompt_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert len(turn.logprobs) == usage["completion_tokens"]
+        assert all(math.isfinite(lp) and lp <= 0 for lp in turn.logprobs)
+    assert [t.extras["reply"] for t in play().turns] == [t.extras["reply"] for t in traj.turns]  # per-turn seeds
+
+
+def test_openai_agent_sends_images_as_data_urls(vlm: str) -> None:
+    from turngym.agents.chat_server import make_app
+
+    env = gym.make("turngym/HopVQA-v0")
+    obs, info = env.reset(seed=0)
+    prompt_tokens = []
+    with serving(make_app(vlm)) as url:
+        for images in (False, True):
+            agent = make_agent(f"openai:tiny-vlm@{url}", env, images=images, **SHORT)
+            agent.reset(obs, info, seed=0)
+            agent.act(obs, info)
+            prompt_tokens.append(agent.last_record["extras"]["usage"]["prompt_tokens"])
+    assert prompt_tokens[1] - prompt_tokens[0] == 16
+
+
+def test_openai_agent_retries_429_and_sends_key_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURNGYM_TEST_KEY", "sk-test")
+    seen: list[dict[str, Any]] = []
+    replies = [(429, {"Retry-After": "0"}, "slow down"), (200, {}, "Thought: walk.\nAction: move north")]
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    obs, info = env.reset(seed=0)
+    with serving(scripted_app(replies, seen)) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, retries=2, api_key_env="TURNGYM_TEST_KEY", max_context=4096)
+        agent.reset(obs, info, seed=0)
+        assert agent.act(obs, info) == "move north"
+    assert len(seen) == 2 and seen[0]["body"] == seen[1]["body"]
+    assert seen[0]["headers"]["authorization"] == "Bearer sk-test"
+    assert isinstance(seen[0]["body"]["seed"], int) and "logprobs" not in seen[0]["body"]
+    assert agent.last_record["extras"]["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+def test_openai_agent_gives_up_with_a_clear_error() -> None:
+    env = gym.make("turngym/Craft-v0")
+    obs, info = env.reset(seed=0)
+    seen: list[dict[str, Any]] = []
+    with serving(scripted_app([(503, {"Retry-After": "0"}, "overloaded")], seen)) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, retries=1, max_context=4096)
+        agent.reset(obs, info, seed=0)
+        with pytest.raises(RuntimeError, match=r"failed 2 tries \(last: HTTP 503: overloaded\)"):
+            agent.act(obs, info)
+    assert len(seen) == 2
+    with serving(scripted_app([(400, {}, "unknown model")], [])) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, retries=3, max_context=4096)
+        agent.reset(obs, info, seed=0)
+        with pytest.raises(RuntimeError, match="refused the request"):
+            agent.act(obs, info)
+
+
+def test_a_reply_without_an_action_costs_the_turn_and_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    replies = [(200, {}, "I would rather not say."), (200, {}, "Thought: fine.\nAction: noop")]
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    with serving(scripted_app(replies, seen)) as url:
+        traj = rollout(env, make_agent(f"openai:scripted@{url}", env, max_context=4096), seed=0)
+    assert [t.action for t in traj.turns] == ["", "noop"]
+    assert traj.turns[0].info["valid"] is False and "parse_error" in traj.turns[0].extras
+    last_user = seen[1]["body"]["messages"][-1]["content"]
+    assert last_user.startswith("Your previous reply was not used (the reply has no `Action:` line)")
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("server", [False, True], ids=["hf", "openai"])
+def test_cli_runs_language_model_agents(lm: str, chat_server: str, server: bool, tmp_path: Path) -> None:
+    from turngym.cli import app
+
+    spec = f"openai:tiny@{chat_server}" if server else f"hf:{lm}"
+    result = CliRunner().invoke(app, ["run", "turngym/Craft-v0", "--agent", spec, "-n", "1", "-k", "max_turns=3",
+                                      "--out", str(tmp_path), "--max-new-tokens", "24", "-o", "max_context=1500"])
+    assert result.exit_code == 0, result.output
+    [path] = [p for p in tmp_path.glob("*.jsonl")]
+    [traj] = read_jsonl(path)
+    assert len(traj) == 3 and traj.meta["agent"] == spec
+    assert all(t.extras["usage"]["completion_tokens"] > 0 for t in traj.turns)
+    if not server:
+        check_records(traj)
+    assert json.loads((tmp_path / "results.json").read_text())[0]["agent"] == spec
+
+
+def test_cli_reports_a_bad_agent_option(lm: str) -> None:
+    from turngym.cli import app
+
+    result = CliRunner().invoke(app, ["run", "turngym/Craft-v0", "--agent", f"hf:{lm}", "-n", "1",
+                                      "--temperature", "-2"])
+    assert result.exit_code != 0 and "temperature must be" in result.output
+
+
+def test_importing_the_agents_loads_neither_torch_nor_transformers() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, turngym.agents; print('torch' in sys.modules or 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

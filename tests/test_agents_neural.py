@@ -1,0 +1,156 @@
+"""The neural policy (agents/neural.py) and behaviour cloning (trainers/bc.py), on real envs."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import turngym
+from turngym.agents import make_agent
+from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch
+from turngym.cli import app
+from turngym.evaluate import run_episodes, summarize
+from turngym.trainers.bc import clone, collect, demonstrations
+
+CRAFT = "turngym/Craft-v0"
+
+
+def first_turn(env_id: str, **kwargs):
+    env = gym.make(env_id, **kwargs)
+    obs, info = env.reset(seed=3)
+    return env, obs, info
+
+
+def test_candidates_come_from_the_env_with_templates_filled():
+    env, obs, info = first_turn("turngym/WebShop-v0")
+    proposed = proposer(env)(obs, info)
+    assert proposed[0] == f"search[{info['instruction'].lower()}]"
+    assert all("<" not in a for a in proposed)
+    env, obs, info = first_turn("turngym/HopVQA-v0")
+    proposed = proposer("turngym/HopVQA-v0")(obs, info)
+    assert "answer[0]" in proposed and "answer[99]" in proposed and "zoom[0, 0, 0.5, 0.5]" in proposed
+    for action in proposed[:6]:  # every proposal is a well-formed action of the env
+        assert env.step(action)[4]["valid"], action
+    env, obs, info = first_turn(CRAFT, action_mode="skills")
+    assert proposer(env)(obs, info) == info["actions"]  # Craft's actions are complete already
+
+
+def test_forward_masks_candidates_and_handles_turns_without_any():
+    env, obs, info = first_turn(CRAFT)
+    policy = new_policy(seed=1)
+    step = policy.act([obs, obs, obs], [info, {"actions": ["search[<query>]"]}, info], proposer(env))
+    assert step.actions[1] == "" and int(step.index[1]) == -1 and float(step.logprob[1]) == 0.0
+    assert step.actions[0] in info["actions"] and step.value.shape == (3,)
+    batch = policy.encode([obs, obs], [info["actions"], info["actions"][:2]])
+    logits, values = policy(batch)
+    assert logits.shape == (2, len(info["actions"])) and torch.isinf(logits[1, 2:]).all()
+    probs = torch.softmax(logits, -1)
+    assert torch.allclose(probs.sum(-1), torch.ones(2)) and values.shape == (2,)
+    # The score of a candidate depends on the observation, not only on the candidate.
+    other, _ = policy(policy.encode([{"text": "Task: something else entirely"}], [info["actions"]]))
+    assert not torch.allclose(other[0], logits[0])
+
+
+def test_ngram_bags_are_stable_and_see_word_order():
+    assert bag("tree: 4 east", 1 << 15, 3, 64) == bag("Tree: 4 East", 1 << 15, 3, 64)
+    assert set(bag("cow 4 east, tree 2 north", 1 << 15, 3, 64)) != set(bag("cow 2 north, tree 4 east", 1 << 15, 3, 64))
+
+
+def test_same_seed_same_weights_and_same_sampled_episode():
+    a, b = new_policy(seed=5), new_policy(seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    env = gym.make(CRAFT, max_turns=15)
+    runs = [turngym.rollout(env, make_agent("neural", env, seed=2), seed=4, record_images=False)
+            for _ in range(2)]
+    assert [t.action for t in runs[0].turns] == [t.action for t in runs[1].turns]
+    assert len({t.action for t in runs[0].turns}) > 1  # sampling, not a constant
+
+
+def test_save_load_round_trip_and_clear_errors(tmp_path):
+    env, obs, info = first_turn(CRAFT)
+    policy = new_policy(PolicyConfig(dim=32, heads=2), seed=3)
+    path = policy.save(tmp_path / "p.pt", note="x")
+    loaded, meta = NeuralPolicy.load(path)
+    batch = policy.encode([obs], [info["actions"]])
+    assert torch.allclose(policy(batch)[0], loaded(batch)[0]) and meta == {"note": "x"}
+    agent = make_agent(f"neural:{path}", env)
+    assert agent.act(obs, info) in info["actions"]
+    with pytest.raises(ValueError, match="no neural policy"):
+        make_agent(f"neural:{tmp_path / 'missing.pt'}", env)
+    with pytest.raises(ValueError, match="unknown neural option"):
+        make_agent("neural", env, width=3)
+    with pytest.raises(ValueError, match="takes no option temperature"):
+        make_agent("random", env, temperature=0.5)
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    (CRAFT, {}), (CRAFT, {"action_mode": "skills"}), ("turngym/WebShop-v0", {}),
+    ("turngym/HopVQA-v0", {"size": 256}), ("turngym/LongDocVQA-v0", {})])
+def test_neural_agent_plays_every_family_and_records_its_choices(env_id, kwargs, tmp_path):
+    env = gym.make(env_id, max_turns=6, **kwargs)
+    image = "image" in env.observation_space.spaces
+    agent = make_agent("neural", env, image=image)
+    traj = turngym.rollout(env, agent, seed=1)
+    assert len(traj) >= 1
+    for turn in traj.turns:
+        assert len(turn.logprobs) == 1 and turn.logprobs[0] <= 0.0
+        assert np.isfinite(turn.extras["value"]) and turn.extras["entropy"] >= 0.0
+    back = turngym.read_jsonl(turngym.write_jsonl(tmp_path / "t.jsonl", [traj]))[0]
+    assert back.turns[0].logprobs == traj.turns[0].logprobs and back.reset_info["actions"] == traj.reset_info["actions"]
+
+
+def test_batched_acting_over_a_vector_env():
+    envs = gym.make_vec(CRAFT, num_envs=4, vectorization_mode="sync", max_turns=8)
+    policy, propose = new_policy(seed=0), proposer(envs)
+    obs, info = envs.reset(seed=0)
+    generator = torch.Generator().manual_seed(0)
+    ended = []
+    for _ in range(10):  # past the end of the episodes, whose last info nests score_parts
+        observations, infos = unbatch(obs, info, 4)
+        step = policy.act(observations, infos, propose, generator=generator)
+        assert all(a in i["actions"] for a, i in zip(step.actions, infos, strict=True) if i.get("actions"))
+        obs, _, terminated, truncated, info = envs.step(step.actions)
+        ended += [i for i, done in zip(unbatch(obs, info, 4)[1], terminated | truncated, strict=True) if done]
+    envs.close()
+    assert ended and all(isinstance(i["score_parts"], dict) and "success" in i for i in ended)
+
+
+def test_demonstrations_label_every_expert_turn_including_the_first():
+    trajs = collect(CRAFT, 3, env_kwargs={"task": "wood_pickaxe"}, noise=0.3)
+    samples = demonstrations(trajs, proposer(CRAFT))
+    assert len(samples) == sum(len(t) for t in trajs)  # the oracle only takes admissible actions
+    executed = [turn.action for t in trajs for turn in t.turns]
+    labels = [s.candidates[s.index] for s in samples]
+    assert labels != executed  # noise ran other actions, the labels stay the expert's
+    assert samples[0].candidates == proposer(CRAFT)({"text": ""}, trajs[0].reset_info)
+
+
+def test_behaviour_cloning_from_200_oracle_episodes_makes_a_wood_pickaxe(tmp_path):
+    """The issue's figure: cloned from 200 oracle episodes, >= 80% of the 100 test seeds (about a
+    minute on one core; bench/agents.py prints the same run with timings)."""
+    kwargs = {"task": "wood_pickaxe"}
+    samples = demonstrations(collect(CRAFT, 200, env_kwargs=kwargs, seed=10_000), proposer(CRAFT))
+    policy = new_policy(seed=0)
+    history = clone(policy, samples, epochs=10)
+    assert history[-1]["loss"] < history[0]["loss"] / 3 and history[-1]["accuracy"] > 0.8
+    path = policy.save(tmp_path / "bc.pt")
+    cloned = summarize(CRAFT, "bc", run_episodes(CRAFT, f"neural:{path}", 100, env_kwargs=kwargs))
+    assert cloned.success_rate >= 0.8, cloned
+    # Flailing for 200 turns makes a pickaxe now and then (an untrained policy: about half the time);
+    # the clone does it far more often and in a fraction of the turns.
+    untrained = new_policy(seed=0).save(tmp_path / "untrained.pt")
+    floor = summarize(CRAFT, "untrained", run_episodes(CRAFT, f"neural:{untrained}", 20, env_kwargs=kwargs))
+    assert floor.success_rate < 0.7 and cloned.mean_turns < floor.mean_turns / 2
+
+
+def test_cli_bc_saves_a_policy_and_its_record(tmp_path):
+    result = CliRunner().invoke(app, ["bc", CRAFT, "-k", "task=wood_pickaxe", "--episodes", "4", "--epochs", "1",
+                                      "--eval", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "bc.json").read_text())
+    assert record["test"]["episodes"] == 2 and record["demonstrations"] > 0 and (tmp_path / "policy.pt").is_file()
