@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test bench lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	# Chromium for WebShopBrowser-v0, from Debian (Playwright's own download is not reachable here)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel; unpinned, pip would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0

@@ -14,6 +14,11 @@ register(
     "Web shopping: search a catalog, open products, pick options and buy what the instruction asks for.",
 )
 register(
+    "turngym/WebShopBrowser-v0",
+    "turngym.envs.webshop.browser_env:WebShopBrowserEnv",
+    "WebShop on its real web site in headless Chromium: accessibility tree, screenshots, element actions.",
+)
+register(
     "turngym/LongDocVQA-v0",
     "turngym.envs.longdoc:LongDocEnv",
     "Long-document visual QA: search, read, view and zoom into a 20-150 page PDF, then answer.",

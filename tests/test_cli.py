@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from PIL import Image
 from typer.testing import CliRunner
 
 from turngym.cli import app
@@ -67,14 +68,24 @@ def test_demo_writes_a_report(tmp_path):
     assert all(r["success_rate"] == 1.0 for r in craft if r["agent"] == "oracle")
     assert [r["agent"] for r in shop] == ["random", "heuristic:no-options", "heuristic", "oracle"]
     assert shop[-1]["success_rate"] == 1.0 and shop[1]["parts"]["r_option"] == 0.0
+    browser = results["webshop_browser"]
+    assert [r["agent"] for r in browser] == ["heuristic", "oracle"] and browser[-1]["success_rate"] == 1.0
+    assert all(r["env_id"] == "turngym/WebShopBrowser-v0" and r["episodes"] == 2 for r in browser)
     docs, hop = results["longdoc"], results["hopvqa"]
     assert [r["agent"] for r in docs] == ["random", "heuristic", "oracle"] and docs[-1]["accuracy"] == 1.0
     assert [r["agent"] for r in hop] == ["random", "heuristic", "oracle"] and hop[-1]["success_rate"] == 1.0
     report = (tmp_path / "report.md").read_text()
     assert "| collect_diamond | oracle | 100.0% |" in report and "## WebShop-v0" in report
     assert "## LongDocVQA-v0" in report and "## HopVQA-v0" in report
-    for name in ("craft_success.png", "craft_oracle_diamond.png", "craft_oracle_diamond.jsonl"):
+    browser_section = report.split("## WebShopBrowser-v0: browser mode")[1].split("\n## ")[0]
+    assert "| heuristic |" in browser_section and "| oracle | 100.0% |" in browser_section
+    pages = ("search", "results", "item", "detail", "done")
+    for name in ("craft_success.png", "craft_oracle_diamond.png", "craft_oracle_diamond.jsonl",
+                 *(f"webshop_browser/{page}.png" for page in pages)):
         assert (tmp_path / name).stat().st_size > 0
+    assert all(f"(webshop_browser/{page}.png)" in report for page in pages)
+    with Image.open(tmp_path / "webshop_browser" / "done.png") as shot:
+        assert shot.size == (1024, 768)
 
 
 def test_the_guide_example_runs():

@@ -50,6 +50,7 @@ def play(env_id: str, seed: int, turns: int, **kwargs):
         if terminated or truncated:
             obs, info = env.reset()
             record.append((obs, info))
+    env.close()
     return record
 
 
@@ -198,10 +199,17 @@ def test_vector_envs_run(env_id, mode):
     try:
         obs, info = envs.reset(seed=0)
         assert len(obs["text"]) == 2 and isinstance(obs["text"][0], str)
+        singles = [gym.make(env_id) for _ in range(2)]
+        expected = [env.reset(seed=i)[0]["text"] for i, env in enumerate(singles)]
+        assert list(obs["text"]) == expected  # AsyncVectorEnv's shared memory must not freeze texts
         for _ in range(4):
             actions = tuple(str(a[0]) if len(a) else "noop" for a in info["actions"])
             obs, reward, terminated, _, info = envs.step(actions)
             assert reward.shape == (2,) and terminated.dtype == bool
+            expected = [env.step(a)[0]["text"] for env, a in zip(singles, actions, strict=True)]
+            assert list(obs["text"]) == expected
+        for env in singles:
+            env.close()
     finally:
         envs.close()
     single = gym.make(env_id)

@@ -13,7 +13,8 @@ from turngym.trajectory import Trajectory, Turn, read_jsonl, write_jsonl
 __version__ = "0.1.0"
 __all__ = ["Trajectory", "Turn", "describe", "list_envs", "read_jsonl", "register", "rollout", "write_jsonl"]
 
-import turngym.envs  # noqa: F401  (registers the built-in families)
+import turngym.envs  # registers the built-in families
+import turngym.vector  # noqa: F401  (live Text observations in AsyncVectorEnv)
 from turngym.registry import load_plugins
 
 load_plugins()

@@ -1,14 +1,15 @@
 """`make demo` / `turngym demo`: every family's agents on its built-in test split, as a report.
 
-One process pool runs every (env, agent) job; each family then writes its section of the
-report: tables in the terminal and in report.md, plots and a sample episode beside it.
+One process pool runs every (env, agent) job, and a browser-mode WebShop episode that saves a
+screenshot of each store page; each family then writes its section of the report: tables in the
+terminal and in report.md, plots, screenshots and a sample episode beside it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ from turngym.trajectory import Trajectory, atomic_write_bytes, write_jsonl
 
 CRAFT, WEBSHOP, LONGDOC, HOPVQA = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/LongDocVQA-v0", \
     "turngym/HopVQA-v0"
+WEBSHOP_BROWSER = "turngym/WebShopBrowser-v0"
 CRAFT_AGENTS = ("random", "oracle")
 WEBSHOP_AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle")
+WEBSHOP_BROWSER_AGENTS = ("heuristic", "oracle")
+WEBSHOP_BROWSER_TASKS = 5  # each episode drives headless Chromium: a few tasks keep the demo quick
+WEBSHOP_PAGES = ("search", "results", "item", "detail", "done")  # the store's page types, as state_dict() names them
 LONGDOC_AGENTS = ("random", "heuristic", "oracle")
 HOPVQA_AGENTS = ("random", "heuristic", "oracle")
 
@@ -45,14 +50,18 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
         with gym.make(env_id) as env:
             counts[env_id] = episodes or len(env.unwrapped.splits["test"])
     n, n_shop, n_doc, n_hop = counts[CRAFT], counts[WEBSHOP], counts[LONGDOC], counts[HOPVQA]
+    n_browser = min(WEBSHOP_BROWSER_TASKS, n_shop)
     _generate_documents(n_doc, console)
-    jobs = [(CRAFT, {"task": task, "image": False}, agent, n) for task in load_rules().tasks for agent in CRAFT_AGENTS]
+    # The browser jobs go first: each is slow, and the pool should not end on one of them.
+    jobs = [(WEBSHOP_BROWSER, {"screenshot": False}, agent, n_browser) for agent in WEBSHOP_BROWSER_AGENTS]
+    jobs += [(CRAFT, {"task": task, "image": False}, agent, n) for task in load_rules().tasks for agent in CRAFT_AGENTS]
     jobs += [(WEBSHOP, {}, agent, n_shop) for agent in WEBSHOP_AGENTS]
     jobs += [(LONGDOC, {"obs_mode": "text"}, agent, n_doc) for agent in LONGDOC_AGENTS]
     jobs += [(HOPVQA, {}, agent, n_hop) for agent in HOPVQA_AGENTS]
-    results = _run_jobs(jobs, console)
+    results, (pages,) = _run_jobs(jobs, console, [(_browser_pages, out / "webshop_browser")])
     craft = [{"task": kw["task"], **results[i]} for i, (env_id, kw, _, _) in enumerate(jobs) if env_id == CRAFT]
     shop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == WEBSHOP]
+    browser = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == WEBSHOP_BROWSER]
     docs = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == LONGDOC]
     hop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == HOPVQA]
     sample = run_episodes(CRAFT, "oracle", 1, env_kwargs={"task": "collect_diamond"}, record_images=True)[0]
@@ -60,11 +69,13 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
     console.print(_craft_table(craft, n))
     console.print(_agent_table(f"WebShop-v0 (small catalog) test split, {n_shop} tasks; score = 100 x reward",
                                WEBSHOP_COLUMNS, shop))
+    console.print(_agent_table(f"WebShopBrowser-v0, browser mode (headless Chromium): {n_browser} test tasks",
+                               WEBSHOP_COLUMNS, browser))
     console.print(_agent_table(f"LongDocVQA-v0 (generated) test split, {n_doc} questions, text mode",
                                LONGDOC_COLUMNS, docs))
     console.print(_agent_table(f"HopVQA-v0 test split, {n_hop} queries (3-5 hops)", HOPVQA_COLUMNS, hop))
-    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop, "longdoc": docs,
-                                                         "hopvqa": hop}, indent=2).encode())
+    atomic_write_bytes(out / "results.json", json.dumps({"craft": craft, "webshop": shop, "webshop_browser": browser,
+                                                         "longdoc": docs, "hopvqa": hop}, indent=2).encode())
     write_jsonl(out / "craft_oracle_diamond.jsonl", [sample])
     _plot_success(craft, out / "craft_success.png")
     _filmstrip(sample, out / "craft_oracle_diamond.png")
@@ -72,6 +83,9 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
     lines = ["# turngym demo report", "", *_craft_markdown(craft, n, sample),
              *_agent_markdown(f"WebShop-v0: the small catalog's test split ({n_shop} tasks)", WEBSHOP_INTRO,
                               WEBSHOP_COLUMNS, shop),
+             *_agent_markdown(f"WebShopBrowser-v0: browser mode, the first {n_browser} test tasks",
+                              WEBSHOP_BROWSER_INTRO, WEBSHOP_COLUMNS, browser),
+             *_browser_pages_markdown(pages),
              *_agent_markdown(f"LongDocVQA-v0: the generated test split ({n_doc} questions, text mode)",
                               LONGDOC_INTRO, LONGDOC_COLUMNS, docs),
              *_agent_markdown(f"HopVQA-v0: the test split ({n_hop} queries of 3-5 hops)", HOPVQA_INTRO,
@@ -93,16 +107,19 @@ def _generate_documents(questions: int, console: Console) -> None:
             progress.advance(bar)
 
 
-def _run_jobs(jobs: list[tuple[str, dict, str, int]], console: Console) -> list[dict[str, Any]]:
+def _run_jobs(jobs: list[tuple[str, dict, str, int]], console: Console,
+              calls: Sequence[tuple[Any, ...]] = ()) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Each job's summary row, and the results of `calls` ((function, *arguments), run first in the same pool)."""
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     with progress_bar(console=console, transient=True) as progress, \
             ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
+        extra = [pool.submit(*call) for call in calls]
         bar = progress.add_task(f"{len(jobs)} env/agent pairs", total=sum(job[3] for job in jobs))
         futures = {pool.submit(_job, *job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             progress.advance(bar, jobs[futures[future]][3])
-    return results
+        return results, [future.result() for future in extra]
 
 
 def _job(env_id: str, env_kwargs: dict[str, Any], agent: str, n: int) -> dict[str, Any]:
@@ -175,6 +192,49 @@ def _craft_markdown(rows: list[dict], n: int, sample: Trajectory) -> list[str]:
         "read it with `turngym.read_jsonl`.", ""]
 
 
+# ---- WebShop in the browser: one screenshot of each page type ---------------------------------
+def _browser_pages(folder: Path) -> dict[str, Path]:
+    """Play test task 0 in browser mode with the oracle, detouring once through the item's
+    Features page, and save a screenshot of each page type (the item page as last seen, with its
+    options chosen) into `folder`; returns page type -> PNG path."""
+    from PIL import Image
+
+    from turngym.agents import make_agent
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shots: dict[str, np.ndarray] = {}
+    with gym.make(WEBSHOP_BROWSER) as env:
+        oracle = make_agent("oracle", env)
+        obs, info = env.reset(seed=0, options={"split": "test", "index": 0})
+        oracle.reset(obs, info, seed=0)
+        done, detoured = False, False
+        while True:
+            page = env.unwrapped.state_dict()["page"]
+            if page == "item" or page not in shots:
+                shots[page] = obs["image"]
+            if done:
+                break
+            action = "click[Features]" if page == "item" and not detoured else oracle.act(obs, info)
+            detoured = detoured or page == "item"
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+    paths = {}
+    for page in WEBSHOP_PAGES:
+        if page in shots:
+            paths[page] = folder / f"{page}.png"
+            Image.fromarray(shots[page]).save(paths[page])
+    return paths
+
+
+def _browser_pages_markdown(pages: dict[str, Path]) -> list[str]:
+    lines = ["### The store's pages in the browser (oracle on test task 0; 1024 x 768 screenshots)", ""]
+    captions = {"search": "search", "results": "results", "item": "item, options chosen",
+                "detail": "detail (Features)", "done": "done (thank you)"}
+    for page, path in pages.items():
+        lines += [f"**{captions[page]}**", "", f"![{captions[page]}]({path.parent.name}/{path.name})", ""]
+    return lines
+
+
 # ---- the agent tables of WebShop, LongDocVQA and HopVQA -----------------------------------------
 # A column is a header and how a result row shows in it; one spec gives the terminal and the Markdown table.
 Column = tuple[str, Callable[[dict], str]]
@@ -221,6 +281,11 @@ WEBSHOP_INTRO = ("Score is 100 x WebShop's reward; type, attr, option and price 
                  "the goals that name options). `heuristic:no-options` is the paper's rule baseline exactly "
                  "(45.6 score, 9.6% success on the original data); `heuristic` also picks the options the "
                  "instruction names.")
+WEBSHOP_BROWSER_INTRO = ("The same tasks as WebShop-v0 on the store's real web site, driven through Playwright in "
+                         "headless Chromium (accessibility-tree text; these rows without screenshots). The agents "
+                         "play exactly as in text mode (same actions, rewards and success on each task: "
+                         "`bench/webshop_browser.py` checks that on 50 tasks); the screenshots below show each page "
+                         "type.")
 LONGDOC_INTRO = ("Accuracy and generalized F1 are MMLongBench-Doc's; evidence seen is the share of evidence pages "
                  "the agent read or viewed.")
 HOPVQA_INTRO = ("`heuristic` answers the most frequent training answer (the floor); `oracle` claims every hop from "

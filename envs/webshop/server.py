@@ -32,10 +32,45 @@ from turngym.envs.webshop.tasks import goal_index, splits_for
 MAX_SESSIONS = 10_000  # the oldest sessions are forgotten beyond this
 
 
+class Sessions:
+    """The live sessions of a site, by id; the browser env adds its own (`app.state.sessions`)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, tuple[str, Session]] = {}
+        self.errors: dict[str, str] = {}  # an invalid action's message, shown on the next page
+        self.claimed: set[str] = set()
+        self.lock = threading.Lock()
+
+    def claim(self) -> str:
+        """The lowest free id `envN`, held until `release`: a browser env keeps one for its life,
+        so its URLs depend only on how many envs are open, not on chance."""
+        with self.lock:
+            n = 1
+            while f"env{n}" in self.claimed:
+                n += 1
+            self.claimed.add(f"env{n}")
+            return f"env{n}"
+
+    def release(self, sid: str) -> None:
+        self.remove(sid)
+        with self.lock:
+            self.claimed.discard(sid)
+
+    def add(self, sid: str, task: str, session: Session) -> None:
+        with self.lock:
+            self.by_id[sid] = (task, session)
+            while len(self.by_id) > MAX_SESSIONS:
+                self.by_id.pop(next(iter(self.by_id)))
+
+    def remove(self, sid: str) -> None:
+        with self.lock:
+            self.by_id.pop(sid, None)
+            self.errors.pop(sid, None)
+
+
 def create_app(catalog: Catalog) -> Starlette:
-    sessions: dict[str, tuple[str, Session]] = {}
-    errors: dict[str, str] = {}
-    lock = threading.Lock()
+    store = Sessions()
+    sessions, errors, lock = store.by_id, store.errors, store.lock
 
     def in_session(handler: Callable[[Request, str, str, Session], Response]) -> Callable[[Request], Response]:
         """An endpoint under /s/{sid}/: the session is looked up (404 if unknown) and passed on."""
@@ -61,10 +96,7 @@ def create_app(catalog: Catalog) -> Starlette:
         except ValueError as exc:
             return HTMLResponse(escape(str(exc)), status_code=400)
         sid = secrets.token_hex(8)
-        with lock:
-            sessions[sid] = (task, Session(catalog, goal))
-            while len(sessions) > MAX_SESSIONS:
-                sessions.pop(next(iter(sessions)))
+        store.add(sid, task, Session(catalog, goal))
         return RedirectResponse(f"/s/{sid}/", status_code=303)
 
     @in_session
@@ -92,7 +124,7 @@ def create_app(catalog: Catalog) -> Starlette:
         return JSONResponse({"task_id": task, "page": session.view, "actions": session.actions(),
                              "done": session.done, "score": result})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", index),
         Route("/start", start),
         Route("/s/{sid}/", page),
@@ -100,3 +132,5 @@ def create_app(catalog: Catalog) -> Starlette:
         Route("/s/{sid}/search", action(lambda r: f"search[{r.query_params.get('q', '')}]")),
         Route("/s/{sid}/state", state),
     ])
+    app.state.sessions = store
+    return app
