@@ -31,6 +31,8 @@ bench: install
 	$(BIN)/python bench/webshop.py
 	$(BIN)/python bench/longdoc.py
 	$(BIN)/python bench/hopvqa.py
+	$(BIN)/python bench/agents.py
+	$(BIN)/python bench/webshop_browser.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -7,11 +7,11 @@ Latency: the oracle and the heuristic play the first test tasks; before each epi
 that load no page (scroll down, scroll up, typing into the search box) are timed as non-navigation
 steps, every agent step (each loads a page on this site) as a navigation step. Times are
 wall-clock `env.step`/`env.reset` through `gym.make`; load and observe are the env's own
-`info["timings"]` (`timings=True`). Throughput: the heuristic plays training tasks and resets when an episode ends
-(resets count in the time, not in the steps), in one env and in a `gymnasium.vector.AsyncVectorEnv`
-of 4 (each worker process starts its own Chromium and store site). Parity: the same agent, seed
-and options (`{"split": "test", "index": i}`) in both modes must give the same actions, validity
-per turn, rewards, success and score.
+`info["timings"]` (`timings=True`). Throughput: the heuristic plays training tasks and resets
+when an episode ends (resets count in the time, not in the steps), in one env and in a
+`gymnasium.vector.AsyncVectorEnv` of 4 (each worker process starts its own Chromium and store
+site). Parity: the same agent, seed and options (`{"split": "test", "index": i}`) in both modes
+must give the same actions, validity per turn, rewards, success and score.
 
 Reference: BrowserGym launches a browser per reset and by default waits 0.5 s before every
 observation, so each of its steps takes at least 500 ms.
@@ -41,7 +41,7 @@ BROWSERGYM = "BrowserGym: browser per reset, 0.5 s wait before each observation"
 SEARCHBOX = re.compile(r"^\s*- \[(\d+)\] searchbox", re.MULTILINE)
 
 
-def test_options(i: int) -> dict[str, Any]:
+def test_task(i: int) -> dict[str, Any]:
     return {"split": "test", "index": i}
 
 
@@ -50,7 +50,7 @@ def latency(screenshot: bool, tasks: int) -> dict[str, Any]:
     """Reset and step times (seconds) of the oracle and heuristic on the first `tasks` test tasks."""
     start = time.perf_counter()
     env = gym.make(BROWSER, screenshot=screenshot, timings=True)
-    env.reset(seed=0, options=test_options(0))
+    env.reset(seed=0, options=test_task(0))
     cold = time.perf_counter() - start
     resets, nav, other, load, observe = [], [], [], [], []
     try:
@@ -58,7 +58,7 @@ def latency(screenshot: bool, tasks: int) -> dict[str, Any]:
             agent = make_agent(spec, env)
             for i in range(tasks):
                 t = time.perf_counter()
-                obs, info = env.reset(seed=i, options=test_options(i))
+                obs, info = env.reset(seed=i, options=test_task(i))
                 resets.append(time.perf_counter() - t)
                 agent.reset(obs, info, seed=i)
                 box = SEARCHBOX.search(obs["text"])
@@ -163,8 +163,8 @@ def parity(tasks: int) -> dict[str, dict[str, Any]]:
             counts = dict.fromkeys(("actions", "valid", "rewards", "success", "score", "identical"), 0)
             successes, mismatches = [0, 0], []
             for i in range(tasks):
-                t = rollout(text_env, text_agent, seed=i, options=test_options(i), record_images=False)
-                b = rollout(browser_env, browser_agent, seed=i, options=test_options(i), record_images=False)
+                t = rollout(text_env, text_agent, seed=i, options=test_task(i), record_images=False)
+                b = rollout(browser_env, browser_agent, seed=i, options=test_task(i), record_images=False)
                 same = {"actions": [x.action for x in t.turns] == [x.action for x in b.turns],
                         "valid": [x.info["valid"] for x in t.turns] == [x.info["valid"] for x in b.turns],
                         "rewards": [x.reward for x in t.turns] == [x.reward for x in b.turns],
