@@ -424,9 +424,8 @@ def test_gym_make_with_a_bad_chromium_path_fails_clearly(tmp_path):
 
 # ---- vector envs and determinism ----------------------------------------------------------------
 def test_async_vector_env_of_four_browsers():
-    # Gymnasium 1.4 reads Text observations out of shared memory once, when it is made, so with
-    # shared memory every text would stay "000..."; the images alone would come through.
-    envs = gym.make_vec(BROWSER, num_envs=4, vectorization_mode="async", vector_kwargs={"shared_memory": False})
+    # Shared memory, Gymnasium's default: turngym.vector keeps the texts live (see its docstring).
+    envs = gym.make_vec(BROWSER, num_envs=4, vectorization_mode="async")
     try:
         obs, info = envs.reset(seed=0, options=task(5))
         assert obs["image"].shape == (4, 768, 1024, 3) and all(t == "ws-5" for t in info["task_id"])
