@@ -193,6 +193,14 @@ def test_element_actions_do_what_webshop_actions_do(fresh, text):
     assert reward == text_reward == 1.0 and info["score_parts"] == text_info["score_parts"]
 
 
+def test_back_never_reaches_an_earlier_episode(fresh):
+    fresh.reset(seed=0, options=task(2))
+    fresh.step("search[shoes]")
+    fresh.reset(seed=0, options=task(3))
+    _, _, _, _, info = fresh.step("back()")
+    assert not info["valid"] and info["error"] == "there is no earlier page in this session"
+
+
 def test_a_key_that_follows_a_link_or_picks_a_radio_is_a_page_load(shop, text):
     obs, _ = shop.reset(seed=0, options=task(1))
     text.reset(seed=0, options=task(1))

@@ -124,6 +124,14 @@ class WebShopBrowserEnv(WebShopEnv):
     def _open_page(self) -> None:
         self.context = self.chromium.new_context(self.viewport)
         self.owner = self.chromium.browser  # a relaunched Chromium leaves this page behind
+        self._new_tab()
+
+    def _new_tab(self) -> None:
+        """A fresh tab in this env's context: its history starts with the episode, so `back()`
+        never walks into an earlier one (every episode of an env has the same address)."""
+        if self.page is not None:
+            with contextlib.suppress(Exception):
+                self.page.close()
         self.page = self.context.new_page()
         self.page_crashed, self.loads = False, 0
         self.page.on("crash", self._on_crash)
@@ -189,6 +197,8 @@ class WebShopBrowserEnv(WebShopEnv):
         for attempt in range(2):
             try:
                 start = time.perf_counter()
+                if self.loads:
+                    self._new_tab()
                 self._goto_session()
                 self.timings["load_ms"] = (time.perf_counter() - start) * 1e3
                 self._observe_page()
