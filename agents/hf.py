@@ -20,8 +20,11 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+from transformers.utils import logging as hf_logging
 
 from turngym.agents.lm import DEFAULT_CONTEXT, Completion, LMAgent, Message
+
+hf_logging.disable_progress_bar()  # a bar per checkpoint load would break into turngym's own progress bars
 
 
 class HFModel:
