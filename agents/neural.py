@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from turngym.agents.base import Agent
+from turngym.envs.base import TurnEnv
 from turngym.trajectory import atomic_write_bytes
 
 PIECE = re.compile(r"[a-z]+|\d|[^\sa-z\d]")  # digits one by one, so numbers of any size share pieces
@@ -247,17 +248,13 @@ def proposer(env: gym.Env | gym.vector.VectorEnv | str) -> Propose:
         spec = gym.spec(env)
         creator = spec.entry_point if callable(spec.entry_point) else gym.envs.registration.load_env_creator(
             spec.entry_point)
-        return getattr(creator, "propose_actions", _admissible)
+        return getattr(creator, "propose_actions", TurnEnv.propose_actions)
     if isinstance(env, gym.vector.VectorEnv):
-        spec = env.spec if getattr(env, "spec", None) is not None else None
+        spec = getattr(env, "spec", None)
         if spec is None:
             raise ValueError("this vector env has no spec: pass its env id to proposer()")
         return proposer(spec.id)
-    return getattr(type(env.unwrapped), "propose_actions", _admissible)
-
-
-def _admissible(obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
-    return [a for a in info.get("actions", []) if "<" not in a]
+    return getattr(type(env.unwrapped), "propose_actions", TurnEnv.propose_actions)
 
 
 def unbatch(obs: dict[str, Any], info: dict[str, Any], n: int) -> tuple[list[dict], list[dict]]:

@@ -15,6 +15,7 @@ import contextlib
 import io
 import re
 import time
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +25,6 @@ from PIL import Image
 from turngym.envs.base import InvalidAction, ascii_text, parse_action
 from turngym.envs.webshop.browser import Chromium, Site
 from turngym.envs.webshop.env import WebShopEnv
-from turngym.envs.webshop.store import Session
 
 INTERACTIVE = ("link", "button", "radio", "searchbox", "textbox", "checkbox", "combobox")
 SNAPSHOT_LINE = re.compile(r'^(\s*)- (' + "|".join(INTERACTIVE) + r')(?: "((?:[^"\\]|\\.)*)")?(.*)$')
@@ -233,9 +233,7 @@ class WebShopBrowserEnv(WebShopEnv):
     def _store_action(self, action: str) -> None:
         """A WebShop action: checked by the store logic as in text mode, then done on the page."""
         with self.site.sessions.lock:  # the catalog's connection is shared with the server's threads
-            trial = Session(self.session.catalog, self.session.goal, self.session.view, self.session.query,
-                            list(self.session.results), self.session.result_page, self.session.item,
-                            self.session.detail, dict(self.session.options), self.session.purchased)
+            trial = replace(self.session, results=list(self.session.results), options=dict(self.session.options))
             trial.act(action)  # InvalidAction here: text mode's message, and the page is untouched
         verb, argument = parse_action(action, ("search", "click"), "search[<query>] or click[<label>]")
         if verb == "search":
