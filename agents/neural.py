@@ -225,13 +225,23 @@ class NeuralPolicy(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> tuple[NeuralPolicy, dict[str, Any]]:
         """The policy saved at `path`, and its meta."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"no neural policy at {path}: train one with `turngym bc` or check the path")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_saved(path)
+        return cls.from_saved(saved), saved.get("meta", {})
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> NeuralPolicy:
         policy = cls(PolicyConfig(**saved["config"]))
         policy.load_state_dict(saved["state_dict"])
-        return policy.eval(), saved.get("meta", {})
+        return policy.eval()
+
+
+def load_saved(path: str | Path) -> dict[str, Any]:
+    """What a policy's `save` wrote (config, weights, meta; `kind` for non-text policies)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no neural policy at {path}: train one with `turngym train` or `turngym bc`, "
+                         "or check the path")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def choice_stats(logits: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +323,11 @@ def make_neural_agent(env: gym.Env, argument: str = "", *, sample: bool = True, 
     if argument:
         if config:
             raise ValueError(f"neural:{argument} is a saved policy; its sizes ({', '.join(config)}) are fixed")
-        policy, _ = NeuralPolicy.load(argument)
+        saved = load_saved(argument)
+        if saved.get("kind") == "craft-symbolic":  # trained on CraftVectorEnv (agents/symbolic.py)
+            from turngym.agents.symbolic import SymbolicAgent, SymbolicPolicy
+            return SymbolicAgent(SymbolicPolicy.from_saved(saved), env, sample=sample)
+        policy = NeuralPolicy.from_saved(saved)
     else:
         unknown = set(config) - set(PolicyConfig.__dataclass_fields__)
         if unknown:

@@ -43,6 +43,7 @@ class Outcome:
     success: bool
     score: float
     parts: dict[str, Any] = field(default_factory=dict)
+    reward: float | None = None  # the final reward when configured to differ from the score
 
 
 def select_task(splits: Mapping[str, Sequence[str]], options: Mapping[str, Any] | None,
@@ -269,7 +270,7 @@ class TurnEnv(gym.Env[dict, str], ABC):
             outcome = self._outcome()
             info.update(success=bool(outcome.success), score=float(outcome.score),
                         score_parts=dict(outcome.parts))
-            reward = float(outcome.score)
+            reward = float(outcome.score if outcome.reward is None else outcome.reward)
         return self._observe(), reward, terminated, truncated, info
 
     def render(self):

@@ -13,10 +13,11 @@ RULES = load_rules()
 ACTION = {a: i for i, a in enumerate(RULES.actions)}
 
 
-def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP, max_turns: int = 120) -> int:
+def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP, max_turns: int = 120,
+             reward: str = "success") -> int:
     """Step a vector env and n single envs together, comparing everything; returns episodes ended."""
-    venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode)
-    envs = [CraftEnv(task=task, image=False, max_turns=max_turns) for _ in range(n)]
+    venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode, reward=reward)
+    envs = [CraftEnv(task=task, image=False, max_turns=max_turns, symbolic=True, reward=reward) for _ in range(n)]
     venv.reset(seed=100)
     infos = [env.reset(seed=100 + i)[1] for i, env in enumerate(envs)]
     ended = 0
@@ -29,8 +30,12 @@ def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP
                 infos[i] = env.reset()[1]
                 assert not terminated[i] and not truncated[i] and reward[i] == 0
                 continue
-            _, r, te, tr, infos[i] = env.step(RULES.actions[actions[i]] if actions[i] < len(RULES.actions) else "x")
+            name = RULES.actions[actions[i]] if actions[i] < len(RULES.actions) else "x"
+            single, r, te, tr, infos[i] = env.step(name)
             assert (r, te, tr, infos[i]["valid"]) == (reward[i], terminated[i], truncated[i], info["valid"][i])
+            if not (te or tr) or mode == AutoresetMode.NEXT_STEP:  # CraftEnv(symbolic=True) sees the same
+                for key in ("view", "inventory", "vitals", "facing"):
+                    assert np.array_equal(single[key], obs[key][i]), (t, i, key)
             if te or tr:
                 ended += 1
                 assert info["_success"][i] and info["success"][i] == infos[i]["success"]
@@ -69,6 +74,24 @@ def test_oracle_play_up_the_whole_tech_tree_matches_single_envs():
         return ACTION[oracles[i].act({}, info)]
 
     assert lockstep("collect_diamond", 3, 400, choose, max_turns=400) >= 3
+
+
+def test_progress_reward_matches_single_envs():
+    """reward="progress" pays the fraction of the prerequisite chain at the end, in both engines."""
+    rng = np.random.default_rng(3)
+    assert lockstep("wood_pickaxe", 6, 130, random_choice(rng), max_turns=60, reward="progress") >= 6
+    env = CraftEnv(task="stone_pickaxe", image=False, reward="progress", max_turns=40)
+    env.reset(seed=5)
+    oracle = make_agent("oracle", env)
+    obs, info = env.reset(seed=5)
+    oracle.reset(obs, info)
+    done, reward = False, 0.0
+    while not done:
+        obs, reward, te, tr, info = env.step(oracle.act(obs, info))
+        done = te or tr
+    chain = RULES.prerequisites("make_stone_pickaxe")
+    assert reward == sum(info["score_parts"][a] for a in chain) / len(chain) and 0 < reward < 1
+    assert info["score"] == 0.0  # the score stays the success
 
 
 def test_starvation_matches_single_envs():

@@ -185,6 +185,128 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
     atomic_write_bytes(out / "bc.json", json.dumps(record, indent=2).encode())
 
 
+ALGOS = "grpo|drgrpo|rloo|gae|spo|evpo|gigpo|prm"
+
+
+def _train_config(env_id: str, task: str | None, algo: str, policy: str, steps: int, out: Path, seed: int,
+                  kw: list[str] | None, extra: dict[str, Any]) -> Any:
+    from turngym.trainers.ppo import TrainConfig
+
+    kwargs = parse_kwargs(kw)
+    make_env(env_id, {**kwargs, **({"task": task} if task else {})}).close()
+    return TrainConfig(env_id=env_id, task=task, env_kwargs=kwargs, algo=algo, policy=policy, steps=steps,
+                       out=str(out), seed=seed, **extra)
+
+
+@app.command()
+def train(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+          task: Annotated[str | None, typer.Option(help="the env's task kwarg, e.g. stone_pickaxe")] = None,
+          algo: Annotated[str, typer.Option(help=f"advantage estimator: {ALGOS}")] = "grpo",
+          policy: Annotated[str, typer.Option(help="neural, neural:PATH (continue) or hf:PATH")] = "neural",
+          steps: Annotated[int, typer.Option(help="env-step budget", min=1)] = 200_000,
+          out: Annotated[Path, typer.Option(help="run folder: metrics, checkpoint, policy")] = Path("runs/train"),
+          resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")] = False,
+          loss: Annotated[str, typer.Option(help="ppo or reinforce")] = "ppo",
+          groups: Annotated[int, typer.Option(help="tasks per update", min=1)] = 8,
+          group_size: Annotated[int, typer.Option(help="rollouts per task (G)", min=1)] = 8,
+          lr: Annotated[float, typer.Option(min=0)] = 1e-3,
+          epochs: Annotated[int, typer.Option(help="PPO epochs per update", min=1)] = 4,
+          evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
+          seed: Annotated[int, typer.Option()] = 0,
+          kw: KwargsOption = None) -> None:
+    """Train a policy with PPO (or REINFORCE) and the chosen advantage estimator; evaluate it on the test split."""
+    from turngym.trainers.ppo import train as run_training
+    from turngym.trainers.runlog import plot_curves
+
+    if policy.startswith("hf:"):
+        from turngym.trainers.lm import LMTrainConfig, train_lm
+
+        kwargs = parse_kwargs(kw)
+        if task and env_id == "turngym/Craft-v0":
+            kwargs["task"], task = task, None  # Craft's task is a kwarg; elsewhere a task id or split
+        lm_config = LMTrainConfig(env_id=env_id, model=policy[3:], env_kwargs=kwargs, task=task, algo=algo,
+                                  loss=loss, groups=groups, group_size=group_size, updates=10**9, env_steps=steps,
+                                  seed=seed, out=str(out), resume=resume)
+        try:
+            rows = train_lm(lm_config)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        console.print(f"trained {len(rows)} updates; model in {out / 'model'} (use it as hf:{out / 'model'})")
+        return
+    config = _train_config(env_id, task, algo, policy, steps, out, seed, kw,
+                           {"loss": loss, "groups": groups, "group_size": group_size, "lr": lr, "epochs": epochs})
+    try:
+        rows = run_training(config, resume=resume)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    curve = plot_curves({algo: ([r["env_steps"] for r in rows], [r["success"] for r in rows])}, out / "curve.png",
+                        title=f"{env_id} {task or ''}: {algo}")
+    console.print(f"trained {rows[-1]['env_steps']:,} env steps; training success {rows[-1]['success']:.1%}; "
+                  f"policy in {out / 'policy.pt'}; curve in {curve}")
+    if evaluate:
+        spec = f"neural:{out / 'policy.pt'}"
+        kwargs = {**config.env_kwargs, **({"task": task} if task else {})}
+        if env_id == "turngym/Craft-v0" and kwargs.get("action_mode", "primitive") == "primitive":
+            kwargs.update(symbolic=True, image=False)
+        with progress_bar(console=console, transient=True) as progress:
+            trajs = run_episodes(env_id, spec, evaluate, env_kwargs=kwargs, progress=progress)
+        summary = summarize(env_id, spec, trajs)
+        atomic_write_bytes(out / "test.json", json.dumps(summary.as_dict(), indent=2).encode())
+        console.print(results_table([summary], title=f"{env_id} {task or ''}: test split"))
+
+
+@app.command("train-prm")
+def train_prm(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+              task: Annotated[str | None, typer.Option(help="the env's task kwarg, e.g. stone_pickaxe")] = None,
+              policy: Annotated[str, typer.Option(help="the policy whose rollouts the PRM scores: neural[:PATH]")
+                                ] = "neural",
+              updates: Annotated[int, typer.Option(help="rounds of rollouts + fitting", min=1)] = 10,
+              target: Annotated[str, typer.Option(help="td (AgentPRM's TD(lambda)) or mc (Monte-Carlo)")] = "td",
+              out: Annotated[Path, typer.Option(help="folder for prm.pt and metrics")] = Path("runs/prm"),
+              groups: Annotated[int, typer.Option(min=1)] = 8,
+              group_size: Annotated[int, typer.Option(min=1)] = 8,
+              seed: Annotated[int, typer.Option()] = 0,
+              kw: KwargsOption = None) -> None:
+    """Fit a process reward model M(s, a) to a policy's rollouts (AgentPRM's TD targets or Monte-Carlo)."""
+    from turngym.trainers.ppo import train_prm as fit
+
+    config = _train_config(env_id, task, "prm", policy, 1, out, seed, kw,
+                           {"groups": groups, "group_size": group_size, "prm_target": target})
+    try:
+        rows = fit(config, updates=updates)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"PRM fit on {rows[-1]['env_steps']:,} env steps (explained variance {rows[-1]['prm_ev']:.2f}); "
+                  f"saved {out / 'prm.pt'}")
+
+
+@app.command("reward-design")
+def reward_design(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
+                  agent: Annotated[str, typer.Option("--agent", "-a", help="hf:PATH or openai:MODEL@BASE_URL")],
+                  task: Annotated[str | None, typer.Option(help="Craft: the task kwarg; else a task id")] = None,
+                  iterations: Annotated[int, typer.Option(min=1, help="reward-function versions")] = 3,
+                  out: Annotated[Path, typer.Option(help="folder for every version; a rerun resumes")
+                                 ] = Path("runs/reward-design"),
+                  episodes: Annotated[int, typer.Option(min=1, help="evaluation episodes per version")] = 20,
+                  train_steps: Annotated[int, typer.Option(help="PPO steps per version (0: evaluate the "
+                                                                "random agent instead)", min=0)] = 20_000,
+                  seed: Annotated[int, typer.Option()] = 0,
+                  kw: KwargsOption = None, agent_option: AgentOption = None) -> None:
+    """Design a reward function with a language model: designer -> checker -> training -> analysis -> revision."""
+    from turngym.rewards.design import design_command
+    from turngym.trainers.ppo import code_reward_trainer
+
+    kwargs = parse_kwargs(kw)
+    trainer = code_reward_trainer(env_id, task, kwargs, train_steps, seed=seed, episodes=episodes) \
+        if train_steps else None
+    try:
+        design_command(env_id, task, agent, iterations=iterations, out=out, episodes=episodes, seed=seed,
+                       env_kwargs=kwargs, agent_options=parse_kwargs(agent_option, "--agent-option"),
+                       console=console, train=trainer)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None

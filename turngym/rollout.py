@@ -20,8 +20,11 @@ class Actor(Protocol):
 
 
 def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dict[str, Any] | None = None,
-            record_images: bool = True) -> Trajectory:
+            record_images: bool = True, agent_seed: int | None = None) -> Trajectory:
     """Run `agent` on `env` for one episode from `reset(seed=seed, options=options)`.
+
+    The agent is reset with `agent_seed` (default: `seed`), so that G rollouts of one task can share
+    the env seed and still sample differently (group-relative estimators need such groups).
 
     Each Turn holds the observation the agent acted on, its action, the reward and info that came
     back, and what the agent recorded about the turn (`Agent.last_record`: token ids, log-probs,
@@ -29,7 +32,7 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
     """
     obs, info = env.reset(seed=seed, options=options)
     if _takes_seed(type(agent)):
-        agent.reset(obs, info, seed=seed)
+        agent.reset(obs, info, seed=seed if agent_seed is None else agent_seed)
     else:  # an agent written to the plain DESIGN.md signature reset(obs, info)
         agent.reset(obs, info)
     env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__

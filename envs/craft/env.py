@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
 from turngym.envs.craft.render import Renderer
 from turngym.envs.craft.rules import ACTION_MODES, DIRECTIONS, load_rules
 from turngym.envs.craft.tasks import new_episode, splits_for
-from turngym.envs.craft.world import DO, World
+from turngym.envs.craft.world import DO, World, symbolic_spaces
 
+REWARDS = ("success", "progress")
 GOTO_REACH = 4  # goto plans paths up to this many views long
 
 
@@ -29,6 +31,11 @@ class CraftEnv(TurnEnv):
         size: map side in tiles (default 64). view: side of the egocentric view (odd, default 9).
         image: include obs["image"] (default True). image_size: its side in pixels (default 144,
             a multiple of `view`).
+        reward: the final reward: "success" (default: 1 or 0, the score) or "progress" (the
+            fraction of the goal's prerequisite achievements done, 0 after death), which is still
+            paid only when the episode ends but gives partial credit.
+        symbolic: also include CraftVectorEnv's symbolic observation (default False): `view`
+            (material ids), `inventory`, `vitals`, `facing`, for policies trained on it.
         max_turns: turn budget (default: the task's, per action mode, in rules.yaml).
 
     Actions (case-insensitive):
@@ -52,7 +59,7 @@ class CraftEnv(TurnEnv):
 
     def __init__(self, task: str = "wood_pickaxe", action_mode: str = "primitive", size: int = 64,
                  view: int = 9, image: bool = True, image_size: int = 144, max_turns: int | None = None,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, symbolic: bool = False, reward: str = "success") -> None:
         rules = load_rules()
         if task not in rules.tasks:
             raise ValueError(f"unknown Craft task {task!r}: use one of {', '.join(rules.tasks)}")
@@ -60,6 +67,8 @@ class CraftEnv(TurnEnv):
             raise ValueError(f"unknown action_mode {action_mode!r}: use 'primitive' or 'skills'")
         if view < 3 or view % 2 == 0:
             raise ValueError(f"view must be an odd number of tiles, at least 3; got {view}")
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}: use 'success' or 'progress'")
         if size < 32:
             raise ValueError(f"size must be at least 32 tiles; got {size}")
         if image_size < view or image_size % view:
@@ -67,6 +76,9 @@ class CraftEnv(TurnEnv):
         super().__init__(max_turns=max_turns, render_mode=render_mode,
                          image_shape=(image_size, image_size, 3) if image else None)
         self.rules, self.action_mode = rules, action_mode
+        self.symbolic, self.reward = bool(symbolic), reward
+        if self.symbolic:
+            self.observation_space = spaces.Dict({**self.observation_space.spaces, **symbolic_spaces(rules, view)})
         self.default_task = self.task = rules.tasks[task]  # task: this episode's (a task id may pick another)
         self.size, self.view = size, view
         self.splits = splits_for(task)
@@ -118,7 +130,8 @@ class CraftEnv(TurnEnv):
         progress = (sum(a in done for a in chain) / len(chain)) if chain else float(success)
         parts = {"progress": progress, "died": float(w.dead)}
         parts.update({a: float(a in done) for a in self.rules.achievements})
-        return Outcome(success, 1.0 if success else 0.0, parts)
+        reward = progress * (not w.dead) if self.reward == "progress" else None
+        return Outcome(success, 1.0 if success else 0.0, parts, reward)
 
     def _text(self) -> str:
         w, r = self.world, self.rules
@@ -146,6 +159,14 @@ class CraftEnv(TurnEnv):
 
     def _image(self) -> np.ndarray:
         return self.renderer.image(self.world)
+
+    def _observe(self) -> dict[str, Any]:
+        obs = super()._observe()
+        if self.symbolic:
+            w = self.world
+            obs.update(view=w.view(self.view).astype(np.uint8), inventory=np.array(w.inventory, np.uint8),
+                       vitals=np.array([w.health, w.food, w.drink], np.uint8), facing=int(w.facing))
+        return obs
 
     def _actions(self) -> list[str]:
         actions = [self.rules.actions[a] for a in self.world.valid_actions()]

@@ -18,9 +18,20 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from turngym.envs.base import select_task
+from turngym.envs.craft.env import REWARDS
 from turngym.envs.craft.rules import ACTION_MODES, load_rules
 from turngym.envs.craft.tasks import new_episode, splits_for
-from turngym.envs.craft.world import DO, MOVES, NOOP, STREAM_COLLECT, STREAM_COW, World, encode_state, mix_np
+from turngym.envs.craft.world import (
+    DO,
+    MOVES,
+    NOOP,
+    STREAM_COLLECT,
+    STREAM_COW,
+    World,
+    encode_state,
+    mix_np,
+    symbolic_spaces,
+)
 
 HEALTH, FOOD, DRINK = 0, 1, 2
 
@@ -34,16 +45,20 @@ class CraftVectorEnv(VectorEnv):
     `facing` (0-3: north, south, east, west). `info` holds `valid` and `action_mask` (the actions
     possible next) on every step, and `success`/`score` for the envs whose episode just ended.
     Autoreset follows Gymnasium's `autoreset_mode` (next_step by default, or same_step).
+    `reward` is CraftEnv's: "success" (default) or "progress" (partial credit, paid at the end).
     """
 
     def __init__(self, num_envs: int, task: str = "wood_pickaxe", size: int = 64, view: int = 9,
                  max_turns: int | None = None,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP) -> None:
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, reward: str = "success") -> None:
         rules = self.rules = load_rules()
         if task not in rules.tasks:
             raise ValueError(f"unknown Craft task {task!r}: use one of {', '.join(rules.tasks)}")
         if view < 3 or view % 2 == 0:
             raise ValueError(f"view must be an odd number of tiles, at least 3; got {view}")
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}: use 'success' or 'progress'")
+        self.reward_mode = reward
         mode = AutoresetMode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError("autoreset_mode must be next_step or same_step")
@@ -54,13 +69,7 @@ class CraftVectorEnv(VectorEnv):
         self.pad = view // 2 + 1  # as CraftEnv, so flat tile indices agree
         self.width = size + 2 * self.pad
         n, nc, ni = self.num_envs, rules.raw["world"]["max_cows"], len(rules.items)
-        vmax = rules.raw["vitals"]["max"]
-        self.single_observation_space = spaces.Dict({
-            "view": spaces.Box(0, len(rules.materials) - 1, (view, view), np.uint8),
-            "inventory": spaces.Box(0, rules.raw["world"]["inventory_max"], (ni,), np.uint8),
-            "vitals": spaces.Box(0, vmax, (3,), np.uint8),
-            "facing": spaces.Discrete(4),
-        })
+        self.single_observation_space = spaces.Dict(symbolic_spaces(rules, view))
         self.single_action_space = spaces.Discrete(len(rules.actions))
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
@@ -102,6 +111,8 @@ class CraftVectorEnv(VectorEnv):
         goal = self.task.adjacent
         self.goal_ach = None if goal else r.achievements.index(self.task.goal)
         self.goal_mat = r.mat(goal) if goal else None
+        self.chain = np.array([r.achievements.index(a) for a in r.prerequisites(self.task.goal)]
+                              if not goal else [], dtype=np.int64)
 
     # ---- Gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
@@ -144,9 +155,11 @@ class CraftVectorEnv(VectorEnv):
         truncated = active & ~terminated & (self.turn >= self.max_turns)
         done = terminated | truncated
         reward = success.astype(np.float64)
+        if self.reward_mode == "progress" and self.chain.size:
+            reward = np.where(done & ~self.dead, self.ach[:, self.chain].mean(axis=1), 0.0)
         info: dict[str, Any] = {"valid": valid}
         if done.any():
-            info.update(success=success, _success=done, score=reward.copy(), _score=done)
+            info.update(success=success, _success=done, score=success.astype(np.float64), _score=done)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
             info["final_obs"] = self._observe()
             for i in np.flatnonzero(done):

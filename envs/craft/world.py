@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from turngym.envs.craft.rules import DIRECTIONS, Rules, Task
 from turngym.envs.craft.worldgen import Layout
@@ -67,6 +68,11 @@ class World:
         self.dead = False
         self.key = key & MASK64
         self._compile_tables()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a copy's grid must view the copy's own map (copy.deepcopy would give it a detached array)
+        self.__dict__.update(state)
+        self.grid = np.frombuffer(self.map, np.uint8).reshape(self.grid.shape)
 
     def _compile_tables(self) -> None:
         r, t = self.rules, self.rules.tables
@@ -266,4 +272,16 @@ def encode_state(rules: Rules, task: Task, grid: np.ndarray, pad: int, pos: tupl
         "achievements": [a for a, done in zip(rules.achievements, achieved, strict=True) if done],
         "tick": int(tick),
         "dead": bool(dead),
+    }
+
+
+def symbolic_spaces(rules: Rules, view: int) -> dict[str, spaces.Space]:
+    """The symbolic observation (CraftVectorEnv's, and CraftEnv's with `symbolic=True`): the view
+    as material ids (the player at the centre), the inventory counts, the vitals (health, food,
+    drink) and the facing (0-3: north, south, east, west)."""
+    return {
+        "view": spaces.Box(0, len(rules.materials) - 1, (view, view), np.uint8),
+        "inventory": spaces.Box(0, rules.raw["world"]["inventory_max"], (len(rules.items),), np.uint8),
+        "vitals": spaces.Box(0, rules.raw["vitals"]["max"], (3,), np.uint8),
+        "facing": spaces.Discrete(4),
     }

@@ -1,0 +1,613 @@
+"""Reward functions written as Python source, after Auto MC-Reward (Li et al. 2023).
+
+A person or a language model writes
+
+    def reward(prev_state, action, state, info):
+        return dense                 # or: return sparse, dense
+
+over the env's documented `env.unwrapped.state_dict()` (`prev_state` before the action, `state`
+after it, `action` the string the agent sent, `info` the step's info). `CodeReward(env, source)`
+adds it to the env's reward, clipped as in the paper:
+
+    sparse' = sign(sparse) in {-1, 0, 1}            (0 when the function returns a lone float)
+    dense'  = min(max(dense, -0.1), 0.1)
+    r'_t    = r_env,t + sparse' + dense'
+
+so key events count fully, small progress signals stay small, and no reward function can drown
+the task's own outcome reward.
+
+Before use the source is checked (`check_reward_source`): it parses; it defines `reward` with
+exactly the parameters (prev_state, action, state, info); it passes the sandbox rules below; and
+on recorded transitions (`record_transitions`) it runs without error, within the time limit, and
+returns finite numbers or finite pairs. `CodeReward` runs the checks that need no data when it is
+built and raises ValueError naming the problems.
+
+The sandbox keeps the honest mistakes of a language model away from the env, not a determined
+attacker: the code runs with a whitelist of builtins (no `open`, `eval`, `getattr`, `type`, ...),
+`import math` is its only import, names starting with `__` (`__import__`, `__builtins__`),
+attributes starting with `_` (`__class__`, `__subclasses__`, ...) and frame and format
+attributes (`gi_frame`, `f_back`, `format`) are refused when it is checked,
+as are classes (whose `__del__` would run outside the time limit), `try/finally` and catch-all
+`except` (which could outlive the time limit), and `range` is capped at 10^6 numbers. Every
+call has a time limit (50 ms by default), also in force while the module body first runs; state
+and info are passed as copies so the function cannot change the env. Work done inside one C
+call (`2 ** 10**9`, `math.factorial(10**7)`) cannot be interrupted: run untrusted code in a
+separate process.
+
+The time limit: on the main thread `signal.setitimer` arms SIGALRM, whose handler raises inside
+the running code at the next bytecode: no cost per line, so a reward costs the same as plain
+Python. Signal handlers only run on the main thread, so on other threads (a vector env's worker
+thread, a server) a `sys.settrace` tracer checks the clock on every line of the reward code
+instead (slower, but it works anywhere). The timeout exception derives from BaseException, and
+catch-all handlers and `finally` are refused, so reward code cannot swallow it.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import inspect
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+PARAMS = ("prev_state", "action", "state", "info")
+SIGNATURE = "reward(prev_state, action, state, info)"
+DEFAULT_TIME_LIMIT = 0.05  # seconds per call
+LOAD_TIME_LIMIT = 1.0  # seconds for the module body (definitions, constant tables)
+SPARSE_VALUES = (-1.0, 0.0, 1.0)
+DENSE_BOUND = 0.1
+MAX_RANGE = 1_000_000  # a longer range() would let sum(range(...)) run uninterruptibly in C
+FILENAME = "<reward.py>"  # frames with this file name are the reward code's
+MAX_TIMEOUTS = 3  # the checker stops calling a function after this many timeouts
+MAX_PROBLEMS = 5  # distinct runtime errors the checker reports
+
+# Builtins reward code may name but does not get, with what to do instead.
+FORBIDDEN_NAMES = {
+    "open": "reward code cannot read or write files",
+    "eval": "reward code cannot run code from strings",
+    "exec": "reward code cannot run code from strings",
+    "compile": "reward code cannot run code from strings",
+    "getattr": "read attributes directly, e.g. x.name",
+    "setattr": "reward code cannot set attributes",
+    "delattr": "reward code cannot delete attributes",
+    "hasattr": "test dict keys with `key in d` instead",
+    "globals": "keep values in ordinary variables",
+    "locals": "keep values in ordinary variables",
+    "vars": "keep values in ordinary variables",
+    "type": "use isinstance(x, int) instead",
+    "object": "use dicts and functions instead",
+    "super": "use dicts and functions instead",
+    "input": "reward code cannot read input",
+    "breakpoint": "reward code cannot stop in a debugger",
+    "help": "reward code cannot call help",
+    "exit": "return a value instead",
+    "quit": "return a value instead",
+    "memoryview": "use lists and strings instead",
+    "BaseException": "catch specific exceptions such as KeyError",
+}
+TRY_NODES = (ast.Try, *((ast.TryStar,) if hasattr(ast, "TryStar") else ()))
+# Attributes that reach frames, code objects or arbitrary attributes through format strings.
+FORBIDDEN_ATTRIBUTES = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next", "co_code",
+    "mro", "format", "format_map",
+})
+
+
+class RewardTimeout(BaseException):
+    """Raised inside reward code that runs past its time limit (BaseException: `except Exception`
+    in the reward code does not catch it)."""
+
+
+class RewardCodeError(Exception):
+    """A reward function failed on one call: the message is one line saying why and where;
+    `timeout` tells a call that ran past its time limit from one that raised or returned junk."""
+
+    def __init__(self, message: str, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class Transition(NamedTuple):
+    """One recorded step: the state before, the action, the state after and the step's info."""
+
+    prev_state: dict[str, Any]
+    action: str
+    state: dict[str, Any]
+    info: dict[str, Any]
+
+
+@dataclass
+class Report:
+    """What `check_reward_source` found: `ok` when there are no `problems` (each one sentence
+    naming the fix); `stats` on the calls (firing rates, clipping, time); `notes` on things that
+    are allowed but worth a look (a reward that never fires, a dense part that is mostly clipped)."""
+
+    ok: bool
+    problems: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- clipping ---------------------------------------------------------------------------------
+
+def split_reward(value: Any) -> tuple[float, float]:
+    """The raw (sparse, dense) of a return value: a number is (0, value), a pair (s, d) is (s, d).
+    ValueError, in one sentence, on anything else or on a value that is not finite."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"reward() returned a {type(value).__name__} of {len(value)} items: "
+                             "return a float (dense) or a pair (sparse, dense)")
+        sparse, dense = (_number(v, what) for v, what in zip(value, ("sparse", "dense"), strict=True))
+        return sparse, dense
+    return 0.0, _number(value, "value")
+
+
+def clip_reward(value: Any) -> tuple[float, float]:
+    """(sparse', dense') from what reward() returned, clipped as in Auto MC-Reward:
+    sparse' = sign(sparse) in {-1, 0, 1} (0 for a lone float), dense' = min(max(dense, -0.1), 0.1).
+    ValueError on a value that is not a finite number or pair of finite numbers."""
+    sparse, dense = split_reward(value)
+    return float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND)
+
+
+def _number(value: Any, what: str) -> float:
+    if not isinstance(value, (int, float)):  # bool is an int: True counts as 1
+        raise ValueError(f"reward() returned {type(value).__name__} as its {what}: "
+                         "return a float (dense) or a pair of floats (sparse, dense)")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"reward() returned a {what} of {value!r}: return finite numbers (guard divisions "
+                         "and logs)")
+    return number
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+
+def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+    if name == "math" and level == 0:
+        return math
+    raise ImportError(f"reward code can import only math, not {name!r}")
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise ValueError(f"range of {len(numbers)} numbers in reward code: keep it under {MAX_RANGE}")
+    return numbers
+
+
+def _print(*args: Any, **kwargs: Any) -> None:
+    """print() in reward code does nothing: the function runs every turn of every episode."""
+
+
+SAFE_BUILTINS: dict[str, Any] = {name: getattr(builtins, name) for name in (
+    "abs", "all", "any", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "frozenset", "int",
+    "isinstance", "iter", "len", "list", "map", "max", "min", "next", "ord", "pow", "repr", "reversed", "round",
+    "set", "slice", "sorted", "str", "sum", "tuple", "zip",
+    "ArithmeticError", "Exception", "IndexError", "KeyError", "LookupError", "StopIteration", "TypeError",
+    "ValueError", "ZeroDivisionError",
+)}
+SAFE_BUILTINS.update({"__import__": _import, "range": _range, "print": _print})
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names the source binds itself (assignments, parameters, definitions, imports)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
+def sandbox_problems(tree: ast.Module) -> list[str]:
+    """What in a parsed source breaks the sandbox rules, one sentence each, naming the fix."""
+    problems: list[str] = []
+    bound = _bound_names(tree)
+
+    def add(node: ast.AST, message: str) -> None:
+        line = getattr(node, "lineno", None)
+        text = f"line {line}: {message}" if line else message
+        if text not in problems:
+            problems.append(text)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name != "math":
+                    add(node, f"`import {alias.name}` is not allowed: math is the only module reward code can "
+                              "import")
+        elif isinstance(node, ast.ImportFrom):
+            if node.module != "math" or node.level:
+                add(node, f"`from {'.' * node.level}{node.module or ''} import ...` is not allowed: math is the "
+                          "only module reward code can import")
+        elif isinstance(node, ast.Name):
+            if node.id.startswith("__"):
+                add(node, f"the name `{node.id}` is not allowed: reward code cannot use names starting with __")
+            elif isinstance(node.ctx, ast.Load) and node.id in FORBIDDEN_NAMES and node.id not in bound:
+                add(node, f"`{node.id}` is not available in reward code: {FORBIDDEN_NAMES[node.id]}")
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("_"):
+                add(node, f"the attribute `.{node.attr}` is not allowed: reward code cannot use attributes "
+                          "starting with _")
+            elif node.attr in FORBIDDEN_ATTRIBUTES:
+                hint = "use an f-string instead" if node.attr.startswith("format") else "read the state dicts instead"
+                add(node, f"the attribute `.{node.attr}` is not allowed: {hint}")
+        elif isinstance(node, ast.MatchClass):  # `case dict(__class__=c)` reads an attribute too
+            for attr in node.kwd_attrs:
+                if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
+                    add(node, f"the pattern attribute `{attr}=` is not allowed: match on dict keys instead")
+        elif isinstance(node, ast.ClassDef):
+            add(node, f"class `{node.name}` is not allowed: use functions and dicts in reward code")
+        elif isinstance(node, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            add(node, "async code is not allowed: write reward as a plain def")
+        elif isinstance(node, ast.FunctionDef) and node.name.startswith("__"):
+            add(node, f"the function name `{node.name}` is not allowed: use names that do not start with __")
+        elif isinstance(node, TRY_NODES) and node.finalbody:
+            add(node, "try/finally is not allowed in reward code: use try/except with specific exceptions")
+        elif isinstance(node, ast.ExceptHandler) and _catches_everything(node.type):
+            add(node, "a catch-all `except` is not allowed: catch specific exceptions such as KeyError")
+        elif isinstance(node, ast.With):
+            add(node, "`with` is not allowed in reward code: there is nothing to open or close")
+    return problems
+
+
+def _catches_everything(handler_type: ast.expr | None) -> bool:
+    if handler_type is None:
+        return True
+    names = handler_type.elts if isinstance(handler_type, ast.Tuple) else [handler_type]
+    return any(isinstance(n, ast.Name) and n.id == "BaseException" for n in names)
+
+
+def signature_problems(tree: ast.Module) -> list[str]:
+    """Whether the module defines `reward(prev_state, action, state, info)` at its top level."""
+    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "reward"]
+    if not defs:
+        return [f"the source defines no top-level function `reward`: write `def {SIGNATURE}:`"]
+    args = defs[-1].args
+    names = [a.arg for a in [*args.posonlyargs, *args.args]]
+    extra = [f"*{args.vararg.arg}"] if args.vararg else []
+    extra += [a.arg for a in args.kwonlyargs] + ([f"**{args.kwarg.arg}"] if args.kwarg else [])
+    if tuple(names) != PARAMS or extra:
+        return [f"reward() must take ({', '.join(PARAMS)}); yours takes ({', '.join(names + extra)})"]
+    return []
+
+
+def static_problems(source: str) -> list[str]:
+    """The problems found without running anything: parsing, the sandbox rules, the signature."""
+    if not isinstance(source, str):
+        return [f"the reward source must be a string of Python code, got {type(source).__name__}"]
+    try:
+        tree = ast.parse(source, filename=FILENAME)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        return [f"{where}the source does not parse ({exc.msg}): fix the Python syntax"]
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return [f"the source does not parse ({type(exc).__name__}: {_short(exc)}): fix the Python syntax"]
+    return sandbox_problems(tree) + signature_problems(tree)
+
+
+# --- the time limit ---------------------------------------------------------------------------
+
+def run_limited(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
+    """`fn(*args)`, interrupted by RewardTimeout after `limit` seconds (see the module docstring)."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _run_alarm(fn, args, limit)
+    return _run_traced(fn, args, limit)
+
+
+def _run_alarm(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
+    def expire(signum: int, frame: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0.001)  # keep interrupting until the code has let go
+        raise RewardTimeout
+
+    start = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        outer = signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        if outer[0] > 0:  # someone else's timer was running: give back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer[0] - (time.monotonic() - start), 1e-6), outer[1])
+
+
+def _run_traced(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
+    deadline = time.perf_counter() + limit
+
+    def line(frame: Any, event: str, arg: Any) -> Any:
+        if time.perf_counter() > deadline:
+            raise RewardTimeout
+        return line
+
+    def call(frame: Any, event: str, arg: Any) -> Any:
+        return line if frame.f_code.co_filename == FILENAME else None
+
+    previous = sys.gettrace()
+    sys.settrace(call)
+    try:
+        return fn(*args)
+    finally:
+        sys.settrace(previous)
+
+
+# --- loading and calling ----------------------------------------------------------------------
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+ATOMS = frozenset((str, int, float, bool, type(None)))
+
+
+def _copy(value: Any) -> Any:
+    """A copy of JSON-like data (dicts, lists, scalars) that shares nothing mutable with `value`
+    (exact type tests keep it about 3x faster than copy.deepcopy on a Craft state)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in ATOMS else _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in ATOMS else _copy(v) for v in value]
+    if kind in ATOMS:
+        return value
+    if kind is tuple:
+        return tuple(_copy(v) for v in value)
+    return copy.deepcopy(value)
+
+
+class RewardProgram:
+    """A reward source that passed the static checks, loaded into the sandbox.
+
+    `program(prev_state, action, state, info)` returns the clipped (sparse', dense'); `raw(...)`
+    the unclipped pair. Both raise RewardCodeError, with a one-line reason that names the line,
+    when the code raises, runs past `time_limit` seconds or returns something other than finite
+    numbers. ValueError at construction lists the static problems, or why the module body failed.
+    """
+
+    def __init__(self, source: str, time_limit: float = DEFAULT_TIME_LIMIT) -> None:
+        if not isinstance(time_limit, (int, float)) or isinstance(time_limit, bool) or not time_limit > 0:
+            raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+        problems = static_problems(source)
+        if problems:
+            raise ValueError("the reward source fails its checks: " + "; ".join(problems))
+        self.source, self.time_limit = source, float(time_limit)
+        self.lines = source.splitlines()
+        self.namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, "__name__": "reward_code", "math": math}
+        try:
+            code = compile(source, FILENAME, "exec")
+            run_limited(exec, (code, self.namespace), max(LOAD_TIME_LIMIT, self.time_limit))
+        except SyntaxError as exc:
+            raise ValueError(f"line {exc.lineno}: the source does not compile ({exc.msg}): fix the Python "
+                             "syntax") from None
+        except RewardTimeout as exc:
+            raise ValueError(f"the module body ran past {max(LOAD_TIME_LIMIT, self.time_limit):g} s"
+                             f"{self._where(exc)}: keep work inside reward()") from None
+        except Exception as exc:
+            raise ValueError(f"the module body raised {type(exc).__name__}: {_short(exc)}{self._where(exc)}: "
+                             "fix the code outside reward()") from None
+        fn = self.namespace.get("reward")
+        if not inspect.isfunction(fn) or tuple(inspect.signature(fn).parameters) != PARAMS:
+            raise ValueError(f"after running the source, `reward` is not the function {SIGNATURE}: do not rebind "
+                             "the name reward")
+        self.fn = fn
+
+    def _where(self, exc: BaseException | None) -> str:
+        """` at line N (`code`)` for the innermost frame of the reward code in a traceback."""
+        tb, line = exc.__traceback__ if exc is not None else None, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == FILENAME:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        if line is None:
+            return ""
+        text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else ""
+        return f" at line {line}" + (f" (`{text[:80]}`)" if text else "")
+
+    def raw(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
+            info: dict[str, Any]) -> tuple[float, float]:
+        """The unclipped (sparse, dense) of one call; the arguments are used as given (copy them first)."""
+        try:
+            value = run_limited(self.fn, (prev_state, action, state, info), self.time_limit)
+        except RewardTimeout as exc:
+            raise RewardCodeError(f"reward() ran past its {self.time_limit * 1000:g} ms time limit{self._where(exc)}: "
+                                  "make it faster (avoid loops that may not end or scan much data)",
+                                  timeout=True) from None
+        except Exception as exc:
+            hint = " (use .get(key, default) for keys that may be missing)" if isinstance(exc, KeyError) else ""
+            raise RewardCodeError(f"reward() raised {type(exc).__name__}: {_short(exc)}{self._where(exc)}: fix it so "
+                                  f"it runs on every transition{hint}") from None
+        try:
+            return split_reward(value)
+        except ValueError as exc:
+            raise RewardCodeError(str(exc)) from None
+
+    def __call__(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
+                 info: dict[str, Any]) -> tuple[float, float]:
+        sparse, dense = self.raw(prev_state, action, state, info)
+        return float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND)
+
+
+# --- the checker ------------------------------------------------------------------------------
+
+def _flatten(data: Iterable[Any]) -> list[Transition]:
+    """Transitions from a flat sequence of (prev_state, action, state, info) or from episodes of them."""
+    out: list[Transition] = []
+    for item in data:
+        if isinstance(item, (tuple, list)) and len(item) == 4 and isinstance(item[0], dict):
+            out.append(Transition(*item))
+        elif isinstance(item, (tuple, list)):
+            out.extend(_flatten(item))
+        else:
+            raise ValueError(f"expected (prev_state, action, state, info) transitions, got {type(item).__name__}: "
+                             "record them with record_transitions(env, agent)")
+    return out
+
+
+def check_reward_source(source: str, transitions: Iterable[Any], *,
+                        time_limit: float = DEFAULT_TIME_LIMIT) -> Report:
+    """Check reward source before use: it parses, defines reward(prev_state, action, state, info),
+    keeps the sandbox rules, and on every recorded transition (a flat list of transitions or a
+    list of episodes of them) runs without error within `time_limit` seconds and returns finite
+    numbers. Never raises on bad source: everything wrong is in the Report's `problems`."""
+    problems = static_problems(source)
+    if problems:
+        return Report(False, problems)
+    data = _flatten(transitions)
+    try:
+        program = RewardProgram(source, time_limit)
+    except ValueError as exc:
+        return Report(False, [str(exc)])
+    if not data:
+        return Report(False, ["there are no transitions to run reward() on: pass some from "
+                              "record_transitions(env, agent)"])
+    errors: dict[str, list[int]] = {}  # message -> the transitions it happened on
+    raws: list[tuple[float, float]] = []
+    times: list[float] = []
+    timeouts = 0
+    for i, (prev, action, state, info) in enumerate(data):
+        start = time.perf_counter()
+        try:
+            raws.append(program.raw(_copy(prev), action, _copy(state), _copy(info)))
+        except RewardCodeError as exc:
+            errors.setdefault(str(exc), []).append(i)
+            timeouts += exc.timeout
+            if timeouts >= MAX_TIMEOUTS:
+                break
+        times.append(time.perf_counter() - start)
+    for message, where in list(errors.items())[:MAX_PROBLEMS]:
+        share = (f"on {len(where)} of {len(data)} transitions" if timeouts < MAX_TIMEOUTS
+                 else f"the checker stopped after {MAX_TIMEOUTS} timeouts")
+        problems.append(f"{message} [{share}; first on transition {where[0]}, action {data[where[0]].action!r}]")
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"... and {len(errors) - MAX_PROBLEMS} more kinds of error: fix the ones above first")
+    stats = _stats(raws, times, len(data), sum(len(w) for w in errors.values()), timeouts)
+    return Report(not problems, problems, stats, _notes(stats) if raws else [])
+
+
+def _stats(raws: list[tuple[float, float]], times: list[float], n: int, errors: int, timeouts: int) -> dict[str, Any]:
+    sparse = np.array([s for s, _ in raws], dtype=np.float64)
+    dense = np.array([d for _, d in raws], dtype=np.float64)
+    clipped_s, clipped_d = np.sign(sparse), np.clip(dense, -DENSE_BOUND, DENSE_BOUND)
+    calls = max(len(raws), 1)
+    return {
+        "transitions": n, "calls": len(raws), "errors": errors, "timeouts": timeouts,
+        "sparse_positive": int((clipped_s > 0).sum()), "sparse_negative": int((clipped_s < 0).sum()),
+        "sparse_fired_rate": float((clipped_s != 0).sum() / calls),
+        "dense_fired_rate": float((clipped_d != 0).sum() / calls),
+        "mean_sparse": float(clipped_s.mean()) if raws else 0.0,
+        "mean_dense": float(clipped_d.mean()) if raws else 0.0,
+        "sparse_rounded_rate": float((~np.isin(sparse, SPARSE_VALUES)).sum() / calls),
+        "dense_clipped_rate": float((np.abs(dense) > DENSE_BOUND).sum() / calls),
+        "ms_mean": float(np.mean(times) * 1000) if times else 0.0,
+        "ms_max": float(np.max(times) * 1000) if times else 0.0,
+    }
+
+
+def _notes(stats: dict[str, Any]) -> list[str]:
+    notes = []
+    if stats["sparse_fired_rate"] == 0 and stats["dense_fired_rate"] == 0:
+        notes.append("reward() returned 0 on every recorded transition: it gives no signal on them")
+    if stats["dense_clipped_rate"] > 0.25:
+        notes.append(f"the dense part was clipped to [-0.1, 0.1] on {stats['dense_clipped_rate']:.0%} of calls: "
+                     "scale it down so its differences survive")
+    if stats["sparse_rounded_rate"] > 0:
+        notes.append(f"the sparse part was not in {{-1, 0, 1}} on {stats['sparse_rounded_rate']:.0%} of calls and "
+                     "was replaced by its sign")
+    return notes
+
+
+def record_transitions(env: gym.Env, agent: Any = "random", episodes: int = 2, seed: int = 0, *,
+                       options: dict[str, Any] | None = None) -> list[Transition]:
+    """Play `episodes` episodes (reset seeds seed, seed+1, ...) with `agent` (an Agent or a spec
+    such as "random", "heuristic", "oracle") and record state_dict() before and after every step."""
+    if isinstance(agent, str):
+        from turngym.agents import make_agent
+
+        agent = make_agent(agent, env)
+    base = env.unwrapped
+    out: list[Transition] = []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode, options=options)
+        params = inspect.signature(agent.reset).parameters
+        if "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            agent.reset(obs, info, seed=seed + episode)
+        else:
+            agent.reset(obs, info)
+        prev, done = _copy(base.state_dict()), False
+        while not done:
+            action = agent.act(obs, info)
+            obs, _, terminated, truncated, info = env.step(action)
+            state = _copy(base.state_dict())
+            out.append(Transition(prev, action, state, _copy(info)))
+            prev, done = state, terminated or truncated
+    return out
+
+
+# --- the wrapper ------------------------------------------------------------------------------
+
+class CodeReward(gym.Wrapper):
+    """Adds a checked reward function, written as Python source, to any turngym env's reward.
+
+    Each step calls `reward(prev_state, action, state, info)` on copies of
+    `env.unwrapped.state_dict()` before and after the step and the step's info, and returns
+    r' = r_env + sign(sparse) + clip(dense, -0.1, 0.1) (a lone float is the dense part; see the
+    module docstring). `info["code_reward"] = {"sparse": sparse', "dense": dense'}`. When the
+    function raises, runs past `time_limit` seconds or returns a bad value, that call gives 0, the
+    env keeps going and `info["code_reward_error"]` says why in one line. ValueError at
+    construction when the source fails the checks that need no data (`static_problems`).
+    """
+
+    def __init__(self, env: gym.Env, source: str, *, time_limit: float = DEFAULT_TIME_LIMIT) -> None:
+        super().__init__(env)
+        self.program = RewardProgram(source, time_limit)
+        self.source = source
+        self._state: dict[str, Any] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._state = _copy(self.env.unwrapped.state_dict())
+        return obs, info
+
+    def step(self, action: str):
+        if self._state is None:
+            raise RuntimeError("CodeReward.step() before reset(): call reset() first")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        state = _copy(self.env.unwrapped.state_dict())
+        prev, self._state = self._state, state
+        info = dict(info)
+        try:  # prev is this wrapper's own copy, used once: only state and info need fresh copies
+            sparse, dense = self.program(prev, action if isinstance(action, str) else str(action), _copy(state),
+                                         _copy(info))
+        except RewardCodeError as exc:
+            sparse, dense = 0.0, 0.0
+            info["code_reward_error"] = str(exc)
+        info["code_reward"] = {"sparse": sparse, "dense": dense}
+        return obs, float(reward) + sparse + dense, terminated, truncated, info

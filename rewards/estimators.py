@@ -1,0 +1,343 @@
+"""Advantage estimators: from a batch of trajectories, grouped by task, to one advantage per turn.
+
+Every estimator is a function `(rollouts: Rollouts, **options) -> Advantages`, registered by name
+(`ESTIMATORS`, `estimate(name, rollouts)`), so trainers and the CLI pick one with `--algo NAME`.
+
+A batch holds G rollouts of each task (same task id and seed: a *group*). R_i is trajectory i's
+return (the sum of its turn rewards; for turngym's sparse envs the outcome). Estimators that need
+a learned critic read `rollouts.values` (V(s_t) for every turn, plus V after the last turn, 0 when
+the episode terminated); the PRM estimator reads `rollouts.prm` (M(s_t, a_t) for every turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from turngym.trajectory import Trajectory
+
+EPS = 1e-6
+
+
+@dataclass
+class Rollouts:
+    """A batch of trajectories and what the estimators may need besides them.
+
+    `groups[i]` is trajectory i's group id (same task and seed). `values[i]` has len(traj_i) + 1
+    entries: V(s_0..s_{T-1}) and the bootstrap V(s_T) (0 if the episode terminated). `prm[i]` has
+    len(traj_i) entries: M(s_t, a_t)."""
+
+    trajectories: Sequence[Trajectory]
+    groups: Sequence[int]
+    values: Sequence[np.ndarray] | None = None
+    prm: Sequence[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.groups) != len(self.trajectories):
+            raise ValueError(f"got {len(self.groups)} group ids for {len(self.trajectories)} trajectories")
+
+    @property
+    def returns(self) -> np.ndarray:
+        """R_i: each trajectory's summed reward."""
+        return np.array([t.total_reward for t in self.trajectories], dtype=np.float64)
+
+    def rewards(self, i: int) -> np.ndarray:
+        return np.array([turn.reward for turn in self.trajectories[i].turns], dtype=np.float64)
+
+
+@dataclass
+class Advantages:
+    """One advantage per turn of each trajectory; critic targets where the estimator has a critic;
+    figures worth logging (explained variance, the branch EVPO took, ...)."""
+
+    advantages: list[np.ndarray]
+    returns: list[np.ndarray] | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+Estimator = Callable[..., Advantages]
+ESTIMATORS: dict[str, Estimator] = {}
+NEEDS: dict[str, frozenset[str]] = {}  # what each estimator reads besides the trajectories
+
+
+def register_estimator(name: str, needs: Sequence[str] = ()) -> Callable[[Estimator], Estimator]:
+    def decorate(fn: Estimator) -> Estimator:
+        ESTIMATORS[name] = fn
+        NEEDS[name] = frozenset(needs)
+        return fn
+    return decorate
+
+
+def estimate(name: str, rollouts: Rollouts, **options: Any) -> Advantages:
+    """Advantages from the estimator called `name`."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}: use one of {', '.join(sorted(ESTIMATORS))}")
+    for need in NEEDS[name]:
+        if getattr(rollouts, need) is None:
+            raise ValueError(f"estimator {name!r} needs rollouts.{need}")
+    return ESTIMATORS[name](rollouts, **options)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def group_members(groups: Sequence[int]) -> dict[int, list[int]]:
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    return members
+
+
+def broadcast(rollouts: Rollouts, per_trajectory: np.ndarray) -> list[np.ndarray]:
+    """One value per trajectory, repeated on each of its turns."""
+    return [np.full(len(t.turns), float(a)) for t, a in zip(rollouts.trajectories, per_trajectory, strict=True)]
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_k gamma^k r_{t+k}."""
+    out, running = np.zeros(len(rewards)), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def lambda_sum(deltas: np.ndarray, decay: float) -> np.ndarray:
+    """A_t = sum_l decay^l delta_{t+l}."""
+    out, running = np.zeros(len(deltas)), 0.0
+    for t in range(len(deltas) - 1, -1, -1):
+        running = deltas[t] + decay * running
+        out[t] = running
+    return out
+
+
+def state_key(turn: Any) -> str:
+    """What identifies the state a turn acted in (GiGPO's anchor): `extras["state"]` when the
+    collector recorded a compact key (symbolic envs), else the observation text."""
+    return str(turn.extras.get("state", turn.text))
+
+
+# ---- group baselines ------------------------------------------------------------------------
+@register_estimator("grpo")
+def grpo(rollouts: Rollouts, *, eps: float = EPS) -> Advantages:
+    """GRPO (Shao et al. 2024): A_i = (R_i - mean_g R) / (std_g R + eps) on every turn of
+    trajectory i, over its group g (std with ddof=0)."""
+    R, A = rollouts.returns, np.zeros(len(rollouts.trajectories))
+    for members in group_members(rollouts.groups).values():
+        r = R[members]
+        A[members] = (r - r.mean()) / (r.std() + eps)
+    return Advantages(broadcast(rollouts, A))
+
+
+@register_estimator("drgrpo")
+def drgrpo(rollouts: Rollouts) -> Advantages:
+    """Dr. GRPO (Liu et al. 2025): A_i = R_i - mean_g R; no division by the group's std, which
+    over-weights groups whose returns barely differ."""
+    R, A = rollouts.returns, np.zeros(len(rollouts.trajectories))
+    for members in group_members(rollouts.groups).values():
+        A[members] = R[members] - R[members].mean()
+    return Advantages(broadcast(rollouts, A))
+
+
+@register_estimator("rloo")
+def rloo(rollouts: Rollouts) -> Advantages:
+    """RLOO (Ahmadian et al. 2024): A_i = R_i - mean_{j != i} R_j over the group; a group of one
+    has no baseline (A = R)."""
+    R, A = rollouts.returns, np.zeros(len(rollouts.trajectories))
+    for members in group_members(rollouts.groups).values():
+        r, n = R[members], len(members)
+        A[members] = r - (r.sum() - r) / (n - 1) if n > 1 else r
+    return Advantages(broadcast(rollouts, A))
+
+
+# ---- critic-based ---------------------------------------------------------------------------
+@register_estimator("gae", needs=("values",))
+def gae(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95) -> Advantages:
+    """GAE (Schulman et al. 2016) over turns: delta_t = r_t + gamma V(s_{t+1}) - V(s_t),
+    A_t = sum_l (gamma lambda)^l delta_{t+l}; critic targets A_t + V(s_t) (the lambda-returns).
+    `values[i][T]` bootstraps a truncated episode (0 after termination)."""
+    advantages, returns = [], []
+    for i, values in enumerate(rollouts.values):
+        v, r = np.asarray(values, np.float64), rollouts.rewards(i)
+        delta = r + gamma * v[1:] - v[:-1]
+        a = lambda_sum(delta, gamma * lam)
+        advantages.append(a)
+        returns.append(a + v[:-1])
+    return Advantages(advantages, returns)
+
+
+def explained_variance(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """EV = 1 - Var(G - V) / Var(G); -inf-free: a batch whose targets do not vary gives 0."""
+    var = float(np.var(targets))
+    return 0.0 if var < EPS else 1.0 - float(np.var(targets - predictions)) / var
+
+
+@register_estimator("evpo", needs=("values",))
+def evpo(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95, per_group: bool = False) -> Advantages:
+    """EVPO: trust the critic only when it explains the returns.
+
+    EV = 1 - Var(G - V) / Var(G) over every turn of the batch (or of each group with
+    `per_group`), G_t the discounted return-to-go and V the critic. EV > 0: GAE advantages;
+    otherwise the batch-mean baseline A_t = G_t - mean(G) over the same turns. The critic's
+    targets are GAE's lambda-returns in both branches, so it keeps learning while it is ignored.
+    Logged: `ev` and `branch_gae` (the fraction of turns that took the GAE branch)."""
+    with_critic = gae(rollouts, gamma=gamma, lam=lam)
+    G = [discounted_returns(rollouts.rewards(i), gamma) for i in range(len(rollouts.trajectories))]
+    V = [np.asarray(v, np.float64)[:-1] for v in rollouts.values]
+    scopes = list(group_members(rollouts.groups).values()) if per_group else [list(range(len(G)))]
+    advantages: list[np.ndarray] = [np.zeros(0)] * len(G)
+    evs, gae_turns, turns = [], 0, 0
+    for members in scopes:
+        g = np.concatenate([G[i] for i in members]) if members else np.zeros(0)
+        ev = explained_variance(g, np.concatenate([V[i] for i in members])) if g.size else 0.0
+        evs.append(ev)
+        for i in members:
+            advantages[i] = with_critic.advantages[i] if ev > 0 else G[i] - (g.mean() if g.size else 0.0)
+        turns += g.size
+        gae_turns += g.size if ev > 0 else 0
+    stats = {"ev": float(np.mean(evs)) if evs else 0.0, "branch_gae": gae_turns / turns if turns else 0.0}
+    return Advantages(advantages, with_critic.returns, stats)
+
+
+# ---- similarity baselines -------------------------------------------------------------------
+def turn_texts(trajectory: Trajectory, text: str) -> list[str]:
+    """What SPO embeds per turn: the agent's action (`text="actions"`, default: rollouts of one
+    group share their task, so the actions are what tells them apart) or observation + action."""
+    if text == "actions":
+        return [turn.action for turn in trajectory.turns]
+    if text == "full":
+        return [f"{turn.text}\n{turn.action}" for turn in trajectory.turns]
+    raise ValueError(f"unknown SPO text {text!r}: use 'actions' or 'full'")
+
+
+def prefix_embeddings(trajectory: Trajectory, embedder: str, text: str, prefixes: bool) -> np.ndarray:
+    """(T, d) embeddings of each turn's prefix (turns 0..t), or (1, d) for the whole trajectory."""
+    from turngym.rewards.embed import get_embedder, hashing
+
+    parts = turn_texts(trajectory, text) or [""]
+    if embedder == "hashing":  # additive: prefix embeddings are running sums of the turns'
+        vectors = np.cumsum(hashing(parts), axis=0)
+        return vectors if prefixes else vectors[-1:]
+    joined = [" ".join(parts[:t + 1]) for t in range(len(parts))] if prefixes else [" ".join(parts)]
+    return get_embedder(embedder)(joined)
+
+
+def similarity_baseline(R: np.ndarray, sims: np.ndarray, others: np.ndarray) -> float:
+    """sum_j w_j R_j with w_j = max(0, cos_j) / sum_k max(0, cos_k) over `others`; the plain mean
+    of the others' returns when every weight is 0."""
+    w = np.maximum(sims[others], 0.0)
+    if w.sum() <= 0:
+        return float(R[others].mean())
+    return float((w * R[others]).sum() / w.sum())
+
+
+@register_estimator("spo")
+def spo(rollouts: Rollouts, *, embedder: str = "hashing", include_self: bool = False, per_turn: bool = False,
+        text: str = "actions") -> Advantages:
+    """SPO, Similarity-based Policy Optimization (MM-Doc-R1, 2025): each trajectory's baseline
+    weighs the other rollouts of its group by how similar they are.
+
+    A_i = R_i - sum_{j != i} w_ij R_j,  w_ij = max(0, cos(e_i, e_j)) / sum_{k != i} max(0, cos(e_i, e_k)),
+    e the embedding of the trajectory's text; all weights 0 falls back to the leave-one-out mean.
+    `include_self`: j and k also range over i (cos = 1). `per_turn`: the baseline of turn t uses
+    e_i^t and e_j^t, the embeddings of the prefixes up to turn t (a shorter trajectory's whole
+    text), so turns after two trajectories diverge get their own baseline. A group of one has
+    no baseline (A = R; with `include_self` its baseline is itself, A = 0)."""
+    from turngym.rewards.embed import cosine
+
+    trajs, R = rollouts.trajectories, rollouts.returns
+    advantages = [np.zeros(len(t.turns)) for t in trajs]
+    for members in group_members(rollouts.groups).values():
+        emb = {i: prefix_embeddings(trajs[i], embedder, text, per_turn) for i in members}
+        for i in members:
+            others = np.array([j for j in members if include_self or j != i])
+            if others.size == 0:
+                advantages[i][:] = R[i]
+                continue
+            steps = len(trajs[i].turns) if per_turn else 1
+            for t in range(steps):
+                anchors = np.stack([emb[j][min(t, len(emb[j]) - 1)] for j in members])
+                sims = np.zeros(len(R))  # filled for the group's members only
+                sims[members] = cosine(emb[i][min(t, len(emb[i]) - 1)][None], anchors)[0]
+                base = similarity_baseline(R, sims, others)
+                if per_turn:
+                    advantages[i][t] = R[i] - base
+                else:
+                    advantages[i][:] = R[i] - base
+    return Advantages(advantages)
+
+
+# ---- step-level groups ----------------------------------------------------------------------
+@register_estimator("gigpo")
+def gigpo(rollouts: Rollouts, *, weight: float = 1.0, gamma: float = 0.95, eps: float = EPS,
+          normalize: bool = True) -> Advantages:
+    """GiGPO (Feng et al. 2025): A_t = A^E(i) + w A^S(t).
+
+    Episode level: A^E(i) = (R_i - mean_g R) / (std_g R + eps), as GRPO. Step level: within a
+    group, turns that acted in the same state (the *anchor*: `state_key`) form a step group; each
+    turn's discounted return-to-go G_t = sum_k gamma^k r_{t+k} is compared with its step group's:
+    A^S(t) = (G_t - mean G) / (std G + eps) (without the std when `normalize=False`); a state
+    seen once gives A^S = 0."""
+    episode = grpo(rollouts, eps=eps).advantages
+    trajs = rollouts.trajectories
+    G = [discounted_returns(rollouts.rewards(i), gamma) for i in range(len(trajs))]
+    step = [np.zeros(len(t.turns)) for t in trajs]
+    for members in group_members(rollouts.groups).values():
+        anchors: dict[str, list[tuple[int, int]]] = {}
+        for i in members:
+            for t, turn in enumerate(trajs[i].turns):
+                anchors.setdefault(state_key(turn), []).append((i, t))
+        for places in anchors.values():
+            if len(places) < 2:
+                continue
+            g = np.array([G[i][t] for i, t in places])
+            scaled = (g - g.mean()) / (g.std() + eps) if normalize else g - g.mean()
+            for (i, t), a in zip(places, scaled, strict=True):
+                step[i][t] = a
+    return Advantages([e + weight * s for e, s in zip(episode, step, strict=True)])
+
+
+# ---- process reward model -------------------------------------------------------------------
+def prm_targets(rewards: np.ndarray, scores: np.ndarray, start: float, *, gamma: float = 1.0,
+                lam: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """AgentPRM's TD(lambda) turn advantages and PRM targets for one trajectory.
+
+    Turns t = 1..T, M_t = M(s_t, a_t) the PRM's score of turn t's action, r_t its reward, and
+    M_0 = `start`, the value before the first action (trainers pass gamma times the group's mean
+    M_1: a group's rollouts share their start state). The advantage of turn t's action is the
+    progress it made by the PRM's account:
+        delta_t = r_t + gamma M_t - M_{t-1}  (t < T),   delta_T = r_T - M_{T-1},
+        A_t = sum_k (gamma lambda)^k delta_{t+k}.
+    The target of M_t is the lambda-return of the scores that follow it,
+        Qhat_t = r_t + gamma ((1 - lambda) M_{t+1} + lambda Qhat_{t+1}),   Qhat_T = r_T (the outcome),
+    which is the issue's Qhat_t = A_t + M_{t-1} with the TD errors taken one action later
+    (Qhat_t = M_t + sum_k (gamma lambda)^k (r_{t+k} + gamma M_{t+k+1} - M_{t+k}), M_{T+1} = 0):
+    M_t must be compared with what came *after* it, not bootstrap from itself. Returns (A, Qhat)."""
+    r, m = np.asarray(rewards, np.float64), np.asarray(scores, np.float64)
+    prev = np.concatenate([[start], m[:-1]])
+    after = np.concatenate([m[1:], [0.0]])  # M_{t+1}; nothing follows the last action
+    last = np.arange(len(m)) == len(m) - 1
+    advantages = lambda_sum(r + np.where(last, 0.0, gamma * m) - prev, gamma * lam)
+    targets = lambda_sum(r + gamma * after - m, gamma * lam) + m
+    return advantages, targets
+
+
+def mc_targets(rewards: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+    """The Monte-Carlo variant's PRM targets: Qhat_t = G_t, the discounted return from turn t."""
+    return discounted_returns(np.asarray(rewards, np.float64), gamma)
+
+
+@register_estimator("prm", needs=("prm",))
+def prm(rollouts: Rollouts, *, gamma: float = 1.0, lam: float = 0.95) -> Advantages:
+    """Turn advantages from a trained process reward model (AgentPRM, Choudhury 2025): the
+    TD(lambda) advantages of `prm_targets`, with `rollouts.prm[i]` the PRM's scores M_t. The
+    targets Qhat come back as `returns` (what the PRM is fit to next)."""
+    starts = {g: gamma * float(np.mean([rollouts.prm[i][0] for i in members if len(rollouts.prm[i])] or [0.0]))
+              for g, members in group_members(rollouts.groups).items()}
+    advantages, targets = [], []
+    for i, g in enumerate(rollouts.groups):
+        a, q = prm_targets(rollouts.rewards(i), rollouts.prm[i], starts[g], gamma=gamma, lam=lam)
+        advantages.append(a)
+        targets.append(q)
+    return Advantages(advantages, targets)

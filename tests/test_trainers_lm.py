@@ -1,0 +1,331 @@
+"""The token-level RL trainer for `hf:` policies (trainers/lm.py), on tiny checkpoints built here.
+
+Everything is real: the tiny chat models of `turngym.agents.tiny` are built (and briefly trained)
+once per session, rollouts sample from them, and gradients flow through them.
+
+The learning test plays `North`, a small TurnEnv defined below, rather than a turngym family. The
+tiny model was taught to reply in Craft's action grammar, but it plays Craft by chance only (its
+attention reaches back 64 tokens, which is the admissible-action list, not the map), and every
+Craft task needs several right moves in a row from a spawn kept clear of trees, so a 2-core test
+would wait a long time for a first success. North shows Craft's text and actions and rewards the
+one move `move north` (the gate is there) within two turns: the untrained model finds it about a
+quarter of the time, which gives GRPO groups with and without success from the first update on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from turngym.agents import make_agent
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv
+from turngym.rewards.estimators import Rollouts, estimate
+from turngym.rollout import rollout
+from turngym.trainers.lm import (
+    LMTrainConfig,
+    Sample,
+    add_reference,
+    check_config,
+    collate,
+    collect,
+    loss_terms,
+    make_policy,
+    optimise,
+    token_logprobs,
+    train_lm,
+    turn_samples,
+)
+from turngym.trainers.runlog import read_metrics
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests build their models: nothing may download
+NORTH = "turngym_test/North-v0"
+MOVES = ("move north", "move south", "move east", "move west", "do", "noop")
+TIMING = ("rollout_s", "learn_s", "time_s")  # wall-clock columns: the only ones that may differ between runs
+
+
+class North(TurnEnv):
+    """Walk north through the gate: `move north` ends the episode with reward 1; the other Craft
+    moves are valid and change nothing; anything else is invalid. Two turns by default."""
+
+    metadata: ClassVar[dict] = {"render_modes": ["ansi"], "render_fps": 4}
+    default_max_turns = 2
+
+    def __init__(self, max_turns: int | None = None, render_mode: str | None = None) -> None:
+        super().__init__(max_turns=max_turns, render_mode=render_mode)
+        gates = [f"gate-{i}" for i in range(300)]
+        self.splits = {"train": gates[:100], "dev": gates[100:200], "test": gates[200:]}
+
+    def _load_task(self, task_id: str | None) -> str:
+        if task_id is None:
+            task_id = self.splits["train"][int(self.np_random.integers(100))]
+        self.reached = False
+        self.instruction = "Walk north through the gate."
+        return task_id
+
+    def _apply(self, action: str) -> None:
+        action = " ".join(action.lower().split())
+        if action not in MOVES:
+            raise InvalidAction("use one of: " + ", ".join(MOVES))
+        self.reached = self.reached or action == "move north"
+
+    def _terminated(self) -> bool:
+        return self.reached
+
+    def _outcome(self) -> Outcome:
+        return Outcome(self.reached, float(self.reached))
+
+    def _text(self) -> str:
+        return (f"Task: {self.instruction}\nTurn {self.turn} of {self.max_turns}. You face south: grass.\n"
+                "Nearby: gate: 1 north\nActions: move north|south|east|west, do, noop\n"
+                "Possible now: " + ", ".join(MOVES))
+
+    def _actions(self) -> list[str]:
+        return list(MOVES)
+
+    def _state(self) -> dict[str, Any]:
+        return {"reached": self.reached}
+
+
+# Registered with Gymnasium only, not turngym.register: it is no turngym family (no frozen splits).
+if NORTH not in gym.registry:
+    gym.register(NORTH, entry_point=North)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: models this small only lose by spreading over cores that other test
+    workers share, and one thread keeps the float sums, hence the runs, identical."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
+    """The tiny Mistral-style chat model, trained for a few seconds to reply in the agents' format."""
+    from turngym.agents.tiny import build_tiny_lm
+
+    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
+    """A tiny GPT-2 (learned absolute positions) with random weights: long, varied replies."""
+    from turngym.agents.tiny import build_tiny_lm
+
+    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", train_steps=0))
+
+
+def config(model: str, tmp_path: Path, **overrides: Any) -> LMTrainConfig:
+    """A small, fast run on North: 2 tasks x 4 rollouts an update, 20-token replies, on the CPU."""
+    settings: dict[str, Any] = {"env_id": NORTH, "model": model, "groups": 2, "group_size": 4, "updates": 2,
+                                "lr": 5e-4, "minibatch_size": 8, "max_new_tokens": 20, "out": str(tmp_path / "run"),
+                                "device": "cpu"}
+    return LMTrainConfig(**{**settings, **overrides})
+
+
+def samples_of(model_config: LMTrainConfig, update: int = 1) -> tuple[Any, list[Any], list[Sample]]:
+    """A policy, the trajectories of one update's rollouts and their samples (GRPO advantages)."""
+    env = gym.make(model_config.env_id, **model_config.env_kwargs)
+    policy = make_policy(model_config, env)
+    trajectories, groups = collect(env, policy.agent, model_config, update)
+    advantages = estimate(model_config.algo, Rollouts(trajectories, groups))
+    return policy, trajectories, turn_samples(trajectories, advantages.advantages)
+
+
+def mean_terms(policy: Any, samples: list[Sample], **options: Any) -> dict[str, float]:
+    """Token means of the loss terms over `samples`, without gradients."""
+    batch = collate(samples, policy.pad_id, policy.device)
+    with torch.no_grad():
+        logp, entropy = token_logprobs(policy.model, batch, policy.temperature)
+        terms = loss_terms(logp, entropy, batch, **options)
+    return {key: float(value) / batch.tokens for key, value in terms.items()}
+
+
+# --- tokens and log-probs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["lm", "gpt2_lm"])
+def test_recomputed_logprobs_match_the_sampled_ones(which: str, request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """At the start of an update every ratio is 1: the loss sees the distribution the agent sampled
+    from, through left padding, for relative (Mistral) and absolute (GPT-2) positions alike, on
+    3-turn Craft episodes whose prompts carry the earlier turns."""
+    model = request.getfixturevalue(which)
+    run = config(model, tmp_path, env_id="turngym/Craft-v0", env_kwargs={"max_turns": 3, "image": False},
+                 groups=2, group_size=2, temperature=0.7)
+    policy, trajectories, samples = samples_of(run)
+    assert len(samples) == sum(len(t) for t in trajectories) and len({len(s.ids) for s in samples}) > 1
+    batch = collate(samples, policy.pad_id, policy.device)
+    with torch.no_grad():
+        logp, entropy = token_logprobs(policy.model, batch, run.temperature)
+    ratio = (logp - batch.old_logprobs)[batch.mask].exp()
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4)
+    assert torch.isfinite(logp).all() and (entropy[batch.mask] >= 0).all()
+
+
+def test_only_reply_tokens_enter_the_loss(lm: str, tmp_path: Path) -> None:
+    """The mask holds exactly the reply tokens, in order; the loss's gradient reaches the logits of
+    the positions that predict a reply token and no other (not the prompt's, not the padding's);
+    and summing micro-batches gives the loss of the whole batch."""
+    run = config(lm, tmp_path, env_id="turngym/Craft-v0", env_kwargs={"max_turns": 2, "image": False},
+                 group_size=2)
+    policy, trajectories, samples = samples_of(run)
+    for s in samples:
+        s.advantage = 1.0  # every reply token then has a nonzero gradient
+    replies = [turn.completion_ids for t in trajectories for turn in t.turns]
+    batch = collate(samples, policy.pad_id, policy.device)
+    assert batch.tokens == sum(len(r) for r in replies) < batch.input_ids.numel() // 10
+    assert batch.targets[batch.mask].tolist() == [token for r in replies for token in r]
+
+    kept: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+        out.retain_grad()
+        kept.append(out)
+
+    hook = policy.model.get_output_embeddings().register_forward_hook(keep)
+    try:
+        logp, entropy = token_logprobs(policy.model, batch, run.temperature)
+    finally:
+        hook.remove()
+    loss_terms(logp, entropy, batch, entropy_coef=0.01)["loss"].backward()
+    logits = kept[0]  # (B, C + 1, V): the output layer ran on the last C + 1 positions only
+    assert logits.shape[1] == batch.targets.shape[1] + 1
+    touched = logits.grad.abs().sum(-1) > 0
+    assert torch.equal(touched[:, :-1], batch.mask) and not touched[:, -1].any()
+
+    whole = mean_terms(policy, samples)["loss"] * batch.tokens
+    halves = sum(mean_terms(policy, part)["loss"] * sum(s.reply_len for s in part)
+                 for part in (samples[:3], samples[3:]))
+    assert math.isclose(whole, halves, rel_tol=1e-4, abs_tol=1e-4)
+
+
+# --- KL and LoRA ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_kl_starts_at_zero_and_lora_trains_only_the_adapters(lm: str, tmp_path: Path, lora: bool) -> None:
+    """The reference is the starting policy (a frozen copy; with LoRA the base model under the
+    adapters, which start as a no-op), so the k3 KL is 0 before any step and > 0 after one. With
+    LoRA only adapter weights move; without, the frozen reference does not."""
+    run = config(lm, tmp_path, kl_coef=0.1, lora=lora, lr=5e-3 if lora else 5e-4)
+    policy, _, samples = samples_of(run)
+    add_reference(policy, samples, 8)
+    assert mean_terms(policy, samples)["kl"] == pytest.approx(0.0, abs=1e-6)
+    weights = {name: p.detach().clone() for name, p in policy.model.named_parameters()}
+    trained = {name for name, p in policy.model.named_parameters() if p.requires_grad}
+    assert all("lora_" in name for name in trained) if lora else trained == set(weights)
+    reference = None if lora else [p.detach().clone() for p in policy.reference.parameters()]
+
+    stats = optimise(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
+    assert stats["kl"] >= 0 and math.isfinite(stats["grad_norm"])
+    assert mean_terms(policy, samples)["kl"] > 1e-6
+    moved = {name for name, p in policy.model.named_parameters() if not torch.equal(p, weights[name])}
+    assert moved and moved <= trained
+    if not lora:
+        assert all(torch.equal(p, before) for p, before in zip(policy.reference.parameters(), reference, strict=True))
+
+
+def test_lm_policies_refuse_estimators_that_need_a_critic_or_a_prm(tmp_path: Path) -> None:
+    for algo in ("gae", "evpo", "prm"):
+        with pytest.raises(ValueError, match=r"an hf: policy does not have: use one of .*grpo"):
+            check_config(config("unused", tmp_path, algo=algo))
+    with pytest.raises(ValueError, match="use 'ppo' or 'reinforce'"):
+        check_config(config("unused", tmp_path, loss="a2c"))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        check_config(config("unused", tmp_path, temperature=0))
+
+
+# --- learning ---------------------------------------------------------------------------------
+
+def test_an_update_lowers_its_loss_and_favours_the_rewarded_replies(lm: str, tmp_path: Path) -> None:
+    """One PPO step on North (the update's 16 rollouts as one minibatch): the surrogate loss of
+    those turns falls, the replies of winning rollouts (A > 0) become likelier and those of losing
+    ones (A < 0) less likely. (This held for each of 20 seeds tried; over several steps PPO's clip
+    can let a winner's reply lose probability on the tokens it shares with losers' replies.)"""
+    run = config(lm, tmp_path, group_size=8, minibatch_size=64, lr=2e-4)
+    policy, _, samples = samples_of(run)
+    winners = [s for s in samples if s.advantage > 0]
+    losers = [s for s in samples if s.advantage < 0]
+    assert winners and losers  # the untrained model wins some of a group's episodes and loses others
+
+    @torch.no_grad()
+    def reply_logprob(group: list[Sample]) -> float:
+        """The mean over `group` of log pi(reply | prompt), the sum of its tokens' log-probs."""
+        batch = collate(group, policy.pad_id, policy.device)
+        logp, _ = token_logprobs(policy.model, batch, run.temperature)
+        return float(torch.where(batch.mask, logp, 0).sum(1).mean())
+
+    before = mean_terms(policy, samples)["loss"], reply_logprob(winners), reply_logprob(losers)
+    optimise(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
+    after = mean_terms(policy, samples)["loss"], reply_logprob(winners), reply_logprob(losers)
+    assert after[0] < before[0]
+    assert after[1] > before[1] and after[2] < before[2]
+
+
+def test_training_raises_the_reward_on_an_easy_task(lm: str, tmp_path: Path) -> None:
+    """Six GRPO + PPO updates of 16 rollouts on North: the saved model wins clearly more held-out
+    episodes than the starting one (about 0.25 -> 0.6-0.9 over seeds), and the training reward
+    of the last updates beats the first's (a noisier figure: 16 episodes an update)."""
+    run = config(lm, tmp_path, group_size=8, updates=6)
+    rows = train_lm(run, progress=True)
+    assert [r["update"] for r in rows] == list(range(1, 7))
+    assert np.mean([r["reward"] for r in rows[-3:]]) > np.mean([r["reward"] for r in rows[:3]])
+    assert all(math.isfinite(r["loss"]) and 0 <= r["clip_frac"] <= 1 and r["tokens"] > 0 for r in rows)
+
+    def wins(model: str) -> float:
+        env = gym.make(NORTH)
+        agent = make_agent(f"hf:{model}", env, max_new_tokens=20)
+        return float(np.mean([rollout(env, agent, seed=100 + i, options={"split": "dev", "index": i}).success
+                              for i in range(16)]))
+
+    assert wins(str(Path(run.out) / "model")) > wins(lm) + 0.2
+
+
+# --- runs: budget, checkpoints, the saved model ----------------------------------------------
+
+def test_resume_continues_exactly_and_the_saved_model_plays(lm: str, tmp_path: Path) -> None:
+    """LoRA + KL + REINFORCE for 3 updates in one go, and for 2 then resumed to 3: the same metric
+    rows (loss, KL, gradient norms, ... to the last bit) and the same final weights. The final
+    model (adapters merged) loads as `hf:PATH` and plays; the adapters are saved beside it."""
+    options = {"lora": True, "kl_coef": 0.05, "entropy_coef": 0.01, "lr": 5e-3, "loss": "reinforce",
+               "groups": 1, "micro_batch_size": 2}
+    whole = train_lm(config(lm, tmp_path / "a", updates=3, **options), progress=False)
+    train_lm(config(lm, tmp_path / "b", updates=2, **options), progress=False)
+    assert [r["update"] for r in read_metrics(tmp_path / "b" / "run")] == [1, 2]
+    resumed = train_lm(config(lm, tmp_path / "b", updates=3, resume=True, **options), progress=False)
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+    assert strip(resumed) == strip(whole) and len(whole) == 3 and whole[-1]["kl"] > 0
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / part / "run" / "model" / "model.safetensors") for part in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not any("lora" in k for k in weights[0])  # merged: a plain checkpoint
+    assert (tmp_path / "a" / "run" / "adapter" / "adapter_config.json").exists()
+
+    with pytest.raises(ValueError, match="made with other lora"):
+        train_lm(config(lm, tmp_path / "b", updates=4, resume=True, **{**options, "lora": False}), progress=False)
+
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    traj = rollout(env, make_agent(f"hf:{tmp_path / 'a' / 'run' / 'model'}", env, max_new_tokens=20), seed=0)
+    assert len(traj) == 2 and all(turn.completion_ids and turn.logprobs for turn in traj.turns)
+
+
+def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path) -> None:
+    rows = train_lm(config(lm, tmp_path, groups=1, group_size=2, updates=50, env_steps=3), progress=False)
+    assert rows[-1]["env_steps"] >= 3 and (len(rows) == 1 or rows[-2]["env_steps"] < 3)
+    assert (Path(tmp_path) / "run" / "checkpoint.pt").exists() and (Path(tmp_path) / "run" / "tb").is_dir()

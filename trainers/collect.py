@@ -1,0 +1,217 @@
+"""Group rollouts: G episodes of each task from the same seed, played by a policy on a vector env.
+
+Group-relative estimators (GRPO, RLOO, SPO, GiGPO) compare rollouts of the *same* task, so every
+update resets `groups x G` envs, the G envs of a group with one training seed (same world, same
+dynamics), and plays until every episode has ended. Two backends share the loop:
+
+- `SymbolicActor`: `CraftVectorEnv` (NumPy, thousands of worlds a second) and `SymbolicPolicy`;
+- `TextActor`: any turngym env in a Gymnasium `SyncVectorEnv` and the text `NeuralPolicy`,
+  scoring the candidates the env's family proposes.
+
+What comes back (`Collected`) holds the trajectories (what estimators read) and, turn by turn in
+one flat order, what the policy needs to re-evaluate its choices (inputs, chosen index, old
+log-prob and value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from turngym.agents.neural import NeuralPolicy, choice_stats, proposer, unbatch
+from turngym.agents.symbolic import OBS_KEYS, SymbolicPolicy, as_tensors
+from turngym.envs.craft.rules import load_rules
+from turngym.envs.craft.vector import CraftVectorEnv
+from turngym.trajectory import Trajectory, Turn
+
+TRAIN_SEEDS = 2**31  # training worlds and tasks come from seeds below this (test and dev lie above)
+
+
+@dataclass
+class Collected:
+    """One update's rollouts. `turns[i]` lists trajectory i's flat turn indices, in order."""
+
+    trajectories: list[Trajectory]
+    groups: list[int]
+    turns: list[list[int]]
+    inputs: Any  # backend-specific, indexed by flat turn
+    index: torch.Tensor
+    logprob: torch.Tensor
+    value: torch.Tensor
+    bootstrap: list[float]  # V(s_T) of each trajectory (0 when it terminated)
+    env_steps: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def values(self) -> list[np.ndarray]:
+        """Per trajectory: V(s_0..s_{T-1}) from collection time, then the bootstrap."""
+        v = self.value.numpy().astype(np.float64)
+        return [np.append(v[idx], b) for idx, b in zip(self.turns, self.bootstrap, strict=True)]
+
+
+class SymbolicActor:
+    """CraftVectorEnv + SymbolicPolicy."""
+
+    def __init__(self, policy: SymbolicPolicy, task: str, num_envs: int, max_turns: int | None = None,
+                 **env_kwargs: Any) -> None:
+        self.policy = policy
+        self.env = CraftVectorEnv(num_envs, task=task, max_turns=max_turns, **env_kwargs)
+        self.names = load_rules().actions
+
+    def reset(self, seeds: list[int]) -> tuple[Any, Any]:
+        return self.env.reset(seed=seeds)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any], rows: np.ndarray,
+            generator: torch.Generator) -> tuple[np.ndarray, dict[str, np.ndarray], torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
+        mask = torch.from_numpy(info["action_mask"][rows])
+        logits, value = self.policy(as_tensors(obs, rows), mask)
+        index = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+        logp, _ = choice_stats(logits, index)
+        actions = np.full(self.env.num_envs, 5, np.int64)  # noop for envs whose episode is over
+        actions[rows] = index.numpy()
+        inputs = {k: np.asarray(obs[k])[rows].copy() for k in OBS_KEYS}
+        inputs["mask"] = info["action_mask"][rows].copy()
+        return actions, inputs, index, logp, value
+
+    @torch.no_grad()
+    def value(self, obs: dict[str, np.ndarray], rows: np.ndarray) -> torch.Tensor:
+        return self.policy(as_tensors(obs, rows))[1]
+
+    def evaluate(self, inputs: dict[str, np.ndarray], rows: np.ndarray, index: torch.Tensor,
+                 network: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = network or self.policy
+        logits, values = net(as_tensors(inputs, rows), torch.from_numpy(inputs["mask"][rows]))
+        return (*choice_stats(logits, index), values)
+
+    def scores(self, network: torch.nn.Module, inputs: dict[str, np.ndarray], rows: np.ndarray,
+               index: torch.Tensor) -> torch.Tensor:
+        """M(s, a) of the chosen actions, reading `network`'s action outputs as scores (the PRM)."""
+        logits, _ = network(as_tensors(inputs, rows))
+        return logits.gather(1, index[:, None]).squeeze(1)
+
+    def describe(self, obs: dict[str, np.ndarray], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str],
+                                                                                                  list[str], list[str]]:
+        """Per row: observation text (none: symbolic), action name, and a compact state key."""
+        keys = [hashlib.blake2b(b"".join(np.ascontiguousarray(np.asarray(obs[k])[r]).tobytes() for k in OBS_KEYS),
+                                digest_size=8).hexdigest() for r in rows]
+        return [""] * len(rows), [self.names[a] for a in actions[rows]], keys
+
+    @staticmethod
+    def take(inputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([chunk[k] for chunk in inputs]) for k in inputs[0]}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class TextActor:
+    """Any turngym env (each in a SyncVectorEnv slot) + the text NeuralPolicy."""
+
+    def __init__(self, policy: NeuralPolicy, env_fn: Callable[[], gym.Env], num_envs: int) -> None:
+        self.policy = policy
+        self.env = gym.vector.SyncVectorEnv([env_fn] * num_envs)
+        self.propose = proposer(self.env.envs[0])
+        self.n = num_envs
+
+    def reset(self, seeds: list[int]) -> tuple[Any, Any]:
+        return self.env.reset(seed=seeds)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any], info: dict[str, Any], rows: np.ndarray,
+            generator: torch.Generator) -> tuple[np.ndarray, list[tuple[dict, list[str]]], torch.Tensor,
+                                                 torch.Tensor, torch.Tensor]:
+        observations, infos = unbatch(obs, info, self.n)
+        obs_rows, info_rows = [observations[r] for r in rows], [infos[r] for r in rows]
+        step = self.policy.act(obs_rows, info_rows, self.propose, generator=generator)
+        actions = np.array([""] * self.n, dtype=object)
+        actions[rows] = step.actions
+        inputs = [({"text": o["text"], "image": o.get("image")}, self.propose(o, i))
+                  for o, i in zip(obs_rows, info_rows, strict=True)]
+        return actions, inputs, step.index, step.logprob, step.value
+
+    @torch.no_grad()
+    def value(self, obs: dict[str, Any], rows: np.ndarray) -> torch.Tensor:
+        observations = [{k: v[r] for k, v in obs.items()} for r in rows]
+        return self.policy(self.policy.encode(observations, [[] for _ in rows]))[1]
+
+    def evaluate(self, inputs: list[tuple[dict, list[str]]], rows: np.ndarray, index: torch.Tensor,
+                 network: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = network or self.policy
+        chosen = [inputs[r] for r in rows]
+        batch = net.encode([o for o, _ in chosen], [c for _, c in chosen])
+        logits, values = net(batch)
+        return (*choice_stats(logits, index), values)
+
+    def scores(self, network: torch.nn.Module, inputs: list[tuple[dict, list[str]]], rows: np.ndarray,
+               index: torch.Tensor) -> torch.Tensor:
+        chosen = [inputs[r] for r in rows]
+        logits, _ = network(network.encode([o for o, _ in chosen], [c for _, c in chosen]))
+        return logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
+
+    def describe(self, obs: dict[str, Any], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str], list[str],
+                                                                                            list[str]]:
+        texts = [str(obs["text"][r]) for r in rows]
+        return texts, [str(actions[r]) for r in rows], texts
+
+    @staticmethod
+    def take(inputs: list[list[Any]]) -> list[Any]:
+        return [item for chunk in inputs for item in chunk]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_size: int, env_id: str,
+                   generator: torch.Generator) -> Collected:
+    """Play one episode in every env: group g's G envs all reset with `seeds[g]`."""
+    n = len(seeds) * group_size
+    obs, info = actor.reset([s for s in seeds for _ in range(group_size)])
+    task_ids = [str(t) for t in np.asarray(info.get("task_id", [""] * n), dtype=object)] \
+        if "task_id" in info else list(getattr(actor.env, "task_ids", [""] * n))
+    trajs = [Trajectory(env_id=env_id, task_id=task_ids[i], seed=seeds[i // group_size]) for i in range(n)]
+    turns: list[list[int]] = [[] for _ in range(n)]
+    inputs, index, logprob, value = [], [], [], []
+    bootstrap = [0.0] * n
+    alive = np.ones(n, bool)
+    total, steps = 0, 0
+    while alive.any():
+        rows = np.flatnonzero(alive)
+        actions, chunk, idx, logp, v = actor.act(obs, info, rows, generator)
+        texts, names, keys = actor.describe(obs, rows, actions)
+        obs, reward, terminated, truncated, info = actor.env.step(actions)
+        steps += len(rows)
+        inputs.append(chunk)
+        index.append(idx)
+        logprob.append(logp)
+        value.append(v)
+        for k, r in enumerate(rows):
+            turns[r].append(total + k)
+            trajs[r].turns.append(Turn(text=texts[k], action=names[k], reward=float(reward[r]),
+                                       extras={"state": keys[k]}))
+        total += len(rows)
+        done = (terminated | truncated) & alive
+        ended = np.flatnonzero(done)
+        cut = ended[truncated[ended] & ~terminated[ended]]
+        if cut.size:  # a truncated episode's last state still has a value: bootstrap from it
+            for r, b in zip(cut, actor.value(obs, cut).tolist(), strict=True):
+                bootstrap[r] = float(b)
+        for r in ended:
+            t = trajs[r]
+            t.terminated, t.truncated = bool(terminated[r]), bool(truncated[r] and not terminated[r])
+            t.success = bool(np.asarray(info.get("success", np.zeros(n, bool)))[r])
+            t.score = float(np.asarray(info.get("score", np.zeros(n)))[r])
+        alive &= ~done
+    return Collected(trajs, [i // group_size for i in range(n)], turns, actor.take(inputs), torch.cat(index),
+                     torch.cat(logprob), torch.cat(value), bootstrap, steps)
+
+
+def group_seeds(rng: np.random.Generator, groups: int) -> list[int]:
+    """Training seeds for one update's groups."""
+    return [int(s) for s in rng.integers(TRAIN_SEEDS, size=groups)]

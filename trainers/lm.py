@@ -1,0 +1,554 @@
+"""Reinforcement learning for `hf:` policies at the token level: PPO-clip or REINFORCE over turns.
+
+A language model plays an env as a chat (`turngym.agents.hf.HFAgent`); every turn it samples a
+reply and records the prompt's token ids, the reply's token ids and each reply token's log-prob.
+Top to bottom, one update:
+
+1. `collect`: `groups` training tasks, each from a fresh env seed, played G = `group_size` times
+   with that same env seed and G different agent seeds (so a group differs only in what the model
+   sampled, which group-relative estimators need).
+2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn; `turn_samples` turns each
+   turn into one sequence prompt + reply whose reply tokens all carry the turn's A.
+3. `optimise`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
+   one clipped gradient step each, on the loss of `loss_terms`. Only reply tokens enter the loss:
+   the prompt (system message, observations, earlier turns) is context, not the policy's choice.
+4. checkpoint (atomic), metrics row (JSONL and TensorBoard), progress bar.
+
+The policy is the model at the agent's sampling temperature T, pi(y_t) = softmax(z_t / T)[y_t] with
+z_t the logits, the very distribution whose log-probs the agent recorded; so the first minibatch's
+ratios are 1 up to float noise. For reply token t of a turn with advantage A:
+
+    rho_t = exp(log pi_theta(y_t) - log pi_old(y_t))                     pi_old: recorded when sampled
+    PPO:        l_t = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps) A)
+    REINFORCE:  l_t = -A log pi_theta(y_t)
+    entropy:    H_t = -sum_v pi_theta(v) log pi_theta(v)                 over the whole vocabulary
+    KL (k3):    k_t = r_t - log r_t - 1,  r_t = pi_ref(y_t) / pi_theta(y_t)
+    loss = mean_t l_t - c_H mean_t H_t + c_KL mean_t k_t
+
+k3 (Schulman's estimator) is >= 0 per token and unbiased for KL(pi_theta || pi_ref) as y_t is drawn
+from pi_theta. The means run over every reply token of the minibatch (a token-level mean: each
+token weighs the same, so long replies are not diluted as a per-sequence mean would dilute them).
+The reference is a frozen copy of the starting model, or with LoRA the same model with its
+adapters switched off (no second copy in memory).
+
+After each step the agent samples from the updated weights: it holds the very model object being
+trained. The final model goes to `OUT/model` in a form `hf:OUT/model` loads (with LoRA, the
+adapters merged into the base; the adapters alone also go to `OUT/adapter`).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from turngym.evaluate import progress_bar
+from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
+from turngym.rollout import rollout
+from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint
+from turngym.trajectory import Trajectory
+
+LOSSES = ("ppo", "reinforce")
+
+
+@dataclass
+class LMTrainConfig:
+    """Everything a run needs; `turngym train ENV --policy hf:PATH` fills it from the command line."""
+
+    env_id: str
+    model: str  # a local checkpoint folder (or a name in the local Hugging Face cache), as in `hf:PATH`
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # None: the env samples training tasks; a split name: tasks of it; else one task id
+    algo: str = "grpo"  # advantage estimator: grpo, drgrpo, rloo, spo, gigpo (the ones that need no critic)
+    algo_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the estimator
+    loss: str = "ppo"  # "ppo" (clipped ratio) or "reinforce" (-A log pi)
+    groups: int = 4  # tasks per update
+    group_size: int = 8  # G: rollouts per task
+    updates: int = 100
+    env_steps: int | None = None  # optional budget of env steps (turns); the run stops at whichever comes first
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    clip_eps: float = 0.2
+    epochs: int = 1  # passes over each update's turns
+    minibatch_size: int = 16  # turns per optimizer step
+    micro_batch_size: int | None = None  # turns per forward pass (gradients accumulate); None: the minibatch
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0  # 0 turns the KL term (and the reference model) off
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0  # dropout > 0 makes the recomputed log-probs differ from the sampled ones
+    lora_targets: str | list[str] = "all-linear"  # peft's every linear (and GPT-2 Conv1D) layer but the head
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    max_context: int | None = None  # prompt token budget of the agent (None: the model's, at most 8192)
+    seed: int = 0
+    out: str = "runs/lm"
+    device: str = "auto"  # "auto": cuda when there is a GPU, else cpu
+    save_every: int = 1  # checkpoint every N updates (and always after the last)
+    resume: bool = False  # continue from OUT/checkpoint.pt when there is one
+
+
+def check_config(config: LMTrainConfig) -> None:
+    """Raise ValueError, in one sentence that names the fix, on a setting the trainer cannot use."""
+    usable = sorted(name for name in ESTIMATORS if not NEEDS[name])
+    if config.algo not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {config.algo!r}: use one of {', '.join(usable)}")
+    if NEEDS[config.algo]:
+        needs = " and ".join(sorted(NEEDS[config.algo]))
+        raise ValueError(f"estimator {config.algo!r} needs {needs} (a critic or a PRM), which an hf: policy "
+                         f"does not have: use one of {', '.join(usable)}")
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}: use 'ppo' or 'reinforce'")
+    for name in ("groups", "group_size", "updates", "epochs", "minibatch_size", "max_new_tokens", "save_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.micro_batch_size is not None and config.micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be at least 1 (or None), got {config.micro_batch_size}")
+    if not config.temperature > 0:
+        raise ValueError(f"temperature must be > 0 to train (greedy replies have no log-probs), "
+                         f"got {config.temperature}")
+    if not config.clip_eps > 0:
+        raise ValueError(f"clip_eps must be > 0, got {config.clip_eps}")
+    if config.kl_coef < 0 or config.entropy_coef < 0:
+        raise ValueError("kl_coef and entropy_coef must be >= 0")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but no GPU is visible: use device='auto' or 'cpu'")
+    return device
+
+
+# --- the policy -------------------------------------------------------------------------------
+
+@dataclass
+class Policy:
+    """The model being trained, the agent that samples from it, and the KL reference."""
+
+    agent: Any  # turngym.agents.hf.HFAgent; its `model.model` is `model`
+    model: torch.nn.Module  # a peft model with LoRA
+    reference: torch.nn.Module | None  # a frozen copy; None with LoRA (adapters off) or without KL
+    lora: bool
+    temperature: float
+    device: torch.device
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.agent.model.pad_id)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def make_policy(config: LMTrainConfig, env: gym.Env) -> Policy:
+    """Load `config.model` into an HFAgent for `env`, wrap it with LoRA adapters if asked, and make
+    the KL reference. The model stays in eval mode while it trains: dropout stays off, so the
+    log-probs recomputed for the loss are those the agent sampled with."""
+    from turngym.agents.hf import HFAgent  # torch and transformers load only when an hf: policy trains
+
+    agent = HFAgent(env, config.model, temperature=config.temperature, top_p=config.top_p,
+                    max_new_tokens=config.max_new_tokens, max_context=config.max_context, images=False)
+    if agent.model.vision:
+        raise ValueError(f"{config.model} is a vision-language checkpoint: the LM trainer takes text-only "
+                         "checkpoints for now")
+    device = pick_device(config.device)
+    model = agent.model.model.to(device).eval()
+    agent.model.device = device
+    reference = None
+    if config.lora:
+        model = add_lora(model, config)
+        agent.model.model = model  # the agent samples from the adapted model
+    elif config.kl_coef > 0:
+        reference = copy.deepcopy(model).requires_grad_(False).eval()
+    return Policy(agent, model, reference, config.lora, config.temperature, device)
+
+
+def add_lora(model: torch.nn.Module, config: LMTrainConfig) -> torch.nn.Module:
+    """Wrap `model` with LoRA adapters (W + (alpha / r) B A, B = 0 at first, so the policy starts as
+    the base model); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2 stores its linear layers transposed (Conv1D); peft must be told, or it warns and guesses.
+    transposed = any(isinstance(m, Conv1D) for m in model.modules())
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_targets, fan_in_fan_out=transposed, task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(config.seed)  # the adapters' random init depends on the run's seed only
+        # peft asks transformers a deprecated question; the answer is right, the FutureWarning is noise.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, lora).eval()
+
+
+# --- rollouts ---------------------------------------------------------------------------------
+
+def task_options(env: gym.Env, task: str | None) -> dict[str, Any] | None:
+    """reset() options for `config.task`: None (the env's own training tasks), a split, or a task id."""
+    if task is None:
+        return None
+    return {"split": task} if task in env.unwrapped.splits else {"task_id": task}
+
+
+def update_seeds(seed: int, update: int, groups: int, group_size: int) -> tuple[list[int], list[list[int]]]:
+    """The env seed of each group and the agent seed of each rollout of update `update`: a function
+    of (seed, update) only, so a resumed run draws what the uninterrupted one would."""
+    rng = np.random.default_rng([seed, update])
+    env_seeds = rng.integers(2**31, size=groups)
+    agent_seeds = rng.integers(2**31, size=(groups, group_size))
+    return [int(s) for s in env_seeds], [[int(s) for s in row] for row in agent_seeds]
+
+
+def collect(env: gym.Env, agent: Any, config: LMTrainConfig, update: int,
+            progress: Progress | None = None, job: Any = None) -> tuple[list[Trajectory], list[int]]:
+    """`config.groups` tasks x `config.group_size` rollouts; returns the trajectories and group ids."""
+    env_seeds, agent_seeds = update_seeds(config.seed, update, config.groups, config.group_size)
+    options = task_options(env, config.task)
+    trajectories, groups = [], []
+    for g, env_seed in enumerate(env_seeds):
+        for agent_seed in agent_seeds[g]:
+            traj = rollout(env, agent, seed=env_seed, options=options, agent_seed=agent_seed, record_images=False)
+            traj.meta.update(agent_seed=agent_seed, update=update)
+            trajectories.append(traj)
+            groups.append(g)
+            if progress is not None:
+                progress.advance(job)
+    return trajectories, groups
+
+
+# --- samples and batches ----------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """One turn as the loss sees it: the sequence prompt + reply, where the reply starts, the reply
+    tokens' recorded log-probs, the turn's advantage and (with KL) the reference's log-probs."""
+
+    ids: list[int]
+    prompt_len: int
+    logprobs: list[float]
+    advantage: float
+    ref_logprobs: list[float] | None = None
+
+    @property
+    def reply_len(self) -> int:
+        return len(self.ids) - self.prompt_len
+
+
+def turn_samples(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray]) -> list[Sample]:
+    """One Sample per turn; every reply token of a turn gets that turn's advantage."""
+    samples = []
+    for traj, turn_advantages in zip(trajectories, advantages, strict=True):
+        for turn, a in zip(traj.turns, turn_advantages, strict=True):
+            if not turn.prompt_ids or not turn.completion_ids or turn.logprobs is None:
+                raise ValueError(f"a turn of {traj.task_id} has no token record: the LM trainer needs trajectories "
+                                 "played by an hf: agent")
+            samples.append(Sample(list(turn.prompt_ids) + list(turn.completion_ids), len(turn.prompt_ids),
+                                  list(turn.logprobs), float(a)))
+    return samples
+
+
+@dataclass
+class Batch:
+    """Samples left-padded to one length L, so that every reply ends at position L - 1.
+
+    With C the longest reply, the model keeps only the logits of the last C + 1 positions
+    (`logits_to_keep`); position L - C - 1 + j predicts token `targets[:, j]`, j < C, and `mask`
+    marks the reply tokens among the targets (a shorter reply's first targets are its prompt's tail).
+    """
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    position_ids: torch.Tensor  # (B, L): 0 at each sample's first real token, as when it was sampled
+    targets: torch.Tensor  # (B, C)
+    mask: torch.Tensor  # (B, C) bool: reply tokens, the only ones that enter the loss
+    old_logprobs: torch.Tensor  # (B, C): recorded log pi_old, 0 off the mask
+    ref_logprobs: torch.Tensor | None  # (B, C)
+    advantages: torch.Tensor  # (B, 1)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def collate(samples: Sequence[Sample], pad_id: int, device: torch.device) -> Batch:
+    length = max(len(s.ids) for s in samples)
+    reply = max(s.reply_len for s in samples)
+    input_ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(samples), length), dtype=torch.long)
+    mask = torch.zeros((len(samples), reply), dtype=torch.bool)
+    old = torch.zeros((len(samples), reply))
+    ref = torch.zeros((len(samples), reply)) if all(s.ref_logprobs is not None for s in samples) else None
+    for b, s in enumerate(samples):
+        input_ids[b, length - len(s.ids):] = torch.tensor(s.ids)
+        attention[b, length - len(s.ids):] = 1
+        mask[b, reply - s.reply_len:] = True
+        old[b, reply - s.reply_len:] = torch.tensor(s.logprobs)
+        if ref is not None:
+            ref[b, reply - s.reply_len:] = torch.tensor(s.ref_logprobs)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    advantages = torch.tensor([[s.advantage] for s in samples])
+    return Batch(input_ids.to(device), attention.to(device), positions.to(device),
+                 input_ids[:, length - reply:].to(device), mask.to(device), old.to(device),
+                 None if ref is None else ref.to(device), advantages.to(device))
+
+
+def token_logprobs(model: torch.nn.Module, batch: Batch, temperature: float,
+                   entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(y_t), H_t) for every target of `batch`, (B, C) each, under softmax(z / T).
+
+    Only the last C + 1 positions go through the output layer: a prompt's logits are never
+    computed, which saves memory (vocabulary x prompt length) and keeps the prompt out of the loss.
+    `entropy_grad=False` returns H_t for the logs only, outside the graph (another B x C x V
+    tensor that backward need not keep)."""
+    reply = batch.targets.shape[1]
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                logits_to_keep=reply + 1, use_cache=False)
+    logits = out.logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, batch.targets[..., None])[..., 0]
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+@torch.no_grad()
+def reference_logprobs(policy: Policy, batch: Batch) -> torch.Tensor:
+    """log pi_ref(y_t) for every target of `batch`: the frozen copy, or with LoRA the base model."""
+    if policy.lora:
+        with policy.model.disable_adapter():
+            return token_logprobs(policy.model, batch, policy.temperature)[0]
+    if policy.reference is None:
+        raise ValueError("this policy has no reference model: set kl_coef > 0 (or use LoRA)")
+    return token_logprobs(policy.reference, batch, policy.temperature)[0]
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def add_reference(policy: Policy, samples: Sequence[Sample], batch_size: int) -> None:
+    """Fill each sample's `ref_logprobs` (once per update: the reference does not change)."""
+    for part in chunks(samples, batch_size):
+        batch = collate(part, policy.pad_id, policy.device)
+        ref = reference_logprobs(policy, batch).cpu()
+        for b, s in enumerate(part):
+            s.ref_logprobs = ref[b, ref.shape[1] - s.reply_len:].tolist()
+
+
+# --- the loss ---------------------------------------------------------------------------------
+
+def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss: str = "ppo", clip_eps: float = 0.2,
+               entropy_coef: float = 0.0, kl_coef: float = 0.0) -> dict[str, torch.Tensor]:
+    """Sums over the reply tokens of `batch` (divide by the minibatch's token count for the means of
+    the module docstring; sums let micro-batches add up to one minibatch):
+
+        loss = sum_t [l_t - c_H H_t + c_KL k_t],  l_t the PPO-clip or REINFORCE term, k_t the k3 KL,
+
+    and the sums of l_t (`pg_loss`), H_t (`entropy`), k_t (`kl`, with reference log-probs), the
+    clipped tokens (`clip_frac`: |rho_t - 1| > eps) and (rho_t - 1) - log rho_t (`approx_kl`, the k3
+    distance from the sampling policy) for the logs. Off-mask positions hold padding or a prompt's tail and
+    are selected away with `where` (never multiplied by 0, which would let a NaN through)."""
+    mask, zero = batch.mask, torch.zeros((), device=logp.device)
+    log_ratio = torch.where(mask, logp - batch.old_logprobs, zero)
+    ratio = log_ratio.exp()
+    advantage = batch.advantages.to(logp.dtype)
+    if loss == "ppo":
+        pg = -torch.minimum(ratio * advantage, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantage)
+    else:
+        pg = -advantage * logp
+    total = pg - entropy_coef * entropy if entropy_coef else pg
+    terms = {}
+    if batch.ref_logprobs is not None:
+        delta = torch.where(mask, batch.ref_logprobs - logp, zero)  # log r_t
+        kl = delta.exp() - delta - 1
+        total = total + kl_coef * kl
+        terms["kl"] = kl[mask].sum()
+    terms.update(loss=total[mask].sum(), pg_loss=pg[mask].sum(), entropy=entropy[mask].sum(),
+                 clip_frac=((ratio - 1).abs() > clip_eps)[mask].sum().float(),
+                 approx_kl=((ratio - 1) - log_ratio)[mask].sum())
+    return terms
+
+
+def optimise(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sample], config: LMTrainConfig,
+             update: int) -> dict[str, float]:
+    """`config.epochs` passes of shuffled minibatches, one clipped gradient step each; returns the
+    token means of the loss terms (over every step) and the mean gradient norm before clipping."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, update]).generate_state(1)[0]))
+    micro = config.micro_batch_size or config.minibatch_size
+    sums: dict[str, float] = {}
+    tokens, norms = 0, []
+    params = policy.parameters()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(samples), generator=generator).tolist()
+        for minibatch in chunks([samples[k] for k in order], config.minibatch_size):
+            count = sum(s.reply_len for s in minibatch)
+            optimizer.zero_grad(set_to_none=True)
+            for part in chunks(minibatch, micro):
+                batch = collate(part, policy.pad_id, policy.device)
+                logp, entropy = token_logprobs(policy.model, batch, policy.temperature, config.entropy_coef > 0)
+                terms = loss_terms(logp, entropy, batch, loss=config.loss, clip_eps=config.clip_eps,
+                                   entropy_coef=config.entropy_coef, kl_coef=config.kl_coef)
+                (terms["loss"] / count).backward()
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+            norms.append(float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)))
+            optimizer.step()
+            tokens += count
+    stats = {key: value / tokens for key, value in sums.items()}
+    stats["grad_norm"] = float(np.mean(norms))
+    return stats
+
+
+# --- checkpoints and the final model ----------------------------------------------------------
+
+def trainable_state(policy: Policy) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the model: the adapters with LoRA, else every weight."""
+    if policy.lora:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(policy.model)
+    return policy.model.state_dict()
+
+
+def load_trainable_state(policy: Policy, state: dict[str, torch.Tensor]) -> None:
+    if policy.lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy.model, state)
+    else:
+        policy.model.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global generator, so that code outside this module that draws from one (a model's
+    sampling fallback, say) also continues exactly after a resume."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+RESUME_KEYS = ("env_id", "model", "lora", "lora_rank", "lora_targets")  # what fixes the checkpoint's layout
+
+
+def check_resumable(config: LMTrainConfig, saved: dict[str, Any], out: Path) -> None:
+    changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    if changed:
+        raise ValueError(f"the checkpoint in {out} was made with other {', '.join(changed)} "
+                         f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}): resume with those settings, "
+                         "or train into another out folder")
+
+
+def save_model(policy: Policy, folder: Path) -> Path:
+    """Write the policy where `hf:FOLDER` loads it (weights, config, generation config, tokenizer
+    and chat template), replacing any earlier one only once the new one is complete. With LoRA the
+    adapters also go to FOLDER's sibling `adapter/`, and the model is saved with them merged in
+    (this ends training with that model: merging rewrites its weights in place)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = policy.model
+    if policy.lora:
+        model.save_pretrained(folder.with_name("adapter"))
+        model = model.merge_and_unload()
+        policy.agent.model.model = model
+    model.save_pretrained(tmp)
+    policy.agent.model.tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Train `config.model` on `config.env_id`; returns every metric row of the run (a resumed run's
+    earlier rows included). Writes OUT/metrics.jsonl, OUT/tb/, OUT/checkpoint.pt and OUT/model/."""
+    check_config(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = gym.make(config.env_id, **config.env_kwargs)
+    policy = make_policy(config, env)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    metrics = Metrics(out)
+    update, env_steps = 0, 0
+    checkpoint = out / "checkpoint.pt"
+    if config.resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        check_resumable(config, state["config"], out)
+        load_trainable_state(policy, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        update, env_steps = int(state["update"]), int(state["env_steps"])
+    metrics.truncate(update)  # a fresh run (update 0) starts a fresh curve
+    episodes_per_update = config.groups * config.group_size
+
+    def budget_left() -> bool:
+        return update < config.updates and (config.env_steps is None or env_steps < config.env_steps)
+
+    try:
+        with progress_bar(disable=not progress) as bar:
+            job = bar.add_task("training", total=config.updates, completed=update)
+            episodes_job = bar.add_task("episodes", total=episodes_per_update)
+            while budget_left():
+                update += 1
+                started = time.perf_counter()
+                bar.reset(episodes_job, total=episodes_per_update)
+                trajectories, groups = collect(env, policy.agent, config, update, bar, episodes_job)
+                collected = time.perf_counter()
+                advantages = estimate(config.algo, Rollouts(trajectories, groups), **config.algo_options)
+                samples = turn_samples(trajectories, advantages.advantages)
+                if config.kl_coef > 0:
+                    add_reference(policy, samples, config.micro_batch_size or config.minibatch_size)
+                stats = optimise(policy, optimizer, samples, config, update)
+                turns = sum(len(t) for t in trajectories)
+                env_steps += turns
+                row = {"update": update, "env_steps": env_steps, "episodes": len(trajectories),
+                       "reward": float(np.mean([t.total_reward for t in trajectories])),
+                       "success": float(np.mean([t.success for t in trajectories])),
+                       "score": float(np.mean([t.score for t in trajectories])),
+                       "turns": turns / len(trajectories),
+                       "invalid": float(np.mean([not turn.info.get("valid", True)
+                                                 for t in trajectories for turn in t.turns])),
+                       "tokens": sum(s.reply_len for s in samples),
+                       "adv_abs": float(np.mean([abs(s.advantage) for s in samples])),
+                       **stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
+                       "rollout_s": collected - started, "learn_s": time.perf_counter() - collected,
+                       "time_s": time.perf_counter() - started}
+                # The row first: a crash before the checkpoint leaves a row that a resume cuts again.
+                metrics.log(row)
+                if update % config.save_every == 0 or not budget_left():
+                    save_checkpoint(checkpoint, {"update": update, "env_steps": env_steps,
+                                                 "model": trainable_state(policy), "optimizer": optimizer.state_dict(),
+                                                 "rng": rng_state(), "config": asdict(config)})
+                bar.update(job, advance=1, description=f"training (reward {row['reward']:.2f})")
+        save_model(policy, out / "model")
+    finally:
+        metrics.close()
+        env.close()
+    return read_metrics(out)

@@ -1,0 +1,326 @@
+"""PPO-clip (and REINFORCE) over turns for the small policies, with any advantage estimator.
+
+One update, top to bottom:
+  1. collect `groups` x `group_size` episodes (G rollouts per task from one seed; collect.py);
+  2. with `algo="prm"`, fit the process reward model on them first (AgentPRM's TD targets,
+     re-estimated with the current PRM each epoch; trainers/prm.py);
+  3. advantages per turn from the estimator (`turngym.rewards.estimators`), scaled by their std
+     over the batch (not centred: an all-zero batch stays zero) so every estimator takes steps of
+     one size;
+  4. minibatch epochs of the PPO-clip loss
+        L = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)) - c_ent H + c_v 1/2 (V - V_target)^2,
+     rho = pi(a|s) / pi_old(a|s) (`loss="reinforce"`: -mean(log pi(a|s) A), one pass), with the
+     value loss only when the estimator uses the critic (gae, evpo), and gradient clipping;
+  5. log a metrics row (JSONL + TensorBoard) and write the checkpoint atomically.
+
+The run resumes from its checkpoint (`resume=True`): policy, optimiser, PRM, random streams and
+the metrics file are restored to the last finished update, so a resumed run continues exactly as
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_policy
+from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
+from turngym.evaluate import progress_bar
+from turngym.rewards.code import CodeReward
+from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
+from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds
+from turngym.trainers.prm import PRMTrainer
+from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint
+
+CRITIC = ("gae", "evpo")  # estimators that read the policy's value head
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved beside it (`config.json`)."""
+
+    env_id: str = "turngym/Craft-v0"
+    task: str | None = None  # the env's `task` kwarg (Craft: wood_pickaxe, stone_pickaxe, ...)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    algo: str = "grpo"
+    algo_options: dict[str, Any] = field(default_factory=dict)
+    loss: str = "ppo"  # or "reinforce"
+    policy: str = "neural"  # "neural" (fresh) or "neural:PATH" (start from a saved policy)
+    backend: str = "auto"  # "symbolic" (CraftVectorEnv), "text" (any env), "auto": symbolic for Craft
+    steps: int = 200_000  # env-step budget
+    groups: int = 8  # tasks per update
+    group_size: int = 8  # G rollouts per task
+    max_turns: int | None = None
+    lr: float = 1e-3
+    epochs: int = 4
+    minibatch: int = 4096
+    clip: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    prm_epochs: int = 3
+    prm_lr: float = 1e-3
+    prm_target: str = "td"  # AgentPRM's TD(lambda) targets, or "mc" (Monte-Carlo returns)
+    prm_beta: float = 1.0
+    reward_code: str | None = None  # a CodeReward function's source, added to the env's reward (text backend)
+    seed: int = 0
+    out: str = "runs/train"
+    tensorboard: bool = True
+
+    def check(self) -> None:
+        if self.algo not in ESTIMATORS:
+            raise ValueError(f"unknown --algo {self.algo!r}: use one of {', '.join(sorted(ESTIMATORS))}")
+        if self.loss not in ("ppo", "reinforce"):
+            raise ValueError(f"unknown loss {self.loss!r}: use ppo or reinforce")
+        if self.prm_target not in ("td", "mc"):
+            raise ValueError(f"unknown prm_target {self.prm_target!r}: use td or mc")
+        if self.groups < 1 or self.group_size < 1 or self.steps < 1:
+            raise ValueError("groups, group_size and steps must be at least 1")
+
+
+def resolve_backend(config: TrainConfig) -> str:
+    craft = gym.spec(config.env_id).id == "turngym/Craft-v0"
+    primitive = config.env_kwargs.get("action_mode", "primitive") == "primitive"
+    if config.backend == "auto":
+        return "symbolic" if craft and primitive and not config.reward_code else "text"
+    if config.backend == "symbolic" and config.reward_code:
+        raise ValueError("reward code runs on single envs: use the text backend with reward_code")
+    if config.backend == "symbolic" and not (craft and primitive):
+        raise ValueError("the symbolic backend plays turngym/Craft-v0 in primitive mode only: use --backend text")
+    if config.backend not in ("symbolic", "text"):
+        raise ValueError(f"unknown backend {config.backend!r}: use auto, symbolic or text")
+    return config.backend
+
+
+def build(config: TrainConfig) -> tuple[torch.nn.Module, SymbolicActor | TextActor, str]:
+    """The policy network and the actor that plays it on a vector env."""
+    backend = resolve_backend(config)
+    n = config.groups * config.group_size
+    spec, _, path = config.policy.partition(":")
+    if spec != "neural":
+        raise ValueError(f"--policy {config.policy!r}: this trainer takes neural or neural:PATH "
+                         "(hf:PATH goes to the language-model trainer)")
+    saved = load_saved(path) if path else None
+    if backend == "symbolic":
+        if saved is not None and saved.get("kind") != KIND:
+            raise ValueError(f"{path} is a text policy; the symbolic backend needs one trained on CraftVectorEnv")
+        view = config.env_kwargs.get("view", 9)
+        policy = SymbolicPolicy.from_saved(saved) if saved else new_symbolic_policy(
+            SymbolicConfig.for_craft(view), config.seed)
+        kwargs = {k: v for k, v in config.env_kwargs.items() if k in ("size", "view", "reward")}
+        return policy, SymbolicActor(policy, config.task or "wood_pickaxe", n, config.max_turns, **kwargs), backend
+    if saved is not None and saved.get("kind") == KIND:
+        raise ValueError(f"{path} is a symbolic Craft policy; use the symbolic backend")
+    kwargs = dict(config.env_kwargs)
+    if config.task:
+        kwargs["task"] = config.task
+    if config.max_turns:
+        kwargs["max_turns"] = config.max_turns
+    kwargs.setdefault("image", False) if config.env_id == "turngym/Craft-v0" else None
+    policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(), config.seed)
+
+    def make() -> gym.Env:
+        env = gym.make(config.env_id, **kwargs)
+        return CodeReward(env, config.reward_code) if config.reward_code else env
+
+    return policy, TextActor(policy, make, n), backend
+
+
+def advantages(config: TrainConfig, col: Collected, prm_scores: list[np.ndarray] | None):
+    needs = NEEDS[config.algo]
+    rollouts = Rollouts(col.trajectories, col.groups, values=col.values() if "values" in needs else None,
+                        prm=prm_scores)
+    return estimate(config.algo, rollouts, **config.algo_options)
+
+
+def flatten(col: Collected, per_trajectory: list[np.ndarray]) -> torch.Tensor:
+    out = np.zeros(len(col.index))
+    for idx, values in zip(col.turns, per_trajectory, strict=True):
+        out[idx] = values
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               actor: SymbolicActor | TextActor, col: Collected, adv: torch.Tensor, targets: torch.Tensor | None,
+               generator: torch.Generator) -> dict[str, float]:
+    """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch."""
+    std = float(adv.std()) if adv.numel() > 1 else 0.0
+    if std > 1e-8:
+        adv = adv / std
+    n = len(adv)
+    epochs = 1 if config.loss == "reinforce" else config.epochs
+    sums: dict[str, float] = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
+    batches = 0
+    policy.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.minibatch):
+            rows = order[start:start + config.minibatch].numpy()
+            logp, entropy, value = actor.evaluate(col.inputs, rows, col.index[rows])
+            a = adv[rows]
+            if config.loss == "reinforce":
+                pg = -(logp * a).mean()
+                ratio = torch.ones_like(logp)
+            else:
+                ratio = torch.exp(logp - col.logprob[rows])
+                pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip, 1 + config.clip) * a).mean()
+            loss = pg - config.ent_coef * entropy.mean()
+            v_loss = torch.zeros(())
+            if targets is not None:
+                v_loss = 0.5 * ((value - targets[rows]) ** 2).mean()
+                loss = loss + config.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                log_ratio = logp - col.logprob[rows]
+                sums["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+                sums["clip_frac"] += float(((ratio - 1).abs() > config.clip).float().mean())
+            sums["pg_loss"] += float(pg.detach())
+            sums["v_loss"] += float(v_loss.detach())
+            sums["entropy"] += float(entropy.mean().detach())
+            batches += 1
+    policy.eval()
+    return {k: v / max(batches, 1) for k, v in sums.items()}
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Train a policy; returns the metrics rows. Writes into `config.out`: metrics.jsonl, tb/,
+    checkpoint.pt, policy.pt (`neural:OUT/policy.pt`), prm.pt (with algo prm), config.json."""
+    config.check()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy, actor, backend = build(config)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    prm = PRMTrainer(policy, config) if config.algo == "prm" else None
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    update, env_steps = 0, 0
+    metrics = Metrics(out, tensorboard=config.tensorboard)
+    checkpoint = out / "checkpoint.pt"
+    if resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        changed = sorted(k for k, v in asdict(config).items() if state["config"].get(k) != v and k != "steps")
+        if changed:  # a larger step budget extends the run; anything else would mix two experiments
+            raise ValueError(f"cannot resume {out}: its config differs in {', '.join(changed)}; "
+                             "use another --out or the same options (only --steps may grow)")
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        if prm is not None:
+            prm.load_state_dict(state["prm"])
+        rng.bit_generator.state = state["rng"]
+        generator.set_state(state["generator"])
+        update, env_steps = state["update"], state["env_steps"]
+        metrics.truncate(update)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run: no rows from an older one
+    (out / "config.json").write_text(__import__("json").dumps(asdict(config), indent=1))
+    rows = read_metrics(out)
+    bar = progress_bar(disable=not progress)
+    start = time.perf_counter()
+    try:
+        with bar:
+            job = bar.add_task(f"{config.algo} on {config.task or config.env_id}", total=config.steps,
+                               completed=min(env_steps, config.steps))
+            while env_steps < config.steps:
+                t0 = time.perf_counter()
+                col = collect_groups(actor, group_seeds(rng, config.groups), config.group_size, config.env_id,
+                                     generator)
+                t_collect = time.perf_counter() - t0
+                prm_stats, scores = {}, None
+                if prm is not None:
+                    prm_stats = prm.fit(actor, col, generator)
+                    scores = prm.scores(actor, col)
+                est = advantages(config, col, scores)
+                adv = flatten(col, est.advantages)
+                targets = flatten(col, est.returns) if config.algo in CRITIC else None
+                stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator)
+                update += 1
+                env_steps += col.env_steps
+                trajs = col.trajectories
+                row = {"update": update, "env_steps": env_steps, "episodes": len(trajs),
+                       "success": float(np.mean([t.success for t in trajs])),
+                       "return": float(np.mean([t.total_reward for t in trajs])),
+                       "turns": float(np.mean([len(t.turns) for t in trajs])),
+                       **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **prm_stats,
+                       "collect_s": round(t_collect, 3), "update_s": round(time.perf_counter() - t0 - t_collect, 3),
+                       "steps_per_s": round(col.env_steps / (time.perf_counter() - t0), 1)}
+                metrics.log(row)
+                rows.append(row)
+                save_checkpoint(checkpoint, {
+                    "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                    "prm": prm.state_dict() if prm is not None else None, "rng": rng.bit_generator.state,
+                    "generator": generator.get_state(), "update": update, "env_steps": env_steps})
+                bar.update(job, completed=min(env_steps, config.steps),
+                           description=f"{config.algo} on {config.task or config.env_id}: "
+                                       f"success {row['success']:.0%}")
+    finally:
+        actor.close()
+        metrics.close()
+    meta = {"env_id": config.env_id, "task": config.task, "algo": config.algo, "backend": backend,
+            "env_steps": env_steps, "updates": update, "seconds": round(time.perf_counter() - start, 1)}
+    policy.save(out / "policy.pt", **meta)
+    if prm is not None:
+        prm.save(out / "prm.pt", **meta)
+    return rows
+
+
+def train_prm(config: TrainConfig, *, updates: int, progress: bool = True) -> list[dict[str, Any]]:
+    """AgentPRM's first stage on its own: play the policy (`config.policy`, not trained here) and
+    fit a PRM to its rollouts for `updates` rounds; writes prm.pt and metrics.jsonl into `out`."""
+    config.check()
+    out = Path(config.out)
+    policy, actor, _ = build(config)
+    prm = PRMTrainer(policy, config)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    metrics = Metrics(out, tensorboard=config.tensorboard)
+    if (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+    rows, env_steps = [], 0
+    try:
+        with progress_bar(disable=not progress) as bar:
+            job = bar.add_task("fitting the PRM", total=updates)
+            for update in range(1, updates + 1):
+                col = collect_groups(actor, group_seeds(rng, config.groups), config.group_size, config.env_id,
+                                     generator)
+                env_steps += col.env_steps
+                row = {"update": update, "env_steps": env_steps,
+                       "success": float(np.mean([t.success for t in col.trajectories])),
+                       **prm.fit(actor, col, generator)}
+                metrics.log(row)
+                rows.append(row)
+                bar.update(job, advance=1, description=f"fitting the PRM (EV {row['prm_ev']:.2f})")
+    finally:
+        actor.close()
+        metrics.close()
+    prm.save(out / "prm.pt", env_id=config.env_id, task=config.task, policy=config.policy, env_steps=env_steps,
+             target=config.prm_target)
+    return rows
+
+
+def code_reward_trainer(env_id: str, task: str | None, env_kwargs: dict[str, Any], steps: int, *, seed: int = 0,
+                        episodes: int = 20) -> Any:
+    """A `train(source, folder)` for the reward-design loop (`turngym.rewards.design`): a short
+    GRPO run of the text policy on the env with the code reward added, then the trained policy's
+    evaluation on the same wrapped env."""
+    from turngym.rewards.design import evaluate_code_reward
+
+    def run(source: str, folder: Path) -> dict[str, Any]:
+        config = TrainConfig(env_id=env_id, task=task, env_kwargs=env_kwargs, algo="grpo", steps=steps, groups=4,
+                             group_size=4, out=str(Path(folder) / "train"), seed=seed, reward_code=source,
+                             tensorboard=False)
+        rows = train(config, progress=False)
+        kwargs = {**env_kwargs, **({"task": task} if task else {})}
+        result = evaluate_code_reward(source, env_id, agent=f"neural:{Path(config.out) / 'policy.pt'}",
+                                      episodes=episodes, seed=seed, env_kwargs=kwargs)
+        return {**result, "train_steps": rows[-1]["env_steps"], "train_success": rows[-1]["success"]}
+
+    return run
