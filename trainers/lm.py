@@ -143,7 +143,7 @@ class Policy:
     """The model being trained, the agent that samples from it, and the KL reference."""
 
     agent: Any  # turngym.agents.hf.HFAgent; its `model.model` is `model`
-    model: torch.nn.Module  # a peft model with LoRA
+    model: torch.nn.Module  # the checkpoint's model, or with LoRA the peft model wrapping it
     reference: torch.nn.Module | None  # a frozen copy; None with LoRA (adapters off) or without KL
     lora: bool
     temperature: float
@@ -363,8 +363,8 @@ def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss:
 
     and the sums of l_t (`pg_loss`), H_t (`entropy`), k_t (`kl`, with reference log-probs), the
     clipped tokens (`clip_frac`: |rho_t - 1| > eps) and (rho_t - 1) - log rho_t (`approx_kl`, the k3
-    distance from the sampling policy) for the logs. Off-mask positions hold padding or a prompt's tail and
-    are selected away with `where` (never multiplied by 0, which would let a NaN through)."""
+    distance from the sampling policy) for the logs. Off-mask positions hold padding or a prompt's
+    tail; they are selected away with `where`, never multiplied by 0 (which would let a NaN through)."""
     mask, zero = batch.mask, torch.zeros((), device=logp.device)
     log_ratio = torch.where(mask, logp - batch.old_logprobs, zero)
     ratio = log_ratio.exp()
