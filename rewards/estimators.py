@@ -96,11 +96,7 @@ def broadcast(rollouts: Rollouts, per_trajectory: np.ndarray) -> list[np.ndarray
 
 def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """G_t = sum_k gamma^k r_{t+k}."""
-    out, running = np.zeros(len(rewards)), 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
+    return lambda_sum(rewards, gamma)
 
 
 def lambda_sum(deltas: np.ndarray, decay: float) -> np.ndarray:
