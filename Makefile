@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel; unpinned, pip would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: install
@@ -26,7 +26,7 @@ test: install
 	$(BIN)/pytest -n auto
 
 bench: install
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,ray,bench]"
 	$(BIN)/python bench/craft.py
 	$(BIN)/python bench/webshop.py
 	$(BIN)/python bench/longdoc.py

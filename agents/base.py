@@ -63,17 +63,17 @@ def register_lazy(name: str, target: str, env_type: type | None = None) -> None:
     register_agent(name, env_type)(factory)
 
 
-def _factory(name: str, env: gym.Env) -> AgentFactory | None:
+def _factory(name: str, env: gym.Env | type) -> AgentFactory | None:
     entries = _REGISTRY.get(name, [])
-    for cls in type(env.unwrapped).__mro__:
+    for cls in (env if isinstance(env, type) else type(env.unwrapped)).__mro__:
         for env_type, factory in reversed(entries):
             if env_type is cls:
                 return factory
     return next((f for env_type, f in reversed(entries) if env_type is None), None)
 
 
-def available_agents(env: gym.Env) -> list[str]:
-    """The agent names that `make_agent` accepts for `env`."""
+def available_agents(env: gym.Env | type) -> list[str]:
+    """The agent names that `make_agent` accepts for `env` (an env, or an env class)."""
     return sorted(name for name in _REGISTRY if _factory(name, env) is not None)
 
 

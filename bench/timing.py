@@ -1,11 +1,5 @@
-"""What every benchmark script reports latencies with."""
+"""What every benchmark script reports latencies with (kept in turngym.benchmark, which `turngym bench` uses)."""
 
-from __future__ import annotations
+from turngym.benchmark import p50_p95_ms
 
-import numpy as np
-
-
-def p50_p95_ms(seconds: list[float]) -> tuple[float, float]:
-    """The median and 95th percentile of durations in seconds, in milliseconds."""
-    ms = np.array(seconds) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+__all__ = ["p50_p95_ms"]

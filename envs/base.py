@@ -162,6 +162,7 @@ class TurnEnv(gym.Env[dict, str], ABC):
     max_text_length: ClassVar[int] = 32_768
     max_action_length: ClassVar[int] = 4_096
     default_max_turns: int = 50
+    thread_bound: ClassVar[bool] = False  # every call must come from one thread (Playwright's sync API)
 
     def __init__(self, *, max_turns: int | None = None, render_mode: str | None = None,
                  image_shape: tuple[int, int, int] | None = None) -> None:
@@ -229,6 +230,13 @@ class TurnEnv(gym.Env[dict, str], ABC):
         from what the turn shows. Families override it to fill their templates; the base leaves
         templates out. It reads only `obs` and `info`, so it works on vector-env outputs too."""
         return [a for a in info.get("actions", []) if "<" not in a]
+
+    @property
+    def task_type(self) -> str:
+        """The kind of the current task, for results broken down by type (Craft: the goal;
+        WebShop: the product category; LongDocVQA: single-page, cross-page or unanswerable;
+        HopVQA: the number of hops). Empty where a family has one kind."""
+        return ""
 
     @property
     def max_turns(self) -> int:

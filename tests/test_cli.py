@@ -86,6 +86,15 @@ def test_demo_writes_a_report(tmp_path):
     assert all(f"(webshop_browser/{page}.png)" in report for page in pages)
     with Image.open(tmp_path / "webshop_browser" / "done.png") as shot:
         assert shot.size == (1024, 768)
+    # the core-v0 evaluation: 2 episodes per entry, its results and its HTML report
+    assert "## Evaluation: the core-v0 suite" in report and "(eval/report/index.html)" in report
+    assert f"HTML report of the core-v0 evaluation: {(tmp_path / 'eval' / 'report' / 'index.html').resolve()}" \
+        in out.replace("\n", "")
+    evaluation = json.loads((tmp_path / "eval" / "results.json").read_text())
+    overall = {o["agent"]: o for o in evaluation["overall"]}
+    assert overall["oracle"]["entries"] == 7 and overall["oracle"]["success_rate"] == 1.0
+    assert overall["heuristic"]["entries"] == 4 and overall["random"]["episodes"] == 14
+    assert (tmp_path / "eval" / "report" / "plots" / "success.png").stat().st_size > 0
 
 
 def test_the_guide_example_runs():

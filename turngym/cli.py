@@ -149,6 +149,63 @@ def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
         console.print(f"trajectories and results.json in {out}")
 
 
+@app.command("eval")
+def eval_command(
+        env_id: Annotated[str | None, typer.Argument(help="one env (or give --suite)")] = None,
+        suite: Annotated[str | None, typer.Option(help="a suite in assets/suites (core-v0) or a suite YAML")] = None,
+        agent: Annotated[list[str] | None, typer.Option("--agent", "-a", help="agent spec (repeatable)")] = None,
+        episodes: Annotated[int | None, typer.Option("--episodes", "-n", min=1,
+                                                     help="episodes per entry (default: the whole split / suite)")
+                            ] = None,
+        split: Annotated[str, typer.Option(help="the split to play, with ENV_ID")] = "test",
+        seed: Annotated[int, typer.Option(help="with ENV_ID: task i is reset with seed + i")] = 0,
+        workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="local worker processes")] = 1,
+        ray: Annotated[str | None, typer.Option(help="run episodes as Ray tasks: auto, local or ADDRESS")] = None,
+        out: Annotated[Path | None, typer.Option(help="run folder (default runs/eval/<suite or env>); "
+                                                      "rerunning resumes")] = None,
+        retry_errors: Annotated[bool, typer.Option(help="replay episodes that ended in an error")] = False,
+        kw: KwargsOption = None, agent_option: AgentOption = None) -> None:
+    """Evaluate agents on a benchmark suite or an env's split: one file per episode, resumable, parallel."""
+    from turngym.harness import pending, run_eval
+    from turngym.results import results_table
+    from turngym.suites import Entry, Suite, load_suite, single_env_suite
+
+    if (env_id is None) == (suite is None):
+        raise typer.BadParameter("give an ENV_ID or --suite NAME (one of them)")
+    if not agent:
+        raise typer.BadParameter("give at least one --agent, e.g. -a random -a oracle", param_hint="--agent")
+    try:
+        if suite is not None:
+            chosen = load_suite(suite)
+            if episodes is not None:  # a quick look: the first episodes of every entry
+                chosen = Suite(chosen.name, chosen.version, chosen.description,
+                               tuple(Entry(e.name, e.env_id, e.kwargs, e.split, e.indices[:episodes], e.seed)
+                                     for e in chosen.entries))
+        else:
+            kwargs = parse_kwargs(kw)
+            with make_env(env_id, kwargs) as env:
+                tasks = env.unwrapped.splits.get(split)
+                if tasks is None:
+                    raise ValueError(f"{env_id} has no split {split!r}: use one of {sorted(env.unwrapped.splits)}")
+            count = episodes or len(tasks)
+            if count > len(tasks):
+                raise ValueError(f"split {split!r} of {env_id} has {len(tasks)} tasks; asked for {count}")
+            chosen = single_env_suite(env_id, kwargs, count, split, seed)
+        folder = out or Path("runs/eval") / chosen.name
+        todo = pending(chosen, agent, folder, retry_errors)
+        with progress_bar(console=console, transient=True) as progress:
+            bar = progress.add_task(f"{chosen.name}: {len(agent)} agent(s), {todo} episodes to play", total=todo)
+            results = run_eval(chosen, agent, folder, workers=workers, ray_address=ray, retry_errors=retry_errors,
+                               agent_options=parse_kwargs(agent_option, "--agent-option"),
+                               on_episode=lambda job, record: progress.advance(bar))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(results_table(results))
+    for skip in results["skipped"]:
+        console.print(f"skipped {skip['entry']} for {skip['agent']}: no such agent for that env")
+    console.print(f"results in {folder / 'results.json'}; HTML report: turngym report {folder}")
+
+
 @app.command()
 def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
        out: Annotated[Path, typer.Option(help="folder for policy.pt and bc.json")] = Path("runs/bc"),
@@ -308,14 +365,68 @@ def reward_design(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft
 
 
 @app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `turngym eval`")],
+           compare: Annotated[list[Path] | None, typer.Option(help="more run folders to show side by side "
+                                                                    "(repeatable)")] = None,
+           out: Annotated[Path | None, typer.Option(help="report folder (default RUN_DIR/report; required with "
+                                                         "--compare)")] = None) -> None:
+    """Write a static HTML report (tables, plots, an episode viewer) and a Markdown summary of eval runs."""
+    from turngym.report import write_report
+
+    runs = [run_dir, *(compare or [])]
+    for folder in runs:
+        if not (folder / "run.json").exists():
+            raise typer.BadParameter(f"{folder} is not a run folder (no run.json): give a folder written by "
+                                     "`turngym eval`")
+    if len(runs) > 1 and out is None:
+        raise typer.BadParameter("with --compare, say where the report goes with --out", param_hint="--out")
+    try:
+        html, markdown = write_report(runs, out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"HTML report: {html.resolve()}\nMarkdown summary: {markdown.resolve()}")
+
+
+@app.command("bench")
+def bench_command(
+        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="env id (repeatable; default: all)")] = None,
+        seconds: Annotated[float, typer.Option(help="measured seconds per env configuration", min=0.01)] = 3.0,
+        json_path: Annotated[Path | None, typer.Option("--json", help="also write the rows as JSON")] = None) -> None:
+    """Measure every env family with a random agent: steps/s, step p50/p95, reset time, peak RSS."""
+    from turngym.benchmark import bench_table, run_bench
+
+    try:
+        rows = run_bench(env or None, seconds, progress=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(bench_table(rows))
+    if json_path is not None:
+        atomic_write_bytes(json_path, json.dumps(rows, indent=2).encode())
+        console.print(f"rows in {json_path}")
+
+
+@app.command()
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None
          ) -> None:
     """Run the built-in demo end to end and write its report."""
     from turngym.demo import run_demo
 
-    report = run_demo(out, console, episodes)
-    console.print(f"\nReport: {report.resolve()}")
+    report, html = run_demo(out, console, episodes)
+    console.print(f"\nReport: {report.resolve()}\nHTML report of the core-v0 evaluation: {html.resolve()}")
+
+
+@serve_app.command("env")
+def serve_env(port: Annotated[int, typer.Option(help="port on the host")] = 8002,
+              host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+              max_sessions: Annotated[int, typer.Option(help="sessions open at once", min=1)] = 256,
+              idle_timeout: Annotated[float, typer.Option(help="seconds before an idle session is closed", min=0.1)
+                                      ] = 600.0) -> None:
+    """Serve every registered env over HTTP for trainers elsewhere (client: turngym.envs.remote.RemoteEnv)."""
+    from turngym.envs.service import serve
+
+    console.print(f"turngym envs on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
+    serve(host=host, port=port, max_sessions=max_sessions, idle_timeout=idle_timeout)
 
 
 @serve_app.command("webshop")

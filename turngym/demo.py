@@ -38,8 +38,9 @@ LONGDOC_AGENTS = ("random", "heuristic", "oracle")
 HOPVQA_AGENTS = ("random", "heuristic", "oracle")
 
 
-def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
-    """Run the demo into `out` and return the path of its Markdown report."""
+def run_demo(out: Path, console: Console, episodes: int | None = None) -> tuple[Path, Path]:
+    """Run the demo into `out`; returns the paths of its Markdown report and of the HTML report of
+    the core-v0 evaluation (with its episode viewer)."""
     from turngym.envs.craft import load_rules
     from turngym.envs.webshop.catalog import open_catalog
 
@@ -66,6 +67,7 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
     hop = [results[i] for i, (env_id, *_) in enumerate(jobs) if env_id == HOPVQA]
     sample = run_episodes(CRAFT, "oracle", 1, env_kwargs={"task": "collect_diamond"}, record_images=True)[0]
     training = _training(out / "training", console)
+    evaluation, html = _evaluation(out / "eval", console, episodes)
 
     console.print(_craft_table(craft, n))
     console.print(_agent_table(f"WebShop-v0 (small catalog) test split, {n_shop} tasks; score = 100 x reward",
@@ -91,9 +93,9 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> Path:
                               LONGDOC_INTRO, LONGDOC_COLUMNS, docs),
              *_agent_markdown(f"HopVQA-v0: the test split ({n_hop} queries of 3-5 hops)", HOPVQA_INTRO,
                               HOPVQA_COLUMNS, hop),
-             *training]
+             *training, *evaluation]
     atomic_write_bytes(report, "\n".join(lines).encode())
-    return report
+    return report, html
 
 
 TRAIN_TASK, TRAIN_STEPS, TRAIN_ALGOS = "wood_pickaxe", 40_000, ("grpo", "prm")
@@ -119,6 +121,39 @@ def _training(out: Path, console: Console) -> list[str]:
             "per estimator (`turngym train`; the full comparison is `bench/train_compare.py`).", "",
             "| estimator | success, first update | success, last update | env steps |", "|---|---|---|---|",
             *rows_md, "", "![learning curves](training/curve.png)", ""]
+
+
+EVAL_SUITE, EVAL_AGENTS = "core-v0", ("random", "heuristic", "oracle")
+
+
+def _evaluation(out: Path, console: Console, episodes: int | None) -> tuple[list[str], Path]:
+    """`turngym eval --suite core-v0` with the built-in agents (resumable like any eval run) and its
+    HTML report; returns the report's section and the path of the HTML report."""
+    from turngym.harness import pending, run_eval
+    from turngym.report import write_report
+    from turngym.results import results_table
+    from turngym.suites import Entry, Suite, load_suite
+
+    suite = load_suite(EVAL_SUITE)
+    if episodes is not None:
+        suite = Suite(suite.name, suite.version, suite.description,
+                      tuple(Entry(e.name, e.env_id, e.kwargs, e.split, e.indices[:episodes], e.seed)
+                            for e in suite.entries))
+    todo = pending(suite, list(EVAL_AGENTS), out)
+    with progress_bar(console=console, transient=True) as progress:
+        bar = progress.add_task(f"eval {EVAL_SUITE}: {todo} episodes", total=todo)
+        results = run_eval(suite, list(EVAL_AGENTS), out, workers=min(os.cpu_count() or 1, 4),
+                           on_episode=lambda job, record: progress.advance(bar))
+    console.print(results_table(results))
+    html, _ = write_report([out])
+    lines = [f"## Evaluation: the {EVAL_SUITE} suite", "",
+             f"`turngym eval --suite {EVAL_SUITE}` with the built-in agents (a fixed sample of every family's "
+             "test split, env kwargs pinned; `heuristic` has no Craft version). The HTML report, with plots and an "
+             f"episode viewer, is [eval/report/index.html](eval/report/index.html).", "",
+             "| agent | entries | episodes | mean success | mean score | errors |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {o['agent']} | {o['entries']} | {o['episodes']} | {o['success_rate']:.1%} | {o['mean_score']:.3f} | "
+              f"{o['errors']} |" for o in results["overall"]]
+    return [*lines, ""], html
 
 
 def _generate_documents(questions: int, console: Console) -> None:

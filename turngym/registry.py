@@ -44,6 +44,15 @@ def describe(env_id: str) -> str:
         raise KeyError(f"unknown env id {env_id!r}: run `turngym list` to see the registered ids") from None
 
 
+def env_class(env_id: str) -> type:
+    """The class an id makes, without making one (imports the family's module)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    describe(env_id)  # a clear error for an unknown id
+    entry_point = gym.spec(env_id).entry_point
+    return entry_point if isinstance(entry_point, type) else load_env_creator(entry_point)
+
+
 def load_plugins() -> None:
     """Import every module that an installed package lists under the `turngym.envs` entry-point
     group, so that its envs register like the built-in ones (and appear in `turngym list`)."""

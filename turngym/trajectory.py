@@ -75,16 +75,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _save_png(image: np.ndarray, folder: Path) -> str:
+def png_bytes(image: np.ndarray) -> tuple[str, bytes]:
+    """PNG-encode `image`; returns a content-hash file name and the bytes."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     data = buf.getvalue()
-    name = hashlib.sha1(data).hexdigest()[:20] + ".png"
-    target = folder / name
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, data)
-    return f"{folder.name}/{name}"
+    return hashlib.sha1(data).hexdigest()[:20] + ".png", data
 
 
 def _load_png(path: Path) -> np.ndarray:
@@ -98,17 +94,34 @@ def images_dir(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + "_images")
 
 
-def trajectory_to_json(traj: Trajectory, image_folder: Path) -> dict[str, Any]:
-    """A JSON-ready dict of `traj`; its images are written into `image_folder`."""
+def trajectory_record(traj: Trajectory, image_folder: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A JSON-ready dict of `traj` whose images are referenced as `image_folder/<hash>.png`, and
+    those PNG files' contents by name (for writers that are not where the files go: pool workers)."""
     record = {f.name: getattr(traj, f.name) for f in fields(traj) if f.name != "turns"}
-    turns = []
+    turns, images = [], {}
     for turn in traj.turns:
         row = {f.name: getattr(turn, f.name) for f in fields(turn)}
         if turn.image is not None:
-            row["image"] = _save_png(turn.image, image_folder)
+            name, data = png_bytes(turn.image)
+            images[name] = data
+            row["image"] = f"{image_folder}/{name}"
         turns.append(row)
     record["turns"] = turns
-    return jsonable(record)
+    return jsonable(record), images
+
+
+def save_images(images: dict[str, bytes], folder: Path) -> None:
+    """Write PNG files by name into `folder`, skipping those already there (names are content hashes)."""
+    for name, data in images.items():
+        if not (folder / name).exists():
+            atomic_write_bytes(folder / name, data)
+
+
+def trajectory_to_json(traj: Trajectory, image_folder: Path) -> dict[str, Any]:
+    """A JSON-ready dict of `traj`; its images are written into `image_folder`."""
+    record, images = trajectory_record(traj, image_folder.name)
+    save_images(images, image_folder)
+    return record
 
 
 def trajectory_from_json(record: dict[str, Any], base: Path, load_images: bool = True) -> Trajectory:

@@ -106,6 +106,10 @@ class CraftEnv(TurnEnv):
         self._recipes = self.rules.recipe_lines(self.task)
         return episode.task_id
 
+    @property
+    def task_type(self) -> str:
+        return self.task.name
+
     def _apply(self, action: str) -> None:
         words = " ".join(action.lower().split())
         if words in self.primitive:

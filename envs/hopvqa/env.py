@@ -100,6 +100,10 @@ class HopVQAEnv(TurnEnv):
         self.answer: int | None = None
         return f"hop-{self.seed_of_task}"
 
+    @property
+    def task_type(self) -> str:
+        return f"{len(self.query.hops)}-hop"
+
     def _apply(self, action: str) -> None:
         verb, argument = parse_action(action, ("zoom", "claim", "answer"),
                                       "zoom[x0, y0, x1, y1], claim[hop, value] or answer[number]")

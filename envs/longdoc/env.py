@@ -102,6 +102,12 @@ class LongDocEnv(TurnEnv):
         self._documents.clear()
 
     # ---- acting ------------------------------------------------------------------------------
+    @property
+    def task_type(self) -> str:
+        """MMLongBench-Doc's breakdown by evidence: single-page, cross-page or unanswerable."""
+        pages = len(self.question.evidence_pages)
+        return "unanswerable" if pages == 0 else "single-page" if pages == 1 else "cross-page"
+
     def _apply(self, action: str) -> None:
         verb, argument = parse_action(action, VERBS, "search[...], view[page], read[page], zoom[page, x0, y0, x1, "
                                       "y1] or answer[...]")

@@ -96,6 +96,8 @@ class WebShopBrowserEnv(WebShopEnv):
     with the last env.
     """
 
+    thread_bound: ClassVar[bool] = True  # Playwright's sync API
+
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, catalog: str = "small", viewport: tuple[int, int] = (1024, 768), screenshot: bool = True,

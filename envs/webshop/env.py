@@ -58,6 +58,10 @@ class WebShopEnv(TurnEnv):
         self.instruction = goal["instruction_text"]
         return task_id
 
+    @property
+    def task_type(self) -> str:
+        return str(self.session.goal.get("category", ""))
+
     def _apply(self, action: str) -> None:
         self.session.act(action)
 

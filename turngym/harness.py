@@ -1,0 +1,249 @@
+"""`turngym eval`: play a suite with agents, one file per episode, resumable, in parallel.
+
+A run folder holds `run.json` (the suite and agents), one JSONL file per finished episode at
+`episodes/<agent>/<entry>/<index>.jsonl` with its PNG images in `images/` beside it, and
+`results.json` (see `turngym.results`). Each episode is written atomically as it finishes, so a
+rerun of the same command skips what is done and plays the rest. An exception raised by the env or
+the agent ends only its episode, which is recorded with the error (its turns so far kept); a worker
+process that dies takes no other episode with it: the episodes it had in flight are replayed one at
+a time, and the one that kills its worker again is recorded as crashed.
+
+Episodes run in this process (`workers=1`), in K local worker processes, or as tasks on a Ray
+cluster. Each episode's seed and task come from the suite alone, and agents are reset from the
+episode seed, so the results do not depend on how the work is spread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from turngym.suites import Entry, Suite
+from turngym.trajectory import Trajectory, atomic_write_bytes, save_images, trajectory_record
+
+FORMAT = 1
+Record = tuple[dict[str, Any], dict[str, bytes]]  # an episode as JSON, and its PNG files by name
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode: an agent on task `index` of an entry's split."""
+
+    agent: str
+    entry: Entry
+    index: int
+
+    @property
+    def seed(self) -> int:
+        return self.entry.seed + self.index
+
+    def path(self, run_dir: Path) -> Path:
+        return run_dir / "episodes" / slug(self.agent) / self.entry.name / f"{self.index:04d}.jsonl"
+
+
+def slug(spec: str) -> str:
+    """An agent spec as a folder name: `neural:runs/a/policy.pt` -> `neural_runs_a_policy.pt`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_") or "agent"
+
+
+# ---- one episode (in whichever process plays it) -----------------------------------------------
+_CACHE: OrderedDict[str, tuple[gym.Env, Any]] = OrderedDict()  # env and agent, reused across episodes
+_CACHE_SIZE = 4
+
+
+def play(job: Job, agent_options: dict[str, Any]) -> Record:
+    """Play one episode and return it as a JSON record with its images; never raises for what the
+    env or agent does (the error is recorded in `meta["error"]`)."""
+    from turngym.rollout import rollout
+
+    start = time.perf_counter()
+    key = json.dumps([job.agent, job.entry.env_id, job.entry.kwargs, agent_options], sort_keys=True, default=str)
+    traj, task_type = None, ""
+    try:
+        env, agent = _cached(key, job, agent_options)
+    except Exception as exc:  # the env or agent cannot be built: the episode's error, not the run's
+        traj = Trajectory(env_id=job.entry.env_id, task_id="", seed=job.seed)
+        traj.meta["error"] = {"type": type(exc).__name__, "message": str(exc), "turn": 0, "traceback": ""}
+    else:
+        traj = rollout(env, agent, seed=job.seed, options={"split": job.entry.split, "index": job.index},
+                       record_images=True, catch=True)
+        task_type = str(getattr(env.unwrapped, "task_type", "")) if traj.task_id else ""
+        if "error" in traj.meta:  # the env or agent may be broken now: build fresh ones next time
+            _evict(key)
+    traj.meta.update(agent=job.agent, entry=job.entry.name, index=job.index, split=job.entry.split,
+                     env_kwargs=job.entry.kwargs, task_type=task_type, error=traj.meta.get("error"),
+                     seconds=round(time.perf_counter() - start, 3))
+    return trajectory_record(traj, "images")
+
+
+def _cached(key: str, job: Job, agent_options: dict[str, Any]) -> tuple[gym.Env, Any]:
+    from turngym.agents import make_agent
+
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    env = gym.make(job.entry.env_id, **job.entry.kwargs)
+    try:
+        pair = _CACHE[key] = (env, make_agent(job.agent, env, **agent_options))
+    except BaseException:
+        env.close()
+        raise
+    while len(_CACHE) > _CACHE_SIZE:
+        _evict(next(iter(_CACHE)))
+    return pair
+
+
+def _evict(key: str) -> None:
+    env, _ = _CACHE.pop(key, (None, None))
+    if env is not None:
+        with suppress(Exception):
+            env.close()
+
+
+def crash_record(job: Job, message: str) -> Record:
+    """The record of an episode whose worker died (or whose Ray task failed) before it returned."""
+    traj = Trajectory(env_id=job.entry.env_id, task_id="", seed=job.seed)
+    traj.meta.update(agent=job.agent, entry=job.entry.name, index=job.index, split=job.entry.split,
+                     env_kwargs=job.entry.kwargs, task_type="", seconds=0.0,
+                     error={"type": "WorkerCrashed", "message": message, "turn": 0, "traceback": ""})
+    return trajectory_record(traj, "images")
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Every episode of every agent, and the (agent, entry) pairs skipped because the agent does
+    not exist for that env (Craft has no `heuristic`, say)."""
+    from turngym.agents.base import available_agents
+    from turngym.registry import env_class
+
+    jobs, skipped = [], []
+    for agent in agents:
+        for entry in suite.entries:
+            try:
+                env_type = env_class(entry.env_id)
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+            if agent.partition(":")[0] not in available_agents(env_type):
+                skipped.append((agent, entry.name))
+                continue
+            jobs += [Job(agent, entry, i) for i in entry.indices]
+    return jobs, skipped
+
+
+def prepare(run_dir: Path, suite: Suite, agents: list[str]) -> None:
+    """Write run.json, or check that the run already in `run_dir` is of the same suite (then the
+    agents accumulate, so evaluating one more agent into a run folder adds it)."""
+    path = run_dir / "run.json"
+    entries = [e.as_dict() for e in suite.entries]
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("suite", {}).get("name") != suite.name or old.get("entries") != json.loads(json.dumps(entries)):
+            raise ValueError(f"{run_dir} holds a run of another suite or other entries: use another --out")
+        agents = [*old["agents"], *(a for a in agents if a not in old["agents"])]
+    record = {"format": FORMAT, "suite": suite.as_dict(), "agents": agents, "entries": entries}
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+
+
+def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int = 1, ray_address: str | None = None,
+             agent_options: dict[str, Any] | None = None, retry_errors: bool = False,
+             on_episode: Callable[[Job, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Play every episode of `suite` with each agent not yet in `out`, then write and return the
+    results (`turngym.results.aggregate`). `on_episode(job, record)` is called as each one is saved."""
+    from turngym.results import aggregate
+
+    run_dir = Path(out)
+    jobs, skipped = plan(suite, agents)
+    prepare(run_dir, suite, agents)
+    todo = [job for job in jobs if not _finished(job.path(run_dir), retry_errors)]
+    options = dict(agent_options or {})
+    if ray_address is not None:
+        stream = _run_ray(todo, options, ray_address)
+    elif workers > 1 and len(todo) > 1:
+        stream = _run_pool(todo, options, workers)
+    else:
+        stream = ((job, play(job, options)) for job in todo)
+    for job, (record, images) in stream:
+        path = job.path(run_dir)
+        save_images(images, path.parent / "images")
+        atomic_write_bytes(path, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        if on_episode is not None:
+            on_episode(job, record)
+    results = aggregate(run_dir)
+    results["skipped"] = [{"agent": a, "entry": e} for a, e in skipped]
+    atomic_write_bytes(run_dir / "results.json", json.dumps(results, indent=2).encode())
+    return results
+
+
+def pending(suite: Suite, agents: list[str], out: str | Path, retry_errors: bool = False) -> int:
+    """How many episodes a `run_eval` with these arguments would play."""
+    jobs, _ = plan(suite, agents)
+    return sum(not _finished(job.path(Path(out)), retry_errors) for job in jobs)
+
+
+def _finished(path: Path, retry_errors: bool) -> bool:
+    if not path.exists():
+        return False
+    if not retry_errors:
+        return True
+    return json.loads(path.read_text())["meta"].get("error") is None
+
+
+def _run_pool(jobs: list[Job], options: dict[str, Any], workers: int) -> Iterator[tuple[Job, Record]]:
+    """Episodes in `workers` processes. When a worker dies, the pool is replaced and the episodes
+    it had in flight are replayed alone, so only the one that kills its worker is lost."""
+    queue, suspects = list(jobs), []
+    context = get_context("spawn")  # a clean interpreter: no threads or locks inherited from this one
+    while queue:
+        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context) as pool:
+            futures = {pool.submit(play, job, options): job for job in queue}
+            queue = []
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = futures.pop(future)
+                    try:
+                        yield job, future.result()
+                    except BrokenProcessPool:
+                        suspects.append(job)
+        while suspects:  # one at a time: a second death convicts the episode
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as alone:
+                while suspects:
+                    job = suspects.pop(0)
+                    try:
+                        yield job, alone.submit(play, job, options).result()
+                    except BrokenProcessPool:
+                        yield job, crash_record(job, "the worker process died while playing this episode")
+                        break
+
+
+def _run_ray(jobs: list[Job], options: dict[str, Any], address: str) -> Iterator[tuple[Job, Record]]:
+    """Episodes as Ray tasks (one CPU each) on the cluster at `address` ("auto": the running one;
+    "local": a new instance on this machine). A task whose worker dies is recorded as crashed."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: install it with `pip install ray`") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    remote = ray.remote(num_cpus=1, max_retries=0)(play)
+    refs = {remote.remote(job, options): job for job in jobs}
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        job = refs.pop(done[0])
+        try:
+            yield job, ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            yield job, crash_record(job, f"the Ray task failed: {str(exc).splitlines()[0]}")

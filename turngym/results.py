@@ -1,0 +1,115 @@
+"""Results of an evaluation run: per agent, entry and task type, with uncertainty.
+
+Each row gives the success rate, the mean score with its standard error and a bootstrap 95%
+interval, mean turns, the invalid-action rate, mean tokens per episode (language-model agents) and
+the number of episodes that ended in an error (counted as failures with score 0). A row with
+`task_type == ""` covers a whole entry; the others break it down by the env's task type. `overall`
+is each agent's mean over the suite's entries (every entry weighs the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+BOOTSTRAP = 2000
+
+
+def episode_files(run_dir: Path) -> Iterator[Path]:
+    yield from sorted((run_dir / "episodes").glob("*/*/*.jsonl"))
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The episode records of a run (trajectory JSON; images stay file names)."""
+    return [json.loads(path.read_text(encoding="utf-8")) for path in episode_files(run_dir)]
+
+
+def stats(records: list[dict[str, Any]], label: str = "") -> dict[str, Any]:
+    """The numbers of one group of episodes; `label` seeds the bootstrap so reruns give the same
+    interval."""
+    scores = np.array([r["score"] for r in records], float)
+    n = len(scores)
+    turns = [len(r["turns"]) for r in records]
+    invalid = sum(not t["info"].get("valid", True) for r in records for t in r["turns"])
+    tokens = [sum(len(t.get("prompt_ids") or []) + len(t.get("completion_ids") or []) for t in r["turns"])
+              for r in records]
+    return {"episodes": n, "errors": sum(r["meta"].get("error") is not None for r in records),
+            "success_rate": float(np.mean([r["success"] for r in records])), "mean_score": float(scores.mean()),
+            "score_se": float(scores.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+            "ci95": bootstrap_ci(scores, label), "mean_turns": float(np.mean(turns)),
+            "invalid_rate": invalid / max(sum(turns), 1), "mean_tokens": float(np.mean(tokens))}
+
+
+def bootstrap_ci(values: np.ndarray, label: str = "", level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the mean."""
+    if len(values) < 2:
+        return [float(values.mean()), float(values.mean())]
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha1(label.encode()).digest()[:8], "little"))
+    means = values[rng.integers(len(values), size=(BOOTSTRAP, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def aggregate(run_dir: str | Path) -> dict[str, Any]:
+    """The results of the episodes saved in `run_dir`, in run.json's order of agents and entries."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text())
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in load_records(run_dir):
+        groups.setdefault((record["meta"]["agent"], record["meta"]["entry"]), []).append(record)
+    env_ids = {e["name"]: e["env_id"] for e in run["entries"]}
+    rows, overall = [], []
+    for agent in run["agents"]:
+        played = []
+        for entry in (e["name"] for e in run["entries"]):
+            records = sorted(groups.get((agent, entry), []), key=lambda r: r["meta"]["index"])
+            if not records:
+                continue
+            played.append(stats(records, f"{agent}/{entry}"))
+            rows.append({"agent": agent, "entry": entry, "env_id": env_ids[entry], "task_type": "", **played[-1]})
+            types = sorted({r["meta"].get("task_type", "") for r in records} - {""})
+            if len(types) > 1:
+                rows += [{"agent": agent, "entry": entry, "env_id": env_ids[entry], "task_type": t,
+                          **stats([r for r in records if r["meta"].get("task_type") == t], f"{agent}/{entry}/{t}")}
+                         for t in types]
+        if played:
+            overall.append({"agent": agent, "entries": len(played),
+                            "mean_score": float(np.mean([p["mean_score"] for p in played])),
+                            "success_rate": float(np.mean([p["success_rate"] for p in played])),
+                            "episodes": sum(p["episodes"] for p in played),
+                            "errors": sum(p["errors"] for p in played)})
+    return {"suite": run["suite"]["name"], "version": run["suite"]["version"], "rows": rows, "overall": overall}
+
+
+def results_table(results: dict[str, Any], title: str | None = None) -> Table:
+    """The rows as a terminal table, each entry's task types indented below it (tokens and errors
+    appear only when some episode has them)."""
+    rows, overall = results["rows"], results["overall"]
+    columns = ["agent", "entry / type", "n", "success", "score [95% CI]", "turns", "invalid"]
+    show_tokens = any(r["mean_tokens"] for r in rows)
+    show_errors = any(r["errors"] for r in rows)
+    columns += ["tokens"] * show_tokens + ["errors"] * show_errors
+    # No box: nine columns then fit an 80-column terminal without truncating a number.
+    table = Table(title=title or f"{results['suite']} (version {results['version']})", box=None, pad_edge=False,
+                  header_style="bold underline")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right", no_wrap=True)
+    for r in rows:
+        cells = [r["agent"] if not r["task_type"] else "", r["entry"] if not r["task_type"] else f"  {r['task_type']}",
+                 str(r["episodes"]), f"{r['success_rate']:.0%}",
+                 f"{r['mean_score']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", f"{r['mean_turns']:.1f}",
+                 f"{r['invalid_rate']:.0%}"]
+        cells += [f"{r['mean_tokens']:.0f}"] * show_tokens + [str(r["errors"] or "")] * show_errors
+        table.add_row(*cells, style=None if r["task_type"] else "bold")
+    table.add_row()
+    for o in overall:
+        cells = [o["agent"], "overall", str(o["episodes"]), f"{o['success_rate']:.0%}",
+                 f"{o['mean_score']:.2f}", "", ""]
+        table.add_row(*cells, *[""] * show_tokens, *[str(o["errors"] or "")] * show_errors, style="italic")
+    return table
