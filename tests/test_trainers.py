@@ -129,6 +129,10 @@ def test_cli_train_and_train_prm(tmp_path):
     for name in ("metrics.jsonl", "checkpoint.pt", "policy.pt", "curve.png", "test.json", "config.json"):
         assert (out / name).exists(), name
     assert json.loads((out / "test.json").read_text())["episodes"] == 3
+    assert len(list((out / "episodes").rglob("*.jsonl"))) == 3  # an eval run in the training folder
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert (out / "report" / "plots" / "curves.png").stat().st_size > 0  # the learning curve beside the episodes
     result = runner.invoke(app, ["train", "turngym/Craft-v0", "--algo", "nope", "--out", str(out)])
     assert result.exit_code != 0 and "unknown --algo" in result.output
     prm_out = tmp_path / "prm"

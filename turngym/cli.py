@@ -305,11 +305,28 @@ def train(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
         kwargs = {**config.env_kwargs, **({"task": task} if task else {})}
         if env_id == "turngym/Craft-v0" and kwargs.get("action_mode", "primitive") == "primitive":
             kwargs.update(symbolic=True, image=False)
-        with progress_bar(console=console, transient=True) as progress:
-            trajs = run_episodes(env_id, spec, evaluate, env_kwargs=kwargs, progress=progress)
-        summary = summarize(env_id, spec, trajs)
-        atomic_write_bytes(out / "test.json", json.dumps(summary.as_dict(), indent=2).encode())
-        console.print(results_table([summary], title=f"{env_id} {task or ''}: test split"))
+        _evaluate_into(out, env_id, kwargs, spec, evaluate, title=f"{env_id} {task or ''}: test split")
+
+
+def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, episodes: int, title: str) -> None:
+    """Evaluate a freshly trained policy as an eval run in its training folder, so that
+    `turngym report OUT` shows the test episodes beside the learning curves; writes test.json."""
+    import shutil
+
+    from turngym.harness import pending, run_eval
+    from turngym.results import results_table as eval_table
+    from turngym.suites import single_env_suite
+
+    for stale in ("episodes", "run.json", "results.json"):  # the episodes of an earlier policy
+        path = out / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    suite = single_env_suite(env_id, kwargs, episodes)
+    with progress_bar(console=console, transient=True) as progress:
+        bar = progress.add_task(f"testing {spec}", total=pending(suite, [spec], out))
+        results = run_eval(suite, [spec], out, on_episode=lambda job, record: progress.advance(bar))
+    atomic_write_bytes(out / "test.json", json.dumps(results["rows"][0], indent=2).encode())
+    console.print(eval_table(results, title=title))
+    console.print(f"test episodes in {out / 'episodes'}; HTML report with the learning curves: turngym report {out}")
 
 
 @app.command("train-prm")

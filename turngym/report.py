@@ -289,7 +289,7 @@ Series = list[tuple[str, Any, str, str]]  # (legend label, colour, run label, ag
 
 def _save(fig: Any, path: Path, title: str) -> dict[str, str]:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return {"file": f"{path.parent.name}/{path.name}", "title": title}
@@ -310,7 +310,7 @@ def _success_figure(runs: list[Run], entries: list[str], series: Series) -> Any:
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
+    # no tight_layout: the legend sits outside the axes, and savefig(bbox_inches="tight") makes room for it
     return fig
 
 
