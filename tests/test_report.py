@@ -11,11 +11,11 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from turngym import report, rollout
 from turngym.agents import make_agent
-from turngym.envs.webshop.browser import FLAGS, find_chromium
+from turngym.envs.webshop.browser import Chromium
 from turngym.trajectory import trajectory_to_json
 
 ENTRIES = [("craft-wood_pickaxe", "turngym/Craft-v0", {"task": "wood_pickaxe", "max_turns": 12}),
@@ -94,10 +94,12 @@ def single(runs) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=find_chromium(), args=FLAGS, headless=True)
-        yield chromium
-        chromium.close()
+    """A context of this thread's shared Chromium (a second Playwright in one thread would clash
+    with the one the browser env tests may have started)."""
+    chromium = Chromium.get()
+    context = chromium.new_context((1280, 900))
+    yield context
+    chromium.release(context)
 
 
 def _open(browser, index: Path):

@@ -174,12 +174,16 @@ def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int =
         stream = _run_pool(todo, options, workers)
     else:
         stream = ((job, play(job, options)) for job in todo)
-    for job, (record, images) in stream:
-        path = job.path(run_dir)
-        save_images(images, path.parent / "images")
-        atomic_write_bytes(path, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        if on_episode is not None:
-            on_episode(job, record)
+    try:
+        for job, (record, images) in stream:
+            path = job.path(run_dir)
+            save_images(images, path.parent / "images")
+            atomic_write_bytes(path, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            if on_episode is not None:
+                on_episode(job, record)
+    finally:
+        while _CACHE:  # the envs this process played in (workers=1): close them, Chromium included
+            _evict(next(iter(_CACHE)))
     results = aggregate(run_dir)
     results["skipped"] = [{"agent": a, "entry": e} for a, e in skipped]
     atomic_write_bytes(run_dir / "results.json", json.dumps(results, indent=2).encode())

@@ -55,15 +55,18 @@ def find_chromium() -> str:
 
 
 class Chromium:
-    """The process's Chromium, launched through Playwright on first use and relaunched if it died."""
+    """The Chromium of this process and thread, launched through Playwright on first use and
+    relaunched if it died. One per thread because Playwright's sync API only answers the thread
+    that started it (the env server runs browser envs on a thread of their own)."""
 
     _lock = threading.Lock()
-    _instance: Chromium | None = None
+    _instances: ClassVar[dict[tuple[int, int], Chromium]] = {}  # keyed by (process id, thread id)
 
     def __init__(self) -> None:
         from playwright.sync_api import sync_playwright
 
         self.pid = os.getpid()
+        self.key = (self.pid, threading.get_ident())
         self.executable = find_chromium()
         self.playwright = sync_playwright().start()
         self.browser = self._launch()
@@ -74,10 +77,11 @@ class Chromium:
 
     @classmethod
     def get(cls) -> Chromium:
+        key = (os.getpid(), threading.get_ident())
         with cls._lock:
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-            return cls._instance
+            if key not in cls._instances:
+                cls._instances[key] = cls()
+            return cls._instances[key]
 
     def new_context(self, viewport: tuple[int, int]) -> Any:
         """A fresh context and page of `viewport` (width, height); relaunches a dead browser."""
@@ -103,8 +107,8 @@ class Chromium:
 
     def shutdown(self) -> None:
         with Chromium._lock:
-            if Chromium._instance is self:
-                Chromium._instance = None
+            if Chromium._instances.get(self.key) is self:
+                del Chromium._instances[self.key]
         with contextlib.suppress(Exception):
             self.browser.close()
         with contextlib.suppress(Exception):
@@ -113,8 +117,10 @@ class Chromium:
 
 @atexit.register
 def _close_chromium() -> None:
-    instance = Chromium._instance
-    if instance is not None and instance.pid == os.getpid():
+    # Only this thread's: another thread's Playwright cannot be called from here, and its driver,
+    # with the Chromium it launched, ends when this process closes the driver's pipe.
+    instance = Chromium._instances.get((os.getpid(), threading.get_ident()))
+    if instance is not None:
         instance.shutdown()
 
 
