@@ -33,6 +33,8 @@ bench: install
 	$(BIN)/python bench/hopvqa.py
 	$(BIN)/python bench/agents.py
 	$(BIN)/python bench/webshop_browser.py
+	$(BIN)/python bench/remote.py
+	$(BIN)/turngym bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -213,14 +213,18 @@ def _run_pool(jobs: list[Job], options: dict[str, Any], workers: int) -> Iterato
         with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context) as pool:
             futures = {pool.submit(play, job, options): job for job in queue}
             queue = []
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = futures.pop(future)
-                    try:
-                        yield job, future.result()
-                    except BrokenProcessPool:
-                        suspects.append(job)
+            try:
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job = futures.pop(future)
+                        try:
+                            yield job, future.result()
+                        except BrokenProcessPool:
+                            suspects.append(job)
+            finally:  # stopped early (Ctrl-C): leave the queued episodes for the rerun
+                for future in futures:
+                    future.cancel()
         while suspects:  # one at a time: a second death convicts the episode
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as alone:
                 while suspects:
