@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,3 +42,22 @@ def craft_layout(art: str, cows: bool = True):
     spawn = next((y, row.index("@")) for y, row in enumerate(rows) if "@" in row)
     cow_tiles = tuple(zip(*np.nonzero(grid == rules.mat("cow")), strict=True)) if cows else ()
     return Layout(grid, spawn, tuple((int(y), int(x)) for y, x in cow_tiles))
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` (ASGI) served by uvicorn in a daemon thread on a free port of 127.0.0.1; yields its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        threading.Event().wait(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

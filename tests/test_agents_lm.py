@@ -11,8 +11,6 @@ import contextlib
 import json
 import math
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import httpx
 import pytest
+from conftest import serving as serve
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -78,24 +77,9 @@ def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
 
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
-    """Serve a Starlette app with uvicorn on a free port of 127.0.0.1; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        threading.Event().wait(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """The app on a free port; yields its OpenAI-style base URL."""
+    with serve(app) as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture(scope="module")

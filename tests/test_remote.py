@@ -5,19 +5,17 @@ and concurrent sessions."""
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+from conftest import serving as running
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,22 +27,6 @@ from turngym.envs.service import create_app
 from turngym.trajectory import jsonable
 
 CRAFT, WEBSHOP, BROWSER = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/WebShopBrowser-v0"
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """`app` served by uvicorn in a daemon thread on a free port; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the env service did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import serving as serve
 from rich.console import Console
 
 from turngym.rewards.code import check_reward_source
@@ -68,25 +67,10 @@ def scripted_app(replies: list[str], seen: list[dict[str, Any]]) -> Any:
 
 @contextlib.contextmanager
 def serving(replies: list[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Serve scripted replies with uvicorn on a free port of 127.0.0.1; yields the agent spec and the requests."""
-    import uvicorn
-
+    """Serve scripted replies on a free port of 127.0.0.1; yields the agent spec and the requests."""
     seen: list[dict[str, Any]] = []
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(scripted_app(replies, seen), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        threading.Event().wait(0.01)
-    try:
-        yield f"openai:designer@http://127.0.0.1:{sock.getsockname()[1]}/v1", seen
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve(scripted_app(replies, seen)) as url:
+        yield f"openai:designer@{url}/v1", seen
 
 
 def user_messages(request: dict[str, Any]) -> list[str]:
