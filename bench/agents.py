@@ -25,7 +25,7 @@ import turngym
 from turngym.agents import make_agent
 from turngym.agents.neural import new_policy, proposer, unbatch
 from turngym.agents.tiny import build_tiny_lm
-from turngym.evaluate import run_episodes, summarize
+from turngym.apps.evaluate import run_episodes, summarize
 from turngym.trainers.bc import clone, collect, demonstrations
 
 CRAFT = "turngym/Craft-v0"

@@ -1,5 +1,5 @@
-"""What every benchmark script reports latencies with (kept in turngym.benchmark, which `turngym bench` uses)."""
+"""What every benchmark script reports latencies with (kept in turngym.apps.benchmark, which `turngym bench` uses)."""
 
-from turngym.benchmark import p50_p95_ms
+from turngym.apps.benchmark import p50_p95_ms
 
 __all__ = ["p50_p95_ms"]

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from timing import p50_p95_ms
 
+from turngym.apps.evaluate import run_episodes, summarize
 from turngym.envs.webshop.catalog import SIZES, build_generated, open_catalog
-from turngym.evaluate import run_episodes, summarize
 
 LOAD = """
 import json, os, sys, time

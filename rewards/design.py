@@ -50,7 +50,7 @@ from rich.table import Table
 import turngym
 from turngym.agents import available_agents, make_agent
 from turngym.agents.lm import LMAgent, Message, shorten, turn_seed
-from turngym.evaluate import progress_bar
+from turngym.console import progress_bar
 from turngym.rewards.code import (
     DEFAULT_TIME_LIMIT,
     PARAMS,

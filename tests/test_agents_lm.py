@@ -377,7 +377,7 @@ def test_a_reply_without_an_action_costs_the_turn_and_is_explained(monkeypatch: 
 
 @pytest.mark.parametrize("server", [False, True], ids=["hf", "openai"])
 def test_cli_runs_language_model_agents(lm: str, chat_server: str, server: bool, tmp_path: Path) -> None:
-    from turngym.cli import app
+    from turngym.apps.cli import app
 
     spec = f"openai:tiny@{chat_server}" if server else f"hf:{lm}"
     result = CliRunner().invoke(app, ["run", "turngym/Craft-v0", "--agent", spec, "-n", "1", "-k", "max_turns=3",
@@ -393,7 +393,7 @@ def test_cli_runs_language_model_agents(lm: str, chat_server: str, server: bool,
 
 
 def test_cli_reports_a_bad_agent_option(lm: str) -> None:
-    from turngym.cli import app
+    from turngym.apps.cli import app
 
     result = CliRunner().invoke(app, ["run", "turngym/Craft-v0", "--agent", f"hf:{lm}", "-n", "1",
                                       "--temperature", "-2"])

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import turngym
 from turngym.agents import make_agent
 from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch
-from turngym.cli import app
-from turngym.evaluate import run_episodes, summarize
+from turngym.apps.cli import app
+from turngym.apps.evaluate import run_episodes, summarize
 from turngym.trainers.bc import clone, collect, demonstrations
 
 CRAFT = "turngym/Craft-v0"

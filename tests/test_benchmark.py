@@ -1,4 +1,4 @@
-"""`turngym.benchmark`: sane rows per configuration, error rows instead of a dead table."""
+"""`turngym.apps.benchmark`: sane rows per configuration, error rows instead of a dead table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 from rich.console import Console
 
-from turngym.benchmark import CONFIGS, METRICS, bench_table, p50_p95_ms, run_bench
+from turngym.apps.benchmark import CONFIGS, METRICS, bench_table, p50_p95_ms, run_bench
 
 
 class _DieWhenUnpickled:

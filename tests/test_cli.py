@@ -11,7 +11,7 @@ from conftest import ROOT
 from PIL import Image
 from typer.testing import CliRunner
 
-from turngym.cli import app
+from turngym.apps.cli import app
 
 runner = CliRunner()
 

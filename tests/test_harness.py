@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import turngym
-from turngym.cli import app
-from turngym.harness import pending, run_eval
+from turngym.apps.cli import app
+from turngym.apps.harness import pending, run_eval
 from turngym.results import aggregate, bootstrap_ci, stats
 from turngym.suites import list_suites, load_suite, parse_suite
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from turngym import rollout
 from turngym.agents import make_agent
-from turngym.cli import app
+from turngym.apps.cli import app
 from turngym.envs.longdoc.dataset import TRAIN_DOCS, GeneratedSet, manifest
 from turngym.envs.longdoc.generate import generate
 

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from turngym import report, rollout
+from turngym import rollout
 from turngym.agents import make_agent
+from turngym.apps import report
 from turngym.envs.webshop.browser import Chromium
 from turngym.trajectory import trajectory_to_json
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from turngym.agents import make_agent
-from turngym.cli import app
+from turngym.apps.cli import app
 from turngym.rollout import rollout
 from turngym.trainers.collect import SymbolicActor, collect_groups
 from turngym.trainers.ppo import TrainConfig, train

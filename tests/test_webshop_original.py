@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from turngym import rollout
 from turngym.agents import make_agent
-from turngym.cli import app
+from turngym.apps.cli import app
 from turngym.envs.base import ascii_text
 from turngym.envs.webshop import generate
 from turngym.envs.webshop.original import goals_for

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from turngym.evaluate import progress_bar
+from turngym.console import progress_bar
 from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
 from turngym.rollout import rollout
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint

@@ -31,7 +31,7 @@ import torch
 
 from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_policy
 from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
-from turngym.evaluate import progress_bar
+from turngym.console import progress_bar
 from turngym.rewards.code import CodeReward
 from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds

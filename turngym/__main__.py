@@ -1,5 +1,5 @@
 """`python -m turngym ...` is the `turngym` command."""
 
-from turngym.cli import app
+from turngym.apps.cli import app
 
 app(prog_name="turngym")

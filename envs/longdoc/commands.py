@@ -21,8 +21,8 @@ def build(split: Annotated[list[str] | None, typer.Option(help="test or dev (rep
           out: Annotated[Path | None, typer.Option(help="folder to write samples.json and documents/ into "
                                                         "(default: the cache, which the env reads)")] = None) -> None:
     """Generate the documents of the frozen splits; with --out, also a samples.json for dataset=OUT."""
+    from turngym.console import progress_bar
     from turngym.envs.longdoc.dataset import GeneratedSet
-    from turngym.evaluate import progress_bar
 
     data = GeneratedSet()
     names = split or ["test", "dev"]

@@ -1,6 +1,6 @@
 """Throughput of every env family with a random agent: one table for `turngym bench`.
 
-    from turngym.benchmark import run_bench, bench_table
+    from turngym.apps.benchmark import run_bench, bench_table
     rows = run_bench(["turngym/Craft-v0"], seconds=3)
 
 Each configuration runs in a fresh spawned process, so its peak RSS is its own and an env that

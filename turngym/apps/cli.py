@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 import turngym
+from turngym.apps.evaluate import Summary, run_episodes, summarize
+from turngym.console import progress_bar
 from turngym.envs.longdoc import commands as longdoc_commands
 from turngym.envs.webshop import commands as webshop_commands
-from turngym.evaluate import Summary, progress_bar, run_episodes, summarize
 from turngym.trajectory import atomic_write_bytes, write_jsonl
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -166,7 +167,7 @@ def eval_command(
         retry_errors: Annotated[bool, typer.Option(help="replay episodes that ended in an error")] = False,
         kw: KwargsOption = None, agent_option: AgentOption = None) -> None:
     """Evaluate agents on a benchmark suite or an env's split: one file per episode, resumable, parallel."""
-    from turngym.harness import pending, run_eval
+    from turngym.apps.harness import pending, run_eval
     from turngym.results import results_table
     from turngym.suites import Entry, Suite, load_suite, single_env_suite
 
@@ -313,7 +314,7 @@ def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, ep
     `turngym report OUT` shows the test episodes beside the learning curves; writes test.json."""
     import shutil
 
-    from turngym.harness import pending, run_eval
+    from turngym.apps.harness import pending, run_eval
     from turngym.results import results_table as eval_table
     from turngym.suites import single_env_suite
 
@@ -388,7 +389,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by
            out: Annotated[Path | None, typer.Option(help="report folder (default RUN_DIR/report; required with "
                                                          "--compare)")] = None) -> None:
     """Write a static HTML report (tables, plots, an episode viewer) and a Markdown summary of eval runs."""
-    from turngym.report import write_report
+    from turngym.apps.report import write_report
 
     runs = [run_dir, *(compare or [])]
     for folder in runs:
@@ -410,7 +411,7 @@ def bench_command(
         seconds: Annotated[float, typer.Option(help="measured seconds per env configuration", min=0.01)] = 3.0,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the rows as JSON")] = None) -> None:
     """Measure every env family with a random agent: steps/s, step p50/p95, reset time, peak RSS."""
-    from turngym.benchmark import bench_table, run_bench
+    from turngym.apps.benchmark import bench_table, run_bench
 
     try:
         rows = run_bench(env or None, seconds, progress=True)
@@ -427,7 +428,7 @@ def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/d
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None
          ) -> None:
     """Run the built-in demo end to end and write its report."""
-    from turngym.demo import run_demo
+    from turngym.apps.demo import run_demo
 
     report, html = run_demo(out, console, episodes)
     console.print(f"\nReport: {report.resolve()}\nHTML report of the core-v0 evaluation: {html.resolve()}")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from turngym.rollout import rollout
 from turngym.trajectory import Trajectory
@@ -78,7 +78,3 @@ def run_episodes(env_id: str, agent: str, episodes: int, *, split: str = "test",
     finally:
         env.close()
 
-
-def progress_bar(**kwargs: Any) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), **kwargs)

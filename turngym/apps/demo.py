@@ -23,7 +23,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from turngym.evaluate import progress_bar, run_episodes, summarize
+from turngym.apps.evaluate import run_episodes, summarize
+from turngym.console import progress_bar
 from turngym.trajectory import Trajectory, atomic_write_bytes, write_jsonl
 
 CRAFT, WEBSHOP, LONGDOC, HOPVQA = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/LongDocVQA-v0", \
@@ -129,8 +130,8 @@ EVAL_SUITE, EVAL_AGENTS = "core-v0", ("random", "heuristic", "oracle")
 def _evaluation(out: Path, console: Console, episodes: int | None) -> tuple[list[str], Path]:
     """`turngym eval --suite core-v0` with the built-in agents (resumable like any eval run) and its
     HTML report; returns the report's section and the path of the HTML report."""
-    from turngym.harness import pending, run_eval
-    from turngym.report import write_report
+    from turngym.apps.harness import pending, run_eval
+    from turngym.apps.report import write_report
     from turngym.results import results_table
     from turngym.suites import Entry, Suite, load_suite
 
