@@ -1,7 +1,8 @@
 """HopVQA: multi-hop visual queries over generated scenes, with chained, verifiable integer answers.
 
 `HopVQAEnv` is `turngym/HopVQA-v0`. scene.py generates and draws the scenes (the scene graph is the
-ground truth), program.py builds the typed multi-hop queries, tasks.py holds the frozen splits.
+ground truth), program.py represents and executes the typed multi-hop programs and checks claims,
+generate.py draws the queries, tasks.py holds the frozen splits.
 """
 
 from turngym.envs.hopvqa.env import HopVQAEnv

@@ -11,7 +11,8 @@ from PIL import Image
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
 from turngym.envs.draw import Draw
-from turngym.envs.hopvqa.program import MAX_ANSWER, Query, build_query, hop_value_matches
+from turngym.envs.hopvqa.generate import build_query
+from turngym.envs.hopvqa.program import MAX_ANSWER, Query, hop_value_matches
 from turngym.envs.hopvqa.scene import Scene, generate_scene, render
 from turngym.envs.hopvqa.tasks import parse_task_id, splits
 
@@ -159,7 +160,7 @@ class HopVQAEnv(TurnEnv):
     def _image(self) -> np.ndarray:
         if self.view == (0.0, 0.0, 1.0, 1.0):
             return self.picture.copy()
-        # Bilinear keeps a zoom step under 5 ms at 768 px; the shapes and text are flat colours anyway.
+        # Bilinear keeps a zoom step under 5 ms at 768 px; the shapes and text are flat colors anyway.
         box = tuple(v * self.size for v in self.view)
         return np.array(self.pil.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box))
 
