@@ -18,14 +18,10 @@ import pytest
 from conftest import serving as serve
 from rich.console import Console
 
+from turngym.apps.reward_design import design_command
 from turngym.rewards.code import check_reward_source
-from turngym.rewards.design import (
-    analyse,
-    design_command,
-    extract_code,
-    load_versions,
-    run_design,
-)
+from turngym.rewards.design import load_versions, run_design
+from turngym.rewards.design_prompts import analyze, extract_code
 
 ENV = "turngym/Craft-v0"
 KWARGS = {"image": False, "max_turns": 30}
@@ -102,7 +98,7 @@ def test_loop_fixes_revises_keeps_versions_and_resumes(tmp_path: Path) -> None:
     # v2: the revision prompt holds v1's code, its check figures and the analysis of its evaluation
     revision = user_messages(seen[2])[-1]
     assert FIXED_CODE.strip() in revision and "The checks passed on" in revision
-    assert analyse(v1.result) in revision and "Success rate: 0.0% over 2 episodes" in revision
+    assert analyze(v1.result) in revision and "Success rate: 0.0% over 2 episodes" in revision
     assert "Example failure: episode seed 10000" in revision
     assert (v2.attempts, v2.ok, v2.source) == (1, True, REVISED_CODE)
     # on disk: every version's files, and the summary

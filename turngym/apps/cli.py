@@ -368,7 +368,7 @@ def reward_design(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft
                   seed: Annotated[int, typer.Option()] = 0,
                   kw: KwargsOption = None, agent_option: AgentOption = None) -> None:
     """Design a reward function with a language model: designer -> checker -> training -> analysis -> revision."""
-    from turngym.rewards.design import design_command
+    from turngym.apps.reward_design import design_command
     from turngym.trainers.ppo import code_reward_trainer
 
     kwargs = parse_kwargs(kw)
