@@ -92,6 +92,8 @@ def test_loop_fixes_revises_keeps_versions_and_resumes(tmp_path: Path) -> None:
     system = seen[0]["messages"][0]["content"]
     assert "def reward(prev_state, action, state, info)" in system and '"inventory"' in system
     assert "clipped to [-0.1, 0.1]" in system and "Make a wood pickaxe" in system
+    # the env's class docstring, in its fixed sections (tests/test_docstrings.py), is the designer's documentation
+    assert "## Action Space" in system and "## Rewards" in system and "## Episode End" in system
     assert v1.result["episodes_played"] == 2 and v1.result["agent"] == "random"
     assert v1.result["mean_return"] == pytest.approx(
         v1.result["mean_env_return"] + v1.result["mean_sparse_per_episode"] + v1.result["mean_dense_per_episode"])

@@ -18,7 +18,35 @@ from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 class GuessNumberEnv(TurnEnv):
     """Find the secret integer in [1, high]; each guess is answered with higher, lower or correct.
 
-    Action: `guess <n>`. Task ids are the secrets themselves, so every task is reproducible.
+    ## Description
+    A number-guessing game, the smallest complete family: bisection finds any secret in
+    log2(high) guesses.
+
+    ## Action Space
+    `guess <n>` with n in [1, high].
+
+    ## Observation Space
+    `text`: the instruction, the guesses so far, the last hint and the turn count (no image).
+
+    `state_dict()`: secret, guesses.
+
+    ## Rewards
+    0 until the episode ends, then 1 if the secret was guessed, else 0. `score_parts`: `guesses`.
+
+    ## Starting State
+    The task id is the secret itself, so every task is reproducible (a reset with no task id
+    draws a training secret); no guesses yet.
+
+    ## Episode End
+    Terminated by the correct guess; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `high`: the largest possible secret (default 100).
+    - `max_turns`: turn budget (default None: 10).
+    - `render_mode`: "ansi" (the text view) (default None).
+
+    ## Version History
+    - v0: the first version.
     """
 
     metadata: ClassVar[dict] = {"render_modes": ["ansi"], "render_fps": 4}  # text only: no image view

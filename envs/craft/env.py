@@ -21,40 +21,65 @@ GOTO_REACH = 4  # goto plans paths up to this many views long
 class CraftEnv(TurnEnv):
     """Minecraft-style crafting on a procedurally generated tile world, reward 1 on completion.
 
+    ## Description
     Climb the tech tree wood -> table -> wood pickaxe -> stone -> stone pickaxe -> furnace -> coal,
     iron -> iron pickaxe -> diamond, keep food and drink up (eat cows, drink water), and never step
     on lava: death ends the episode with score 0.
 
-    Kwargs:
-        task: one of the tasks in assets/craft/rules.yaml (default "wood_pickaxe").
-        action_mode: "primitive" (default) or "skills", which adds macro actions for language agents.
-        size: map side in tiles (default 64). view: side of the egocentric view (odd, default 9).
-        image: include obs["image"] (default True). image_size: its side in pixels (default 144,
-            a multiple of `view`).
-        reward: the final reward: "success" (default: 1 or 0, the score) or "progress" (the
-            fraction of the goal's prerequisite achievements done, 0 after death), which is still
-            paid only when the episode ends but gives partial credit.
-        symbolic: also include CraftVectorEnv's symbolic observation (default False): `view`
-            (material ids), `inventory`, `vitals`, `facing`, for policies trained on it.
-        max_turns: turn budget (default: the task's, per action mode, in rules.yaml).
+    ## Action Space
+    One string per turn (case-insensitive):
 
-    Actions (case-insensitive):
         move north|south|east|west   face that way and step there if the tile is free
         do                           collect, mine, drink, attack or eat what you face
         place table|furnace|stone|sapling   put it on the tile you face
         make wood_pickaxe|stone_pickaxe|iron_pickaxe|wood_sword|stone_sword|iron_sword
         noop
-      and in skills mode:
+
+    and in skills mode:
+
         goto <thing>                 walk next to the nearest <thing> in view and face it, mining
                                      through rock when a pickaxe allows; never onto lava
         explore north|south|east|west   walk up to `view` tiles that way
 
-    Observation: `text` holds the task, status, inventory, the view as a character grid with a
-    legend, the nearest things in view with their offsets, the recipes on the task's path and
-    the actions possible now; `image` is the same view drawn with sprites.
+    ## Observation Space
+    `text` holds the task, status, inventory, the view as a character grid with a legend, the
+    nearest things in view with their offsets, the recipes on the task's path and the actions
+    possible now; `image` (with `image=True`) is the same view drawn with sprites, `image_size` x
+    `image_size` x 3. With `symbolic=True` the observation also holds CraftVectorEnv's `view`
+    (material ids), `inventory`, `vitals` and `facing`.
 
     `state_dict()`: task, goal, map (rows of legend characters), legend, player (pos, facing),
     inventory, vitals, cows, achievements, tick (world time), dead.
+
+    ## Rewards
+    0 on every turn until the episode ends. Then, with `reward="success"`, 1 if the goal was
+    reached alive, else 0 (the score); with `reward="progress"`, the fraction of the goal's
+    prerequisite achievements done (0 after death): still paid only at the end, but with partial
+    credit. `score_parts`: `progress`, `died` and one 0/1 entry per achievement.
+
+    ## Starting State
+    A world of `size` x `size` tiles generated from the task id `<task>:<seed>` (a reset with no
+    task id draws a training seed for the configured task), the player on its spawn tile facing
+    south, with an empty inventory and full vitals.
+
+    ## Episode End
+    Terminated when the goal is reached or the player dies; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `task`: one of the tasks in assets/craft/rules.yaml (default "wood_pickaxe").
+    - `action_mode`: "primitive" (default) or "skills", which adds macro actions for language agents.
+    - `size`: map side in tiles, at least 32 (default 64).
+    - `view`: side of the egocentric view in tiles, odd (default 9).
+    - `image`: include obs["image"] (default True).
+    - `image_size`: the image's side in pixels, a multiple of `view` (default 144).
+    - `max_turns`: turn budget (default None: the task's, per action mode, in rules.yaml).
+    - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
+    - `symbolic`: also include CraftVectorEnv's symbolic observation, for policies trained on it
+      (default False).
+    - `reward`: the final reward, "success" (default) or "progress" (see Rewards).
+
+    ## Version History
+    - v0: the first version.
     """
 
     def __init__(self, task: str = "wood_pickaxe", action_mode: str = "primitive", size: int = 64,

@@ -53,23 +53,44 @@ def _picture(seed: int, hops: int, size: int) -> tuple[np.ndarray, Image.Image]:
 class HopVQAEnv(TurnEnv):
     """HopVQA: a chained question about a generated scene; zoom in, claim hop answers, answer a number.
 
-    Kwargs:
-        variant: "full" (3-5 hops), "half" (half of the full chain, rounded up) or "single" (one hop),
-            HopChain's ablation; the same task id keeps its scene across variants.
-        hops: a fixed number of hops (1-5) instead of the variant's. Each setting has its own frozen,
-            answer-balanced test and dev seeds.
-        size: the image side in pixels (default 768).
-        max_turns: turn budget (default 8).
+    ## Description
+    Multi-hop visual queries after HopChain: each hop of the question finds one object of a
+    generated scene from what the previous hop found, and the last hop's answer is a number.
 
-    Actions: `zoom[x0, y0, x1, y1]` (fractions of the image: that region, enlarged, becomes
-    obs["image"]; zoom[0, 0, 1, 1] shows the whole picture again), `claim[k, value]` (your answer
-    for hop k, checked against the hop's truth and reported in info["hop_checks"]; it changes
-    nothing else) and `answer[number]` (final).
+    ## Action Space
+    `zoom[x0, y0, x1, y1]` (fractions of the image: that region, enlarged, becomes obs["image"];
+    zoom[0, 0, 1, 1] shows the whole picture again), `claim[k, value]` (your answer for hop k,
+    checked against the hop's truth and reported in info["hop_checks"]; it changes nothing else)
+    and `answer[number]` (final).
 
-    Reward: 1 if the final number is right, else 0. `score_parts`: `correct` and `claims_correct`,
-    the share of claimed hops whose latest claim was right (0 with no claims).
+    ## Observation Space
+    `text`: the question, its number of hops, the region shown, your claims and the actions.
+    `image`: the scene or the zoomed region, `size` x `size` x 3.
 
     `state_dict()`: the scene graph, the query with every hop's truth, the view, the claims.
+
+    ## Rewards
+    0 until the answer, then 1 if the final number is right, else 0. `score_parts`: `correct` and
+    `claims_correct`, the share of claimed hops whose latest claim was right (0 with no claims).
+
+    ## Starting State
+    The task's scene and query (a reset with no task id draws a training task), the whole picture
+    in view and no claims.
+
+    ## Episode End
+    Terminated by `answer[...]`; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `variant`: "full" (default; 3-5 hops), "half" (half of the full chain, rounded up) or
+      "single" (one hop), HopChain's ablation; the same task id keeps its scene across variants.
+    - `hops`: a fixed number of hops (1-5) instead of the variant's (default None). Each setting
+      has its own frozen, answer-balanced test and dev seeds.
+    - `size`: the image side in pixels (default 768).
+    - `max_turns`: turn budget (default None: 8).
+    - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
+
+    ## Version History
+    - v0: the first version.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}  # noqa: RUF012 (gymnasium's convention)

@@ -26,29 +26,55 @@ OPEN_DOCUMENTS = 4  # PDFs kept open per process
 class LongDocEnv(TurnEnv):
     """LongDocVQA: a question about a 20-150 page PDF; search it, read and view pages, zoom, answer.
 
-    Kwargs:
-        dataset: None for the generated questions (documents made on first use and cached), or a
-            folder in MMLongBench-Doc's layout (samples.json + documents/), all of it the test split.
-        obs_mode: "both" (text and page image), "image" or "text" (no image; view and zoom are
-            unavailable, so text-only models play by reading).
-        dpi: page rendering resolution (default 96); the image is a letter-size page at this dpi.
-        max_turns: turn budget (default 16).
-        view_budget: at most this many view and zoom actions per episode (default: no limit).
-        evidence_weight: w in score = (1 - w) * answer score + w * evidence recall (default 0).
-        read_chars: the most page text one read shows (default 3,000).
+    ## Description
+    Document visual question answering after MMLongBench-Doc: the answer may sit in text, a table,
+    a chart or an image on any page, or the document may not say.
 
-    Actions: `search[<keywords>]` (BM25 over the pages: the 5 best with a snippet),
-    `view[<page>]` (the page into obs["image"]), `read[<page>]` (its text), `zoom[<page>, <x0>,
-    <y0>, <x1>, <y1>]` (a region, fractions of the page, at a higher resolution), and
-    `answer[<short answer>]` (final; answer[Not answerable] when the document does not say).
+    ## Action Space
+    `search[<keywords>]` (BM25 over the pages: the 5 best with a snippet), `view[<page>]` (the page
+    into obs["image"]), `read[<page>]` (its text), `zoom[<page>, <x0>, <y0>, <x1>, <y1>]` (a
+    region, fractions of the page, at a higher resolution), and `answer[<short answer>]` (final;
+    answer[Not answerable] when the document does not say).
 
-    Reward: MMLongBench-Doc's score of the answer (`scoring.score_answer`), optionally mixed with
-    evidence recall, the share of the evidence pages the agent viewed, read or zoomed into.
-    `score_parts`: `answer`, `evidence_recall`, and `answer_format` and `prediction` (what
-    `scoring.accuracy` and `scoring.generalized_f1` take). Success means an answer score of 1.
+    ## Observation Space
+    `text`: the question, the document's id, type and page count, the result of the last action,
+    the views left (with a `view_budget`) and the actions. `image` (obs_mode "both" or "image"): the
+    page or region on screen, a letter-size page at `dpi`; black until one is shown.
 
     `state_dict()`: the question record (with its answer), the pages seen, the page on screen
     and the answer given.
+
+    ## Rewards
+    0 until the answer, then the answer's score, optionally mixed with evidence recall (the share
+    of the evidence pages the agent viewed, read or zoomed into): (1 - w) * answer score + w *
+    evidence recall with w = `evidence_weight`. `score_parts`: `answer`, `evidence_recall`, and
+    `answer_format` and `prediction` (what `scoring.accuracy` and `scoring.generalized_f1` take).
+    Success means an answer score of 1.
+
+    ## Starting State
+    The question's document opened with no page shown (a reset with no task id draws a training
+    question, or a test one from a dataset that has only a test split).
+
+    ## Episode End
+    Terminated by `answer[...]`; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `dataset`: None (default) for the generated questions (documents made on first use and
+      cached), or a folder in MMLongBench-Doc's layout (samples.json + documents/), all of it the
+      test split.
+    - `obs_mode`: "both" (default; text and page image), "image" or "text" (no image; view and zoom
+      are unavailable, so text-only models play by reading).
+    - `dpi`: page rendering resolution (default 96).
+    - `max_turns`: turn budget (default None: 16).
+    - `view_budget`: at most this many view and zoom actions per episode (default None: no limit).
+    - `evidence_weight`: w in the score above (default 0.0).
+    - `read_chars`: the most page text one read shows (default 3,000).
+    - `scoring`: "mmlongbench" (default; MMLongBench-Doc's exact rules, comparable with published
+      numbers) or "lenient" (more forgiving matching, for rewards).
+    - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
+
+    ## Version History
+    - v0: the first version.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}  # noqa: RUF012 (gymnasium's convention)

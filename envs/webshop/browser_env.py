@@ -71,29 +71,47 @@ def _unquote(text: str) -> str:
 class WebShopBrowserEnv(WebShopEnv):
     """WebShop in a real browser: the same tasks, reward and success as `turngym/WebShop-v0`.
 
-    Kwargs:
-        catalog: as WebShop-v0 ("small", "medium", "full" or a catalog file).
-        viewport: (width, height) of the page and the screenshot, default (1024, 768).
-        screenshot: put a screenshot in obs["image"] (height x width x 3 uint8) every turn.
-        timings: add `info["timings"]`, the milliseconds this turn spent on the action, waiting for
-            the page to load, and observing it (off by default: they are measurements, so they
-            would make two identical episodes' infos differ).
-        timeout: seconds any one browser wait may take (a click, a page load, a snapshot).
-        max_turns: turn budget (default 15).
+    ## Description
+    The store of `turngym/WebShop-v0` served as web pages and driven in Chromium (Playwright): the
+    agent reads an accessibility snapshot and a screenshot and acts on page elements. One Chromium
+    per Python process is shared by all browser envs (a context each); it closes with the last env.
 
-    Observation: `obs["text"]` is the instruction, then the page's accessibility snapshot with a
-    number on every interactive element (`- [12] button "Buy Now"`), then the action grammar;
-    `obs["image"]` the screenshot. `info` adds the page's `url` (and `timings`, see above).
-
-    Actions: WebShop's `search[<query>]` and `click[<label>]`, and element actions on the numbers
-    of the last observation: `click(12)`, `type(12, "text")`, `press(12, "Enter")`, `scroll(down)`,
+    ## Action Space
+    WebShop's `search[<query>]` and `click[<label>]`, and element actions on the numbers of the
+    last observation: `click(12)`, `type(12, "text")`, `press(12, "Enter")`, `scroll(down)`,
     `scroll(up)`, `back()` (the browser's back button; the store keeps its state on the server, so
     its own `< Prev` and `Back to Search` buttons are how to move through it). A missing element, a
     timeout or a failed load is `info["error"]` and costs the turn; if Chromium (or just the tab)
     dies, the next step relaunches it, reopens the page and says so in `info["error"]`.
 
-    One Chromium per Python process is shared by all browser envs (a context each); it closes
-    with the last env.
+    ## Observation Space
+    `text` is the instruction, then the page's accessibility snapshot with a number on every
+    interactive element (`- [12] button "Buy Now"`), then the action grammar; `image` the
+    screenshot (height x width x 3 uint8) when `screenshot` is on. `info` adds the page's `url`
+    (and `timings`, see Arguments). `state_dict()` is WebShop-v0's.
+
+    ## Rewards
+    As `turngym/WebShop-v0`: 0 until the purchase, then WebShop's score of it against the goal.
+
+    ## Starting State
+    The store's search page for a new session of the task's goal, loaded in a fresh page.
+
+    ## Episode End
+    Terminated by the purchase; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `catalog`: as WebShop-v0: "small" (default), "medium", "full" or a catalog file.
+    - `viewport`: (width, height) of the page and the screenshot (default (1024, 768)).
+    - `screenshot`: put a screenshot in obs["image"] every turn (default True).
+    - `timings`: add `info["timings"]`, the milliseconds this turn spent on the action, waiting for
+      the page to load, and observing it (default False: they are measurements, so they would make
+      two identical episodes' infos differ).
+    - `timeout`: seconds any one browser wait may take: a click, a page load, a snapshot (default 5.0).
+    - `max_turns`: turn budget (default None: 15).
+    - `render_mode`: "ansi" (the text view) or "rgb_array" (the screenshot) (default None).
+
+    ## Version History
+    - v0: the first version.
     """
 
     thread_bound: ClassVar[bool] = True  # Playwright's sync API

@@ -17,22 +17,42 @@ OBS_MODES = ("text", "text_rich", "html")
 class WebShopEnv(TurnEnv):
     """WebShop: search a catalog, open products, choose options and buy what the instruction asks for.
 
-    Kwargs:
-        catalog: "small" (1,000 products, built on first use), "medium" (100,000), "full"
-            (1,000,000; build these with `turngym webshop build --size ...`), or the path of a
-            catalog file (e.g. one built from the original WebShop data).
-        obs_mode: "text" (visible strings joined with [SEP], as WebShop), "text_rich" (buttons
-            marked [button] ... [button_], chosen options [clicked button]) or "html".
-        max_turns: turn budget (default 15).
+    ## Description
+    A text web store after WebShop (Yao et al. 2022): the instruction describes a product (type,
+    attributes, options, a price limit); the agent searches, opens results, picks options and buys.
 
-    Actions: `search[<query>]` where a search bar is shown, `click[<label>]` on a button, a
-    product (its ASIN) or an option value; labels match case-insensitively.
+    ## Action Space
+    `search[<query>]` where a search bar is shown, `click[<label>]` on a button, a product (its
+    ASIN) or an option value; labels match case-insensitively.
 
-    Reward: 0 until `click[Buy Now]`, then WebShop's score of the purchase against the goal
-    (`turngym.envs.webshop.reward.score`; its parts are `info["score_parts"]`). Success means 1.
+    ## Observation Space
+    `text`: the instruction and the page, as set by `obs_mode` (no image).
 
     `state_dict()`: goal, page, query, results (ASINs), result page, item (ASIN), chosen
     options, purchased (ASIN and options).
+
+    ## Rewards
+    0 until `click[Buy Now]`, then WebShop's score of the purchase against the goal
+    (`turngym.envs.webshop.reward.score`; its parts are `info["score_parts"]`). Success means 1.
+
+    ## Starting State
+    The search page of a new session for the task's goal (a reset with no task id draws a training
+    goal).
+
+    ## Episode End
+    Terminated by `click[Buy Now]`; truncated after `max_turns` turns.
+
+    ## Arguments
+    - `catalog`: "small" (default; 1,000 products, built on first use), "medium" (100,000), "full"
+      (1,000,000; build these with `turngym webshop build --size ...`), or the path of a catalog
+      file (e.g. one built from the original WebShop data).
+    - `obs_mode`: "text" (default; visible strings joined with [SEP], as WebShop), "text_rich"
+      (buttons marked [button] ... [button_], chosen options [clicked button]) or "html".
+    - `max_turns`: turn budget (default None: 15).
+    - `render_mode`: "ansi" (the text view) (default None).
+
+    ## Version History
+    - v0: the first version.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium's own convention)
