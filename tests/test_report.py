@@ -148,7 +148,7 @@ def test_errors_name_the_fix(runs, tmp_path):
 
 
 def test_long_texts_are_cut():
-    capped = report._cap({"text": "x" * (report.TEXT_CAP + 5), "actions": list(range(report.LIST_CAP + 3))})
+    capped = report.cap({"text": "x" * (report.TEXT_CAP + 5), "actions": list(range(report.LIST_CAP + 3))})
     assert capped["text"].endswith("[5 more characters cut by the report]")
     assert len(capped["actions"]) == report.LIST_CAP + 1 and capped["actions"][-1] == "… [3 more items]"
 

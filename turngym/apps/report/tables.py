@@ -1,0 +1,173 @@
+"""The report's tables, each one object that renders to HTML (index.html) and to Markdown."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from turngym.apps.report.runs import Run
+
+DASH = "—"
+
+
+@dataclass
+class TableRow:
+    keys: list[str]  # the row-header cells
+    cells: list[str]
+    data: dict[str, str] = field(default_factory=dict)  # data-* attributes: the run/agent/entry the row is about
+    sub: bool = False  # a task-type row under its entry's row
+    errors: bool = False  # some episode of the row raised
+
+
+@dataclass
+class Table:
+    """One table for both outputs: row-header columns, then groups (a run each) of columns whose
+    ids become the cells' data-col attributes."""
+
+    id: str
+    keys: list[str]
+    groups: list[tuple[str, list[tuple[str, str]]]]  # (group title, [(column id, column title)])
+    rows: list[TableRow]
+    links: bool = False  # rows link to their episodes in the viewer
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return [col for _, cols in self.groups for col in cols]
+
+    def markdown(self) -> list[str]:
+        named = len(self.groups) > 1  # one run's columns need no run name
+        titles = [f"{group} · {title}" if named else title for group, cols in self.groups for _, title in cols]
+        lines = [md_row([*self.keys, *titles]), "|" + "---|" * len(self.keys) + "---:|" * len(titles)]
+        return [*lines, *(md_row([*row.keys, *row.cells]) for row in self.rows)]
+
+
+def _number(value: Any, fmt: str) -> str:
+    return DASH if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def _score(row: dict[str, Any]) -> str:
+    return f"{_number(row.get('mean_score'), '.3f')} ± {_number(row.get('score_se'), '.3f')}"
+
+
+def _ci(row: dict[str, Any]) -> str:
+    ci = row.get("ci95")
+    return f"[{_number(ci[0], '.3f')}, {_number(ci[1], '.3f')}]" if ci else DASH
+
+
+# (column id, title, cell); the ids are the cells' data-col attributes in the HTML
+COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("episodes", "episodes", lambda r: _number(r.get("episodes"), "d")),
+    ("success", "success", lambda r: _number(r.get("success_rate"), ".1%")),
+    ("score", "score ± s.e.", _score),
+    ("ci95", "95% CI", _ci),
+    ("turns", "turns", lambda r: _number(r.get("mean_turns"), ".1f")),
+    ("invalid", "invalid", lambda r: _number(r.get("invalid_rate"), ".1%")),
+    ("tokens", "tokens", lambda r: _number(r.get("mean_tokens"), ",.0f")),
+    ("errors", "errors", lambda r: _number(r.get("errors"), "d")),
+]
+
+
+def _sorted_rows(run: Run) -> list[dict[str, Any]]:
+    """Rows by entry, the whole entry before its task types, agents side by side."""
+    rows = run.results["rows"]
+    agents, entries = run.agents, run.entries
+    types = list(dict.fromkeys(r["task_type"] for r in rows))
+    return sorted(rows, key=lambda r: (entries.index(r["entry"]), r["task_type"] != "", types.index(r["task_type"]),
+                                       agents.index(r["agent"])))
+
+
+def results_table(run: Run) -> Table:
+    """Every row of a run's results.json: agent x entry x task type."""
+    rows = [TableRow([r["agent"], r["entry"], r["task_type"] or "all"], [cell(r) for _, _, cell in COLUMNS],
+                     {"run": run.label, "agent": r["agent"], "entry": r["entry"], "task-type": r["task_type"]},
+                     sub=bool(r["task_type"]), errors=bool(r.get("errors")))
+            for r in _sorted_rows(run)]
+    return Table(f"results-{_slug(run.label)}", ["agent", "entry", "task type"],
+                 [("", [(key, title) for key, title, _ in COLUMNS])], rows, links=True)
+
+
+def summary_table(runs: list[Run]) -> Table:
+    """Success and mean score of each (entry, task type), an agent column per run, runs side by side."""
+    lookup = {(run.label, r["agent"], r["entry"], r["task_type"]): r for run in runs for r in run.results["rows"]}
+    keys = list(dict.fromkeys((r["entry"], r["task_type"]) for run in runs for r in _sorted_rows(run)))
+    groups = [(run.label, [(f"{run.label}|{agent}", agent) for agent in run.agents]) for run in runs]
+
+    def cell(run: Run, agent: str, entry: str, task_type: str) -> str:
+        r = lookup.get((run.label, agent, entry, task_type))
+        return DASH if r is None else f"{_number(r.get('success_rate'), '.0%')} · {_number(r.get('mean_score'), '.3f')}"
+
+    rows = [TableRow([entry, task_type or "all"], [cell(run, agent, entry, task_type) for run in runs
+                                                    for agent in run.agents],
+                     {"entry": entry, "task-type": task_type}, sub=bool(task_type))
+            for entry, task_type in keys]
+    return Table("summary", ["entry", "task type"], groups, rows)
+
+
+def overall_table(runs: list[Run]) -> Table:
+    """Each agent's mean over the entries, runs side by side."""
+    lookup = {(run.label, r["agent"]): r for run in runs for r in run.results.get("overall", [])}
+    agents = list(dict.fromkeys(agent for run in runs for agent in run.agents))
+    groups = [(run.label, [(f"{run.label}|{key}", title) for key, title in
+                           (("mean_score", "mean score"), ("success_rate", "success"), ("entries", "entries"))])
+              for run in runs]
+
+    def cells(run: Run, agent: str) -> list[str]:
+        r = lookup.get((run.label, agent), {})
+        return [_number(r.get("mean_score"), ".3f"), _number(r.get("success_rate"), ".1%"),
+                _number(r.get("entries"), "d")]
+
+    rows = [TableRow([agent], [c for run in runs for c in cells(run, agent)], {"agent": agent}) for agent in agents]
+    return Table("overall", ["agent"], groups, rows)
+
+
+def md_row(cells: list[str]) -> str:
+    """A Markdown table row; markup in a cell (an error message, say) shows as text."""
+    return "| " + " | ".join(html.escape(c, quote=False).replace("|", "\\|") for c in cells) + " |"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
+
+
+def parts_tables(runs: list[Run]) -> list[tuple[str, Table]]:
+    """Per entry, the mean of each numeric score part (the family's own columns: WebShop's reward
+    components, Craft's achievements, LongDoc's evidence recall, ...) by agent, runs side by side:
+    [(entry, table)] for the entries whose episodes report parts."""
+    out = []
+    for entry in dict.fromkeys(e for run in runs for e in run.entries):
+        rows = {(run.label, r["agent"]): r.get("parts") or {} for run in runs for r in run.results["rows"]
+                if r["entry"] == entry and not r["task_type"]}
+        parts = list(dict.fromkeys(key for values in rows.values() for key in values))
+        if not parts:
+            continue
+        groups = [(run.label, [(f"{run.label}|{agent}", agent) for agent in run.agents if (run.label, agent) in rows])
+                  for run in runs]
+        groups = [(label, cols) for label, cols in groups if cols]
+        table_rows = [TableRow([part], [_number(rows[column.split("|", 1)[0], column.split("|", 1)[1]].get(part),
+                                                ".3f") for _, cols in groups for column, _ in cols],
+                               {"entry": entry, "part": part})
+                      for part in parts]
+        out.append((entry, Table(f"parts-{_slug(entry)}", ["score part"], groups, table_rows)))
+    return out
+
+
+def training_table(runs: list[Run]) -> Table | None:
+    """One row per training run found in the folders (its metrics.jsonl): updates, env steps, and
+    training success and return at the first and last update."""
+    curves = {label: rows for run in runs for label, rows in run.curves.items() if rows}
+    if not curves:
+        return None
+    columns = [("updates", "updates"), ("env_steps", "env steps"), ("first", "success, first update"),
+               ("last", "success, last update"), ("return", "return, last update")]
+
+    def cells(rows: list[dict[str, Any]]) -> list[str]:
+        first, last = rows[0], rows[-1]
+        return [_number(last.get("update", len(rows)), "d"), _number(last.get("env_steps"), ",d"),
+                _number(first.get("success"), ".1%"), _number(last.get("success"), ".1%"),
+                _number(last.get("return"), ".3f")]
+
+    return Table("training", ["training run"], [("", columns)],
+                 [TableRow([label], cells(rows), {"curve": label}) for label, rows in curves.items()])
