@@ -20,7 +20,7 @@ class GuessNumberEnv(TurnEnv):
 
     ## Description
     A number-guessing game, the smallest complete family: bisection finds any secret in
-    log2(high) guesses.
+    about log2(high) guesses.
 
     ## Action Space
     `guess <n>` with n in [1, high].

@@ -45,11 +45,11 @@ class LongDocEnv(TurnEnv):
     and the answer given.
 
     ## Rewards
-    0 until the answer, then the answer's score, optionally mixed with evidence recall (the share
-    of the evidence pages the agent viewed, read or zoomed into): (1 - w) * answer score + w *
-    evidence recall with w = `evidence_weight`. `score_parts`: `answer`, `evidence_recall`, and
-    `answer_format` and `prediction` (what `scoring.accuracy` and `scoring.generalized_f1` take).
-    Success means an answer score of 1.
+    0 until the answer, then the answer's score (`scoring.score_answer`, by the `scoring` rules),
+    optionally mixed with evidence recall, the share of the evidence pages the agent viewed, read
+    or zoomed into: (1 - w) * answer score + w * evidence recall with w = `evidence_weight`.
+    `score_parts`: `answer`, `evidence_recall`, and `answer_format` and `prediction` (what
+    `scoring.accuracy` and `scoring.generalized_f1` take). Success means an answer score of 1.
 
     ## Starting State
     The question's document opened with no page shown (a reset with no task id draws a training
