@@ -1,5 +1,10 @@
 """`openai:` agents: any OpenAI-compatible chat-completions server (vLLM, SGLang, OpenAI, the
-built-in `turngym serve lm`), over plain HTTP with httpx."""
+built-in `turngym serve lm`), over plain HTTP with httpx.
+
+The images-as-data-URLs encoding at the end is the one part of the chat wire format that the
+built-in server (`turngym.serve.lm_server`) must read back exactly; it lives here, not in the
+server, because agents may not import from `turngym.serve` (servers sit above agents).
+"""
 
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ class OpenAIAgent(LMAgent):
     def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Completion:
         chat: list[dict[str, Any]] = [dict(m) for m in messages]
         if image is not None:
-            chat[-1]["content"] = [{"type": "image_url", "image_url": {"url": _data_url(image)}},
+            chat[-1]["content"] = [{"type": "image_url", "image_url": {"url": image_data_url(image)}},
                                    {"type": "text", "text": chat[-1]["content"]}]
         body: dict[str, Any] = {"model": self.model, "messages": chat, "temperature": self.temperature,
                                 "top_p": self.top_p, "max_tokens": self.max_new_tokens, "seed": seed}
@@ -127,12 +132,6 @@ class OpenAIAgent(LMAgent):
                            "the server is up, or raise -o retries / -o timeout")
 
 
-def _data_url(image: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _error_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
@@ -155,3 +154,23 @@ def _retry_after(response: httpx.Response, default: float) -> float:
         except (TypeError, ValueError):
             return default
     return min(max(seconds, 0.0), MAX_BACKOFF)
+
+
+# ---- the chat wire format shared with turngym.serve.lm_server --------------------------------------
+def image_data_url(image: np.ndarray) -> str:
+    """An RGB image as the base64 PNG `data:` URL of an `image_url` part (lossless)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_from_data_url(url: str) -> np.ndarray:
+    """The RGB image of a base64 `data:image/...` URL; ValueError, naming the problem, for any other."""
+    header, _, data = url.partition(",")
+    if not (header.startswith("data:image/") and header.endswith(";base64")):
+        raise ValueError("send images as base64 data:image/...;base64 URLs (nothing is ever downloaded)")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as im:
+            return np.asarray(im.convert("RGB")).copy()
+    except (ValueError, OSError):  # bad base64 (binascii.Error is a ValueError) or not an image
+        raise ValueError("the image does not decode: send a PNG or JPEG as a base64 data: URL") from None

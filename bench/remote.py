@@ -37,7 +37,7 @@ from timing import p50_p95_ms
 
 import turngym  # noqa: F401  (registers the envs)
 from turngym.agents.base import RandomAgent
-from turngym.envs.remote import RemoteEnv
+from turngym.serve import RemoteEnv
 from turngym.trajectory import jsonable
 
 ENVS = ("turngym/Craft-v0", "turngym/WebShop-v0")
@@ -81,8 +81,8 @@ def free_port() -> int:
 
 
 def start_server(port: int, max_sessions: int, log: Path) -> subprocess.Popen:
-    """`turngym.envs.service.serve` in a child process, once it answers /health."""
-    code = f"from turngym.envs.service import serve; serve(port={port}, max_sessions={max_sessions})"
+    """`turngym.serve.env_server.serve` in a child process, once it answers /health."""
+    code = f"from turngym.serve.env_server import serve; serve(port={port}, max_sessions={max_sessions})"
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

@@ -84,7 +84,7 @@ def serving(app: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def chat_server(lm: str) -> Iterator[str]:
-    from turngym.agents.chat_server import make_app
+    from turngym.serve.lm_server import make_app
 
     with serving(make_app(lm, name="tiny")) as url:
         yield url
@@ -289,11 +289,78 @@ def test_chat_server_answers_like_openai_and_rejects_malformed_requests(chat_ser
         for bad in ({"messages": []}, {"messages": [{"role": "robot", "content": "hi"}]},
                     {"messages": [{"role": "user", "content": 5}]},
                     {"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
-                    {"messages": [{"role": "user", "content": "hi"}], "stream": True}):
+                    {"messages": [{"role": "user", "content": "hi"}], "stream": "yes"},
+                    {"messages": [{"role": "user", "content": "hi"}], "stream_options": {"include_usage": True}},
+                    {"messages": [{"role": "user", "content": "hi"}], "stream": True, "stream_options": 1}):
             response = client.post(f"{chat_server}/chat/completions", json=bad)
             assert response.status_code == 400 and response.json()["error"]["message"]
         response = client.post(f"{chat_server}/chat/completions", content=b"{not json")
         assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+
+
+def test_the_openai_client_streams_the_same_reply(chat_server: str) -> None:
+    """The `openai` package's own client reads the server-sent events: the deltas join to the
+    non-streamed reply, token by token (log-probs included), and usage comes last."""
+    import openai  # the dev extra: a missing client fails here rather than skipping the check
+    client = openai.OpenAI(base_url=chat_server, api_key="x", max_retries=0)
+    request = {"model": "tiny", "temperature": 0, "max_tokens": 24, "logprobs": True, "messages": [
+        {"role": "system", "content": "Reply with an action."}, {"role": "user", "content": "Turn 0. What now?"}]}
+    whole = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    choices = [chunk.choices[0] for chunk in chunks[:-1]]
+    assert choices[0].delta.role == "assistant" and len({chunk.id for chunk in chunks}) == 1
+    assert all(chunk.object == "chat.completion.chunk" and chunk.model == "tiny" for chunk in chunks)
+    pieces = [c.delta.content for c in choices[1:-1]]
+    assert len([p for p in pieces if p]) > 1  # cut at token boundaries, not one blob
+    assert "".join(pieces) == whole.choices[0].message.content
+    streamed = [entry for c in choices[1:-1] for entry in c.logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole.choices[0].logprobs.content]
+    assert [c.finish_reason for c in choices] == [None] * (len(choices) - 1) + [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    # Without logprobs or include_usage: text only, and no usage anywhere.
+    plain = list(client.chat.completions.create(**{**request, "logprobs": False}, stream=True))
+    assert [c.choices[0].delta.content for c in plain[1:-1]] == [p for p in pieces if p]  # no empty deltas
+    assert all(c.usage is None and c.choices[0].logprobs is None for c in plain)
+
+
+def test_the_event_stream_is_what_openai_sends(chat_server: str) -> None:
+    """On the wire: text/event-stream, one `data:` JSON event per chunk, and `data: [DONE]` last;
+    a request the model cannot serve still gets a JSON 400 rather than a broken stream."""
+    request = {"model": "tiny", "seed": 3, "max_tokens": 8, "stream": True,
+               "messages": [{"role": "user", "content": "Turn 0. What now?"}]}
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"{chat_server}/chat/completions", json=request)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = response.text.split("\n\n")
+        assert events[-2:] == ["data: [DONE]", ""]
+        chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+        assert all(event.startswith("data: {") for event in events[:-2])
+        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length") and "usage" not in chunks[-1]
+        whole = client.post(f"{chat_server}/chat/completions", json={**request, "stream": False}).json()
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert text == whole["choices"][0]["message"]["content"]  # same seed, same reply
+        too_long = client.post(f"{chat_server}/chat/completions",
+                               json={**request, "messages": [{"role": "user", "content": "go " * 5000}]})
+        assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_stream_pieces_never_split_a_character(lm: str) -> None:
+    """Byte-level tokens cut characters in half (é is two bytes, the emoji four): a piece waits for
+    the whole character, and the pieces join to the reply with every token in exactly one piece."""
+    from transformers import AutoTokenizer
+
+    from turngym.agents.lm import Completion
+    from turngym.serve.lm_server import text_pieces
+
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    text = "héllo 😀 wörld\nAction: move north"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert len(ids) > len(text.split())  # the odd characters really do span several tokens
+    pieces = text_pieces(tokenizer, Completion(text, completion_ids=ids))
+    assert "".join(piece for piece, _ in pieces) == text
+    assert not any("\ufffd" in piece for piece, _ in pieces) and any("😀" in piece for piece, _ in pieces)
+    assert [i for _, tokens in pieces for i in tokens] == list(range(len(ids)))
+    assert pieces[-1] == ("", [len(ids) - 1])  # the end-of-sequence token adds no text
 
 
 def test_openai_agent_plays_craft_through_the_chat_server(chat_server: str) -> None:
@@ -314,7 +381,7 @@ def test_openai_agent_plays_craft_through_the_chat_server(chat_server: str) -> N
 
 
 def test_openai_agent_sends_images_as_data_urls(vlm: str) -> None:
-    from turngym.agents.chat_server import make_app
+    from turngym.serve.lm_server import make_app
 
     env = gym.make("turngym/HopVQA-v0")
     obs, info = env.reset(seed=0)

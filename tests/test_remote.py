@@ -1,4 +1,4 @@
-"""The env service (turngym.envs.service) and its gymnasium client RemoteEnv, against a real uvicorn
+"""The env server (turngym.serve.env_server) and its gymnasium client RemoteEnv, against a real uvicorn
 server on a free port of 127.0.0.1: endpoints, gymnasium's checker, step-by-step parity with local
 envs (images included), every kind of bad request, the session cap, idle expiry, fuzzed actions,
 and concurrent sessions."""
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import turngym
 from turngym.agents.base import RandomAgent
-from turngym.envs.remote import RemoteEnv, RemoteEnvError
-from turngym.envs.service import create_app
+from turngym.serve import RemoteEnv, RemoteEnvError
+from turngym.serve.env_server import create_app
 from turngym.trajectory import jsonable
 
 CRAFT, WEBSHOP, BROWSER = "turngym/Craft-v0", "turngym/WebShop-v0", "turngym/WebShopBrowser-v0"

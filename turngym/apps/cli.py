@@ -440,8 +440,8 @@ def serve_env(port: Annotated[int, typer.Option(help="port on the host")] = 8002
               max_sessions: Annotated[int, typer.Option(help="sessions open at once", min=1)] = 256,
               idle_timeout: Annotated[float, typer.Option(help="seconds before an idle session is closed", min=0.1)
                                       ] = 600.0) -> None:
-    """Serve every registered env over HTTP for trainers elsewhere (client: turngym.envs.remote.RemoteEnv)."""
-    from turngym.envs.service import serve
+    """Serve every registered env over HTTP for trainers elsewhere (client: turngym.serve.RemoteEnv)."""
+    from turngym.serve.env_server import serve
 
     console.print(f"turngym envs on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
     serve(host=host, port=port, max_sessions=max_sessions, idle_timeout=idle_timeout)
@@ -461,8 +461,8 @@ def serve_lm(path: Annotated[str, typer.Argument(help="checkpoint folder, or a m
              host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
              name: Annotated[str | None, typer.Option(help="model name to report (default: the folder name)")] = None
              ) -> None:
-    """Serve a local Hugging Face checkpoint as an OpenAI-compatible chat-completions endpoint."""
-    from turngym.agents.chat_server import serve
+    """Serve a local Hugging Face checkpoint as an OpenAI-compatible chat-completions endpoint (streaming too)."""
+    from turngym.serve.lm_server import serve
 
     try:
         serve(path, host, port, name)

@@ -5,27 +5,22 @@
     obs, reward, terminated, truncated, info = env.step("move north")
     env.close()
 
-The env itself lives in the server (`turngym.envs.service`); this client holds one session of it
-and rebuilds its spaces exactly, so a remote trajectory equals a local one for the same seed and
-actions. This module also defines the wire format both sides share: spaces as JSON, and
-observations as JSON with images as PNG (lossless, so arrays come back identical).
+The env itself lives in the server (`turngym.serve.env_server`); this client holds one session of
+it and rebuilds its spaces exactly (the wire format is `turngym.serve.wire`), so a remote
+trajectory equals a local one for the same seed and actions.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import httpx
-import numpy as np
-from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
-from PIL import Image
 
+from turngym.serve.wire import decode, space_from_json
 from turngym.trajectory import jsonable
 
 
@@ -37,74 +32,6 @@ class RemoteEnvError(RuntimeError):
         self.status = status  # the HTTP status, None when the server was not reached
 
 
-# ---- the wire format ------------------------------------------------------------------------------
-def space_to_json(space: spaces.Space) -> dict[str, Any]:
-    """A JSON description of `space` from which `space_from_json` rebuilds an equal one."""
-    if isinstance(space, spaces.Dict):
-        return {"type": "Dict", "spaces": [[key, space_to_json(sub)] for key, sub in space.spaces.items()]}
-    if isinstance(space, spaces.Text):
-        # character_list keeps the constructor's order, which `sample()` draws from.
-        return {"type": "Text", "max_length": space.max_length, "min_length": space.min_length,
-                "charset": "".join(space.character_list)}
-    if isinstance(space, spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": space.dtype.name,
-                "low": _compact(space.low), "high": _compact(space.high)}
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise TypeError(f"the env service cannot send a {type(space).__name__} space: use Dict, Text, Box or Discrete")
-
-
-def space_from_json(data: dict[str, Any]) -> spaces.Space:
-    """The space that `space_to_json` described."""
-    kind = data["type"]
-    if kind == "Dict":
-        return spaces.Dict([(key, space_from_json(sub)) for key, sub in data["spaces"]])
-    if kind == "Text":
-        return spaces.Text(data["max_length"], min_length=data["min_length"], charset=data["charset"])
-    if kind == "Box":
-        shape, dtype = tuple(data["shape"]), np.dtype(data["dtype"])
-        low, high = (np.full(shape, data[k], dtype) if np.isscalar(data[k]) else np.asarray(data[k], dtype)
-                     for k in ("low", "high"))
-        return spaces.Box(low, high, shape, dtype)
-    if kind == "Discrete":
-        return spaces.Discrete(data["n"], start=data["start"])
-    raise ValueError(f"unknown space type {kind!r} from the env server: update turngym on the client")
-
-
-def _compact(bound: np.ndarray) -> Any:
-    """A Box bound as one number when it is the same everywhere (images: 0 and 255), else a list."""
-    flat = bound.ravel()
-    return flat[0].item() if flat.size and np.all(flat == flat[0]) else bound.tolist()
-
-
-def encode(value: Any) -> Any:
-    """`value` (an observation or a render) as JSON: RGB images as PNG, other arrays as lists."""
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        if value.dtype == np.uint8 and value.ndim == 3 and value.shape[2] == 3:
-            buffer = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(value)).save(buffer, format="PNG", compress_level=1)
-            return {"__png__": base64.b64encode(buffer.getvalue()).decode("ascii")}
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.name, "shape": list(value.shape)}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def decode(value: Any) -> Any:
-    """The value that `encode` sent, with arrays rebuilt."""
-    if isinstance(value, dict):
-        if "__png__" in value:
-            with Image.open(io.BytesIO(base64.b64decode(value["__png__"]))) as image:
-                return np.array(image.convert("RGB"))
-        if "__ndarray__" in value:
-            return np.array(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
-        return {k: decode(v) for k, v in value.items()}
-    return value
-
-
-# ---- the client -----------------------------------------------------------------------------------
 class RemoteEnv(gym.Env[dict, str]):
     """A session of `env_id` on the env server at `url`, made with `kwargs` as `gym.make` would.
 
@@ -138,7 +65,7 @@ class RemoteEnv(gym.Env[dict, str]):
         self.metadata = created["metadata"]
         self.render_mode = render_mode
         # A spec makes `gym.make(env.spec)` (and gymnasium's checker) open another session like this one.
-        self.spec = EnvSpec(env_id, entry_point="turngym.envs.remote:RemoteEnv",
+        self.spec = EnvSpec(env_id, entry_point="turngym.serve.client:RemoteEnv",
                             kwargs={"url": self.url, "env_id": env_id, "http_timeout": http_timeout, **env_kwargs})
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -1,9 +1,9 @@
-"""The env service: every registered turngym env over HTTP, for trainers in other processes or machines.
+"""The env server: every registered turngym env over HTTP, for trainers in other processes or machines.
 
     turngym serve env --port 8002
-    env = RemoteEnv("http://127.0.0.1:8002", "turngym/Craft-v0", task="wood_pickaxe")   # turngym.envs.remote
+    env = RemoteEnv("http://127.0.0.1:8002", "turngym/Craft-v0", task="wood_pickaxe")   # turngym.serve
 
-Endpoints (JSON; observations and spaces in the wire format of `turngym.envs.remote`):
+Endpoints (JSON; observations and spaces in the wire format of `turngym.serve.wire`):
 
     GET    /envs                   registered ids with their one-line descriptions
     POST   /sessions               {"env_id", "kwargs"} -> session_id, observation_space, action_space, metadata
@@ -49,8 +49,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from turngym.envs.base import one_line
-from turngym.envs.remote import encode, space_to_json
 from turngym.registry import describe, env_class, list_envs
+from turngym.serve.wire import encode, space_to_json
 from turngym.trajectory import jsonable
 
 T = TypeVar("T")
