@@ -14,11 +14,13 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from importlib import resources
 from multiprocessing.connection import Connection
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -27,16 +29,15 @@ import turngym
 
 Config = tuple[str, dict[str, Any], str]  # (env id, gym.make kwargs, label)
 
-# What `turngym bench` measures; a registered env missing here (a plugin, say) runs with its defaults.
-CONFIGS: list[Config] = [
-    ("turngym/Craft-v0", {}, "image"),
-    ("turngym/Craft-v0", {"image": False}, "text (image=False)"),
-    ("turngym/WebShop-v0", {}, "small catalog"),
-    ("turngym/WebShopBrowser-v0", {}, "Chromium + screenshots"),
-    ("turngym/LongDocVQA-v0", {"obs_mode": "text"}, "text (obs_mode=text)"),
-    ("turngym/LongDocVQA-v0", {}, "text + page image"),
-    ("turngym/HopVQA-v0", {}, "default"),
-]
+
+
+def load_configs() -> list[Config]:
+    """What `turngym bench` measures, from assets/bench/envs.yaml (data, not code)."""
+    text = resources.files("turngym.assets").joinpath("bench/envs.yaml").read_text()
+    return [(str(c["env_id"]), dict(c.get("kwargs") or {}), str(c["label"])) for c in yaml.safe_load(text)]
+
+
+CONFIGS: list[Config] = load_configs()
 
 # How long a configuration may run past its budget (process start, setup, finishing its one
 # episode) before its process is killed and it is reported as an error.
@@ -103,7 +104,7 @@ def run_bench(envs: list[str] | None = None, seconds: float = 3.0, progress: boo
     """Measure each configuration of `envs` (default: every registered env) in its own process.
 
     `envs` takes ids as `turngym list` shows them (the `turngym/` prefix may be left out);
-    `configs` replaces CONFIGS. Returns one JSON-serialisable row per configuration: env_id,
+    `configs` replaces CONFIGS. Returns one JSON-serializable row per configuration: env_id,
     label, kwargs, the METRICS (None on an error row) and error (None, or what went wrong).
     """
     if seconds <= 0:
