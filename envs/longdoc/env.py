@@ -13,7 +13,7 @@ from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse
 from turngym.envs.bm25 import STOP_WORDS, WORD, tokenize
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
-from turngym.envs.longdoc.scoring import score_answer
+from turngym.envs.longdoc.scoring import SCORINGS, score_answer
 
 OBS_MODES = ("both", "image", "text")
 VERBS = ("search", "view", "read", "zoom", "answer")
@@ -82,13 +82,16 @@ class LongDocEnv(TurnEnv):
 
     def __init__(self, dataset: str | Path | None = None, obs_mode: str = "both", dpi: int = 96,
                  max_turns: int | None = None, view_budget: int | None = None, evidence_weight: float = 0.0,
-                 read_chars: int = 3_000, render_mode: str | None = None) -> None:
+                 read_chars: int = 3_000, scoring: str = "mmlongbench", render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {obs_mode!r}: use one of {', '.join(OBS_MODES)}")
         if not 24 <= int(dpi) <= 300:
             raise ValueError(f"dpi must be between 24 and 300, got {dpi}")
         if not 0.0 <= float(evidence_weight) <= 1.0:
             raise ValueError(f"evidence_weight must be in [0, 1], got {evidence_weight}")
+        if scoring not in SCORINGS:
+            raise ValueError(f"unknown scoring {scoring!r}: use 'mmlongbench' (MMLongBench-Doc's own rules, for "
+                             "numbers comparable with published ones) or 'lenient' (forgiving formatting, for rewards)")
         super().__init__(max_turns=max_turns, render_mode=render_mode,
                          image_shape=None if obs_mode == "text" else image_shape(int(dpi)))
         self.data = open_dataset(dataset)
@@ -97,6 +100,7 @@ class LongDocEnv(TurnEnv):
         self.view_budget = view_budget
         self.evidence_weight = float(evidence_weight)
         self.read_chars = int(read_chars)
+        self.scoring = scoring
         self._documents: OrderedDict[Path, PdfDocument] = OrderedDict()
 
     # ---- the task ----------------------------------------------------------------------------
@@ -215,7 +219,8 @@ class LongDocEnv(TurnEnv):
 
     def _outcome(self) -> Outcome:
         q = self.question
-        answer = 0.0 if self.answer is None else score_answer(q.answer, self.answer, q.answer_format)
+        answer = 0.0 if self.answer is None else score_answer(q.answer, self.answer, q.answer_format,
+                                                                 scoring=self.scoring)
         evidence = set(q.evidence_pages)
         recall = len(evidence & self.seen) / len(evidence) if evidence else 1.0
         score = (1 - self.evidence_weight) * answer + self.evidence_weight * recall
