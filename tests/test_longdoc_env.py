@@ -92,10 +92,10 @@ def test_a_full_episode_search_read_view_zoom_answer(dataset):
     obs, _, _, _, info = env.step("zoom[4, 0.1, 0.05, 0.6, 0.3]")
     assert info["valid"] and obs["image"].shape == page.shape and not np.array_equal(obs["image"], page)
     assert env.unwrapped.state_dict()["seen"] == [3, 4]
-    obs, reward, terminated, truncated, info = env.step("answer[1,250]")
+    obs, reward, terminated, truncated, info = env.step("answer[1250]")
     assert terminated and not truncated and info["success"]
     assert info["score_parts"] == {"answer": 1.0, "evidence_recall": 1.0, "answer_format": "Int",
-                                   "prediction": "1,250"} and reward == 1.0
+                                   "prediction": "1250"} and reward == 1.0
     env.reset(seed=0, options={"task_id": "q-1"})
     _, reward, _, _, info = env.step("answer[Ingrid Solberg]")  # right, but page 3 never seen
     assert info["score_parts"]["evidence_recall"] == 0.0 and reward == 0.5
