@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from functools import cache
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from turngym import rollout
 from turngym.agents import make_agent
 from turngym.envs.hopvqa.env import chain_length, make_task
-from turngym.envs.hopvqa.tasks import TRAIN_SEEDS, manifest
+from turngym.envs.hopvqa.tasks import TRAIN_SEEDS, balanced_order, manifest
+from turngym.suites import load_suite
 
 
 def make(**kwargs):
@@ -93,13 +95,77 @@ def test_rendering_is_deterministic_and_the_splits_are_frozen():
         assert digest == str(expected), f"task hop-{seed} changed: bump the splits version"
 
 
+# Each chain setting of the splits and the env kwargs that play it.
+SETTINGS = {"full": {}, "half": {"variant": "half"}, "single": {"variant": "single"},
+            **{str(k): {"hops": k} for k in range(1, 6)}}
+
+
+@cache
+def answer(seed: int, chain: str) -> int:
+    """Task hop-<seed>'s answer in a chain setting (generated, not read from anywhere)."""
+    kwargs = SETTINGS[chain]
+    return make_task(seed, chain_length(seed, kwargs.get("variant", "full"), kwargs.get("hops")), 768)[1].answer
+
+
+def answers(split: str, chain: str) -> list[int]:
+    return [answer(seed, chain) for seed in manifest()[split][chain]]
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+@pytest.mark.parametrize("chain", SETTINGS)
+def test_every_prefix_of_50_tasks_or_more_keeps_each_answer_at_15_percent_or_less(split, chain):
+    # `turngym run -n N` and the suites play the first N tasks of a split, so balance over the
+    # whole split is not enough: a constant guess must stay at or below 15% on every such prefix.
+    counts: Counter[int] = Counter()
+    for n, value in enumerate(answers(split, chain), 1):
+        counts[value] += 1
+        top, k = counts.most_common(1)[0]
+        assert n < 50 or 100 * k <= 15 * n, (f"answer {top} is {k} of the first {n} {split} tasks of {chain!r}: "
+                                             "reorder the split with tasks.balanced_order")
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+@pytest.mark.parametrize("chain", SETTINGS)
+def test_splits_hold_the_capped_draw_of_seeds_in_balanced_order(split, chain):
+    # Reordering must keep the frozen tasks: redo the documented rejection sampling from scratch.
+    frozen = manifest()
+    cap, seed, drawn, counts = frozen["answer_cap"] * 500, {"test": 1, "dev": 100_000}[split], [], Counter()
+    while len(drawn) < 500:
+        value = answer(seed, chain)
+        if counts[value] < cap:
+            counts[value] += 1
+            drawn.append(seed)
+        seed += 1
+    pinned = frozen["pinned"].get(split, {}).get(chain, [])
+    order = balanced_order([answer(s, chain) for s in drawn], pinned)
+    assert frozen[split][chain] == [drawn[i] for i in order]
+
+
+def test_core_v0_still_plays_its_hopvqa_tasks_from_version_1_of_the_splits():
+    entry = next(e for e in load_suite("core-v0").entries if e.env_id == "turngym/HopVQA-v0")
+    assert entry.split == "test" and entry.kwargs.get("variant", "full") == "full" and "hops" not in entry.kwargs
+    assert manifest()["pinned"]["test"]["full"] == list(entry.indices)
+    seeds = manifest()["test"]["full"]
+    assert [seeds[i] for i in entry.indices] == [sorted(seeds)[i] for i in entry.indices]  # version 1: seed order
+    assert seeds[:50] != sorted(seeds)[:50]  # the rest moved
+
+
+def test_balanced_order_interleaves_and_keeps_pinned_positions():
+    answers = [1] * 6 + [2] * 3 + [3] * 3
+    order = balanced_order(answers)
+    assert sorted(order) == list(range(12)) and [answers[i] for i in order[:4]] == [1, 2, 3, 1]
+    assert [i for i in order if answers[i] == 1] == [0, 1, 2, 3, 4, 5]  # one value keeps its relative order
+    pinned = balanced_order(answers, pinned=[0, 7])
+    assert pinned[0] == 0 and pinned[7] == 7 and sorted(pinned) == list(range(12))
+    with pytest.raises(ValueError, match="pin positions 0 to 11"):
+        balanced_order(answers, pinned=[12])
+
+
 @pytest.mark.parametrize(("kwargs", "chain"), [({}, "full"), ({"variant": "half"}, "half"),
                                                ({"variant": "single"}, "single"), ({"hops": 5}, "5")])
 def test_no_constant_guess_scores_above_15_percent_on_test(kwargs, chain):
-    variant, hops = kwargs.get("variant", "full"), kwargs.get("hops")
-    seeds = manifest()["test"][chain]
-    answers = Counter(make_task(s, chain_length(s, variant, hops), 768)[1].answer for s in seeds)
-    assert max(answers.values()) / 500 <= 0.15 and len(answers) >= 10
+    counts = Counter(answers("test", chain))
+    assert max(counts.values()) / 500 <= 0.15 and len(counts) >= 10
     env = make(**kwargs)
     floor = make_agent("heuristic", env)
     wins = [rollout(env, floor, seed=i, options={"split": "test", "index": i}).success for i in range(100)]

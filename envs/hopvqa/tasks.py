@@ -2,14 +2,18 @@
 
 Task `hop-<seed>` is the scene and query drawn from `seed` (envs/hopvqa/env.py, `make_task`); the
 chain setting (variant "full", "half" or "single", or hops=1..5) decides the chain. Test and dev are
-lists of seeds per setting, frozen in assets/hopvqa/splits.yaml, picked in order from seed 1 (test)
-and 100,000 (dev) by rejection sampling that caps how often any answer value may occur, so no
-constant guess does well in any setting; train is every seed from 1,000,000 up, unfiltered.
+lists of seeds per setting, frozen in assets/hopvqa/splits.yaml. Which seeds: picked in order from
+seed 1 (test) and 100,000 (dev) by rejection sampling that caps how often any answer value may
+occur, so no constant guess does well in any setting. In what order: `balanced_order` of them
+(since splits version 2), which interleaves the answer values so that a prefix, what
+`turngym run -n N` and the suites play, is about as balanced as the whole split: in every prefix
+of 50 tasks or more no answer exceeds 15%. Train is every seed from 1,000,000 up, unfiltered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from fractions import Fraction
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -23,7 +27,8 @@ TRAIN_SEEDS = range(1_000_000, 2**31)
 
 @cache
 def manifest() -> dict[str, Any]:
-    """assets/hopvqa/splits.yaml: version, the test and dev seeds, the answer cap, fingerprints."""
+    """assets/hopvqa/splits.yaml: version, the test and dev seeds, the answer cap, pinned positions,
+    fingerprints."""
     return yaml.safe_load(resources.files("turngym.assets").joinpath("hopvqa/splits.yaml").read_text())
 
 
@@ -32,6 +37,28 @@ def splits(chain: str = "full") -> dict[str, Sequence[str]]:
     frozen = manifest()
     return {"test": TaskIds("hop-", frozen["test"][chain]), "dev": TaskIds("hop-", frozen["dev"][chain]),
             "train": TaskIds("hop-", TRAIN_SEEDS)}
+
+
+def balanced_order(answers: Sequence[int], pinned: Collection[int] = ()) -> list[int]:
+    """A permutation of range(len(answers)) that spreads each answer value evenly over the list, so a
+    prefix holds each value at about its share of the whole (a Webster-style interleave).
+
+    The j-th of the c free items with one value (counted in list order) is due at (j + 1/2) / c of
+    the way; items fill the free positions by due fraction, ties by value, then list order. The
+    positions in `pinned` keep their own item, so an index a suite pins still plays the same task.
+    """
+    keep = set(pinned)
+    if not keep <= set(range(len(answers))):
+        raise ValueError(f"pinned positions {sorted(keep - set(range(len(answers))))} are outside the "
+                         f"{len(answers)} tasks: pin positions 0 to {len(answers) - 1}")
+    groups: dict[int, list[int]] = {}
+    for i, value in enumerate(answers):
+        if i not in keep:
+            groups.setdefault(value, []).append(i)
+    due = sorted((Fraction(2 * j + 1, 2 * len(items)), value, i) for value, items in groups.items()
+                 for j, i in enumerate(items))
+    free = iter(i for *_, i in due)
+    return [i if i in keep else next(free) for i in range(len(answers))]
 
 
 def parse_task_id(task_id: str) -> int:
