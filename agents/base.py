@@ -4,6 +4,16 @@ A spec is `name` or `name:argument` (`random`, `oracle`, `neural:runs/policy.pt`
 is registered for an env class (family agents such as a family's oracle) or for every env; the
 most specific registration wins, so a family plugs its agents in without touching the CLI.
 Keyword options (sampling settings of language-model agents, say) go to the factory as keywords.
+
+Family agents load lazily. `register_family("pkg.envs.foo:FooEnv", "pkg.agents.foo")` says that
+the module `pkg.agents.foo` registers (with `register_agent`) the agents for envs of that class;
+nothing is imported until someone asks for an agent for such an env (`make_agent`,
+`available_agents`, or `register_agent` for that class, so that a user's agent registered later
+still overrides the family's own). A family is matched against the env's MRO by identity of the
+class found at that path in an already imported module: a module that is not imported yet cannot
+hold the env's class, so the check imports nothing, and a class re-exported by its package
+matches under either path. Making a Craft env therefore never imports the LongDoc agents (and
+with them PyMuPDF), nor those of any other family.
 """
 
 from __future__ import annotations
@@ -11,6 +21,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +32,17 @@ import numpy as np
 
 AgentFactory = Callable[..., "Agent"]  # (env, spec argument, **options) -> agent
 _REGISTRY: dict[str, list[tuple[type | None, AgentFactory]]] = {}
+_FAMILIES: dict[str, list[str]] = {}  # "module:Class" of an env family -> modules that register its agents
+
+
+class _Loading(threading.local):
+    """The family paths this thread is importing now (see `_load_families`)."""
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+
+
+_LOADING = _Loading()
 
 
 class Agent(ABC):
@@ -45,6 +68,8 @@ def register_agent(name: str, env_type: type | None = None) -> Callable[[AgentFa
     (None: every env)."""
 
     def decorate(factory: AgentFactory) -> AgentFactory:
+        if env_type is not None:
+            _load_families(env_type)  # the family's own agents first, so this one overrides them
         _REGISTRY.setdefault(name, []).append((env_type, factory))
         return factory
 
@@ -63,9 +88,55 @@ def register_lazy(name: str, target: str, env_type: type | None = None) -> None:
     register_agent(name, env_type)(factory)
 
 
-def _factory(name: str, env: gym.Env | type) -> AgentFactory | None:
+def register_family(env_class: str, module: str) -> None:
+    """Have `module` (imported on first use) register the agents for envs of the class at
+    `env_class` ("package.module:Class"); importing turngym.agents stays cheap however many
+    families there are, and a family's heavy dependencies load only with its own envs."""
+    if ":" not in env_class:
+        raise ValueError(f"env class {env_class!r} must read 'module:Class', e.g. 'turngym.envs.craft:CraftEnv'")
+    _FAMILIES.setdefault(env_class, []).append(module)
+
+
+def _load_families(env_type: type) -> None:
+    """Import the agent modules registered for any class in `env_type`'s MRO.
+
+    A family leaves the table only once its modules have imported: a failed import raises again on
+    the next call instead of turning into "no agent", and another thread asking meanwhile waits on
+    Python's import lock instead of finding the family gone and its agents half registered. The
+    family module's own `register_agent` calls re-enter here; `_LOADING` makes them skip it.
+    """
+    loading = _LOADING.paths
+    for cls in env_type.__mro__:
+        for path, modules in list(_FAMILIES.items()):
+            if path in loading or not _resolves_to(path, cls):
+                continue
+            loading.add(path)
+            try:
+                for module in modules:
+                    importlib.import_module(module)
+            finally:
+                loading.discard(path)
+            _FAMILIES.pop(path, None)
+
+
+def _resolves_to(path: str, cls: type) -> bool:
+    module, _, qualname = path.partition(":")
+    found: Any = sys.modules.get(module)  # not imported yet: it cannot hold cls, and we import nothing
+    for attribute in qualname.split("."):
+        found = getattr(found, attribute, None)
+    return found is cls
+
+
+def _env_class(env: gym.Env | type) -> type:
+    """The class of `env` (or `env` itself, a class), with its family's agents registered."""
+    env_cls = env if isinstance(env, type) else type(env.unwrapped)
+    _load_families(env_cls)
+    return env_cls
+
+
+def _factory(name: str, env_cls: type) -> AgentFactory | None:
     entries = _REGISTRY.get(name, [])
-    for cls in (env if isinstance(env, type) else type(env.unwrapped)).__mro__:
+    for cls in env_cls.__mro__:
         for env_type, factory in reversed(entries):
             if env_type is cls:
                 return factory
@@ -74,14 +145,15 @@ def _factory(name: str, env: gym.Env | type) -> AgentFactory | None:
 
 def available_agents(env: gym.Env | type) -> list[str]:
     """The agent names that `make_agent` accepts for `env` (an env, or an env class)."""
-    return sorted(name for name in _REGISTRY if _factory(name, env) is not None)
+    env_cls = _env_class(env)  # before the loop: loading a family adds names to _REGISTRY
+    return sorted(name for name in _REGISTRY if _factory(name, env_cls) is not None)
 
 
 def make_agent(spec: str, env: gym.Env, **options: Any) -> Agent:
     """Build the agent named by `spec` (e.g. "random", "oracle", "neural:PATH") for `env`;
     `options` are the agent's keyword settings (e.g. `temperature=0.7` for `hf:` agents)."""
     name, _, argument = spec.partition(":")
-    factory = _factory(name, env)
+    factory = _factory(name, _env_class(env))
     if factory is None:
         env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise ValueError(f"no agent {name!r} for {env_id}: use one of {', '.join(available_agents(env))}")
