@@ -150,16 +150,12 @@ def best_of_n(env: gym.Env, agent: Any, prm: ProcessRewardModel, n: int, *, seed
     return trajectories[chosen], trajectories
 
 
-SHARED = ("catalog",)  # read-only attributes the copies share (WebShop's sqlite catalog cannot be copied)
-
-
 def _clone(env: gym.Env) -> gym.Env:
-    """`copy.deepcopy(env)`, sharing the read-only resources named in SHARED, with Craft's world
-    re-linked: `World.grid` is a numpy view of the bytearray `World.map`, and deepcopy gives the
-    copy a grid of its own that the map's changes (moves, cows, placed tables) no longer reach.
-    The re-link is a no-op once the copy shares memory again."""
-    memo = {id(v): v for k, v in vars(env.unwrapped).items() if k in SHARED}
-    clone = copy.deepcopy(env, memo)
+    """`copy.deepcopy(env)` with Craft's world re-linked: `World.grid` is a numpy view of the
+    bytearray `World.map`, and deepcopy gives the copy a grid of its own that the map's changes
+    (moves, cows, placed tables) no longer reach. The re-link is a no-op once the copy shares
+    memory again."""
+    clone = copy.deepcopy(env)
     world = getattr(clone.unwrapped, "world", None)
     grid, flat = getattr(world, "grid", None), getattr(world, "map", None)
     if isinstance(grid, np.ndarray) and isinstance(flat, bytearray) and not np.shares_memory(
@@ -193,7 +189,7 @@ def beam_search(env: gym.Env, prm: ProcessRewardModel, *, beam: int = 4, expand:
     `nodes` (the number of env steps taken).
 
     The env must survive `copy.deepcopy` (Craft, HopVQA and the text WebShop do, the latter
-    sharing its read-only catalog, see `_clone`; the browser WebShop does not). Each copy carries its
+    sharing its read-only catalog with its copies; the browser WebShop does not). Each copy carries its
     parent's random stream, so the search is deterministic: the same seed, the same trajectory.
     `prm` may be any object with `candidates(obs, info)` and `scores(obs, info, actions)`.
     """

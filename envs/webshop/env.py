@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from turngym.envs.base import PRINTABLE, Outcome, TurnEnv
@@ -68,6 +69,19 @@ class WebShopEnv(TurnEnv):
         self.obs_mode = obs_mode
         self.splits = splits_for(self.catalog)
         self.session: Session | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WebShopEnv:
+        """A copy that plays on independently (the session, turn count and random stream are its
+        own) and shares the catalog: products, goals and search index are large and read-only, and
+        the sqlite connection behind them cannot be copied. So `copy.deepcopy(env)` is all PRM
+        search needs to branch an episode."""
+        if self.thread_bound:  # the browser env: its episode lives in a Chromium page no copy can take along
+            raise TypeError(f"{type(self).__name__} cannot be copied: its state lives in a browser page; "
+                            "copy turngym/WebShop-v0 (the same tasks, as text) instead")
+        memo[id(self.catalog)] = self.catalog  # every reference to it, the session's included, stays shared
+        clone = memo[id(self)] = type(self).__new__(type(self))
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
 
     def _load_task(self, task_id: str | None) -> str:
         if task_id is None:
