@@ -28,8 +28,12 @@ from typing import Any, ClassVar, overload
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import load_env_creator
+
+from turngym.registry import env_class
 
 PRINTABLE = string.printable  # letters, digits, punctuation and whitespace (incl. newline)
+SPLITS = ("train", "dev", "test")  # every family's split names (DESIGN.md)
 
 
 class InvalidAction(Exception):
@@ -148,6 +152,43 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split()) or "invalid action"
 
 
+@dataclass(frozen=True)
+class VectorBackend:
+    """A fast vector env that plays a family's game under some of its settings, for trainers that
+    play many episodes at once (Craft in primitive mode: `CraftVectorEnv`, NumPy over whole batches).
+    Policies trained on it read its own observations; the single env shows them with `single`."""
+
+    entry_point: str  # "module:Class", made as Class(num_envs, **kwargs)
+    requires: Mapping[str, Any]  # env kwargs it plays only at these values (each the kwarg's default)
+    takes: tuple[str, ...]  # env kwargs it takes too; the others (rendering, images) do not concern it
+    single: Mapping[str, Any]  # single-env kwargs that play a policy trained on it
+
+    def plays(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the env made with `kwargs` is the game this backend plays."""
+        return all(kwargs.get(key, value) == value for key, value in self.requires.items())
+
+    def make(self, num_envs: int, kwargs: Mapping[str, Any]) -> gym.vector.VectorEnv:
+        return load_env_creator(self.entry_point)(num_envs, **{k: v for k, v in kwargs.items() if k in self.takes})
+
+
+def resolve_task(env_id: str, task: str | None, kwargs: Mapping[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Where a task goes, as (gym.make kwargs, reset options): into the constructor kwarg that the
+    env class names in `task_kwarg` (Craft's `task` picks the goal, whose worlds make its splits),
+    else into every reset, as a split name (tasks of that split) or one task id. The class is
+    looked up only when there is a task, so any Gymnasium id works without one."""
+    kwargs = dict(kwargs or {})
+    if task is None:
+        return kwargs, None
+    name = getattr(env_class(env_id), "task_kwarg", None)
+    if name is None:
+        return kwargs, {"split": task} if task in SPLITS else {"task_id": task}
+    if kwargs.get(name, task) != task:
+        raise ValueError(f"{env_id} got two tasks, {name}={kwargs[name]!r} in its kwargs and task={task!r}: "
+                         "give the task once")
+    return {**kwargs, name: task}, None
+
+
 class TurnEnv(gym.Env[dict, str], ABC):
     """Base class of every turngym environment (see the module docstring for the hooks).
 
@@ -163,6 +204,9 @@ class TurnEnv(gym.Env[dict, str], ABC):
     max_action_length: ClassVar[int] = 4_096
     default_max_turns: int = 50
     thread_bound: ClassVar[bool] = False  # every call must come from one thread (Playwright's sync API)
+    # Capabilities that generic code (trainers, the CLI) asks the class about, never the env id:
+    task_kwarg: ClassVar[str | None] = None  # the constructor kwarg that picks the task (see resolve_task)
+    vector_backend: ClassVar[VectorBackend | None] = None  # a fast vector env for trainers
 
     def __init__(self, *, max_turns: int | None = None, render_mode: str | None = None,
                  image_shape: tuple[int, int, int] | None = None) -> None:

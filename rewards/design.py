@@ -33,7 +33,6 @@ A rerun with the same OUT resumes after the last version whose result.json exist
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import gymnasium as gym
 import turngym
 from turngym.agents import available_agents, make_agent
 from turngym.agents.lm import LMAgent, Message, turn_seed
+from turngym.envs.base import resolve_task
 from turngym.rewards.code import (
     DEFAULT_TIME_LIMIT,
     CodeReward,
@@ -187,19 +187,12 @@ def default_train(env_id: str, *, episodes: int = 20, seed: int = 0, env_kwargs:
 
 def make_design_env(env_id: str, task: str | None, env_kwargs: dict[str, Any] | None = None
                     ) -> tuple[gym.Env, dict[str, Any], dict[str, Any] | None]:
-    """The env, the gym.make kwargs that made it and the reset options: `task` is the `task` kwarg
-    of families configured by one (Craft), else the task id every reset asks for."""
+    """The env, the gym.make kwargs that made it and the reset options, `task` going where the env
+    class says (`turngym.envs.base.resolve_task`: Craft's task kwarg, else a task id or split)."""
     if env_id not in turngym.list_envs():
         raise ValueError(f"unknown env {env_id!r}: run `turngym list` to see the ids")
-    kwargs = dict(env_kwargs or {})
-    env = gym.make(env_id, **kwargs)
-    if task is None:
-        return env, kwargs, None
-    if "task" in inspect.signature(type(env.unwrapped).__init__).parameters:
-        env.close()
-        kwargs["task"] = task
-        return gym.make(env_id, **kwargs), kwargs, None
-    return env, kwargs, {"task_id": task}
+    kwargs, options = resolve_task(env_id, task, env_kwargs)
+    return gym.make(env_id, **kwargs), kwargs, options
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from turngym.envs.base import InvalidAction, Outcome, TurnEnv
+from turngym.envs.base import InvalidAction, Outcome, TurnEnv, VectorBackend
 from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
 from turngym.envs.craft.render import Renderer
 from turngym.envs.craft.rules import ACTION_MODES, DIRECTIONS, load_rules
@@ -81,6 +81,11 @@ class CraftEnv(TurnEnv):
     ## Version History
     - v0: the first version.
     """
+
+    task_kwarg = "task"  # a Craft task is a goal; its splits are worlds of that goal
+    vector_backend = VectorBackend("turngym.envs.craft.vector:CraftVectorEnv", requires={"action_mode": "primitive"},
+                                   takes=("task", "size", "view", "reward", "max_turns"),
+                                   single={"symbolic": True, "image": False})
 
     def __init__(self, task: str = "wood_pickaxe", action_mode: str = "primitive", size: int = 64,
                  view: int = 9, image: bool = True, image_size: int = 144, max_turns: int | None = None,
