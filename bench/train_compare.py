@@ -24,7 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-ALGOS = ["grpo", "drgrpo", "rloo", "gae", "evpo", "spo", "gigpo", "prm"]
+from turngym.rewards.estimators import ESTIMATORS
+
 # wood_pickaxe: the success reward alone (1 or 0 at the end). stone_pickaxe: from scratch, random
 # play succeeds in 0.1% of episodes, so no estimator gets a signal from success alone within a
 # CPU budget; its outcome reward is the fraction of the tech-tree chain done (still paid only at
@@ -38,7 +39,8 @@ def run_one(job: tuple[str, str, str, int, int]) -> tuple[str, str, int, list[di
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
-    from turngym.trainers.ppo import TrainConfig, train
+    from turngym.trainers.config import NeuralTrainConfig
+    from turngym.trainers.ppo import train
     from turngym.trainers.runlog import read_metrics
 
     torch.set_num_threads(1)
@@ -47,9 +49,9 @@ def run_one(job: tuple[str, str, str, int, int]) -> tuple[str, str, int, list[di
     if done.exists():
         return task, algo, seed, read_metrics(folder), json.loads(done.read_text())["seconds"]
     start = time.perf_counter()
-    config = TrainConfig(task=task, algo=algo, steps=steps, seed=seed, out=str(folder), env_kwargs={"reward": reward},
-                         tensorboard=False)
-    rows = train(config, resume=True, progress=False)
+    config = NeuralTrainConfig(env_id="turngym/Craft-v0", task=task, algo=algo, steps=steps, seed=seed, out=str(folder),
+                               env_kwargs={"reward": reward}, resume=True, tensorboard=False)
+    rows = train(config, progress=False)
     seconds = time.perf_counter() - start
     done.write_text(json.dumps({"seconds": seconds}))
     return task, algo, seed, rows, seconds
@@ -64,7 +66,7 @@ def at_budget(rows: list[dict], budget: float, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--algos", nargs="+", default=ALGOS)
+    parser.add_argument("--algos", nargs="+", default=list(ESTIMATORS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="env-step budget per run (default: per task)")
     parser.add_argument("--workers", type=int, default=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -12,12 +13,22 @@ from typer.testing import CliRunner
 
 from turngym.agents import make_agent
 from turngym.apps.cli import app
+from turngym.envs.base import resolve_task
+from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.rollout import rollout
 from turngym.trainers.collect import SymbolicActor, collect_groups
-from turngym.trainers.ppo import TrainConfig, train
+from turngym.trainers.config import CONFIGS, LMTrainConfig, NeuralTrainConfig, TrainConfig, knobs, make_config
+from turngym.trainers.ppo import build, train
 from turngym.trainers.runlog import read_metrics
 
+CRAFT, HOPVQA = "turngym/Craft-v0", "turngym/HopVQA-v0"
+
 TIMING = ("collect_s", "update_s", "steps_per_s")
+
+
+def said(result) -> str:
+    """A command's output as one line of words, out of rich's wrapped error box."""
+    return " ".join(word for word in result.output.split() if word.strip("│╭╮╰╯─"))
 
 
 def strip(rows):
@@ -27,7 +38,7 @@ def strip(rows):
 def test_group_rollouts_share_their_world_and_differ_in_play():
     from turngym.agents.symbolic import new_symbolic_policy
 
-    actor = SymbolicActor(new_symbolic_policy(seed=0), "wood_pickaxe", 6, max_turns=30)
+    actor = SymbolicActor(new_symbolic_policy(seed=0), CraftVectorEnv(6, task="wood_pickaxe", max_turns=30))
     col = collect_groups(actor, [11, 12], 3, "turngym/Craft-v0", torch.Generator().manual_seed(0))
     assert col.groups == [0, 0, 0, 1, 1, 1]
     assert [t.task_id for t in col.trajectories[:3]] == [col.trajectories[0].task_id] * 3
@@ -44,8 +55,8 @@ def test_group_rollouts_share_their_world_and_differ_in_play():
 def test_prm_training_learns_wood_pickaxe_from_scratch(tmp_path):
     """Sparse reward (1 on success, at the end): the sampled policy's success rises well above
     random play's ~37% within 60k env steps."""
-    rows = train(TrainConfig(task="wood_pickaxe", algo="prm", steps=60_000, seed=0, out=str(tmp_path),
-                             tensorboard=False), progress=False)
+    rows = train(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", algo="prm", steps=60_000, seed=0,
+                                   out=str(tmp_path), tensorboard=False), progress=False)
     assert rows[-1]["env_steps"] >= 60_000
     first, last = rows[0]["success"], np.mean([r["success"] for r in rows[-2:]])
     assert last > first + 0.15 and last > 0.6, [r["success"] for r in rows]
@@ -59,15 +70,18 @@ def test_prm_training_learns_wood_pickaxe_from_scratch(tmp_path):
 
 @pytest.mark.parametrize("algo", ["gae", "spo"])
 def test_resume_continues_exactly(tmp_path, algo):
-    config = dict(task="wood_pickaxe", algo=algo, groups=2, group_size=4, max_turns=60, tensorboard=True)
-    whole = train(TrainConfig(steps=1200, out=str(tmp_path / "a"), **config), progress=False)
+    config = dict(env_id=CRAFT, task="wood_pickaxe", algo=algo, groups=2, group_size=4,
+                  env_kwargs={"max_turns": 60}, tensorboard=True)
+    whole = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "a"), **config), progress=False)
     assert len(whole) >= 3
-    first = train(TrainConfig(steps=400, out=str(tmp_path / "b"), **config), progress=False)
+    first = train(NeuralTrainConfig(steps=400, out=str(tmp_path / "b"), **config), progress=False)
     assert len(first) < len(whole)
     with pytest.raises(ValueError, match="config differs in lr"):
-        train(TrainConfig(steps=1200, lr=0.5, out=str(tmp_path / "b"), **config), resume=True, progress=False)
+        train(NeuralTrainConfig(steps=1200, lr=0.5, out=str(tmp_path / "b"), resume=True, **config),
+              progress=False)
     # a resumed run with a larger budget extends the first one into the uninterrupted run
-    extended = train(TrainConfig(steps=1200, out=str(tmp_path / "b"), **config), resume=True, progress=False)
+    extended = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "b"), resume=True, **config),
+                     progress=False)
     assert strip(extended) == strip(whole)
     # ... and a run cut after its first update resumes to the uninterrupted run's rows and weights
     import turngym.trainers.ppo as ppo
@@ -86,11 +100,12 @@ def test_resume_continues_exactly(tmp_path, algo):
     ppo.save_checkpoint = save_then_stop
     try:
         with pytest.raises(Stop):
-            train(TrainConfig(steps=1200, out=str(tmp_path / "c"), **config), progress=False)
+            train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "c"), **config), progress=False)
     finally:
         ppo.save_checkpoint = real
     assert len(read_metrics(tmp_path / "c")) == 2
-    resumed = train(TrainConfig(steps=1200, out=str(tmp_path / "c"), **config), resume=True, progress=False)
+    resumed = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "c"), resume=True, **config),
+                    progress=False)
     assert strip(resumed) == strip(whole)
     a = torch.load(tmp_path / "a" / "policy.pt", weights_only=True)["state_dict"]
     c = torch.load(tmp_path / "c" / "policy.pt", weights_only=True)["state_dict"]
@@ -100,23 +115,79 @@ def test_resume_continues_exactly(tmp_path, algo):
 
 def test_text_backend_with_reinforce_and_code_reward(tmp_path):
     source = "def reward(prev_state, action, state, info):\n    return 0.05 if action == 'do' else 0.0\n"
-    rows = train(TrainConfig(task="collect_wood", algo="grpo", loss="reinforce", backend="text", groups=2,
-                             group_size=2, steps=60, max_turns=10, out=str(tmp_path), reward_code=source,
-                             tensorboard=False), progress=False)
+    rows = train(NeuralTrainConfig(env_id=CRAFT, task="collect_wood", algo="grpo", loss="reinforce", backend="text",
+                                   groups=2, group_size=2, steps=60, env_kwargs={"max_turns": 10, "image": False},
+                                   out=str(tmp_path), reward_code=source, tensorboard=False), progress=False)
     assert rows[-1]["env_steps"] >= 60 and rows[0]["episodes"] == 4
-    env = gym.make("turngym/Craft-v0", task="collect_wood", image=False, max_turns=5)
+    env = gym.make(CRAFT, task="collect_wood", image=False, max_turns=5)
     agent = make_agent(f"neural:{tmp_path / 'policy.pt'}", env)  # a text policy: plays the text env
     assert len(rollout(env, agent, seed=3, record_images=False).turns) <= 5
 
 
+def test_the_task_goes_where_the_env_class_says():
+    """Craft names its task kwarg (and has a vector backend); HopVQA takes a task id or a split at
+    reset, so a text-backend run plays exactly the task it was given."""
+    assert resolve_task(CRAFT, "stone_pickaxe", {"size": 48}) == ({"size": 48, "task": "stone_pickaxe"}, None)
+    assert resolve_task(CRAFT, None, {"size": 48}) == ({"size": 48}, None)
+    with pytest.raises(ValueError, match="give the task once"):
+        resolve_task(CRAFT, "stone_pickaxe", {"task": "wood_pickaxe"})
+    assert resolve_task(HOPVQA, "dev", {}) == ({}, {"split": "dev"})
+    task_id = gym.make(HOPVQA).unwrapped.splits["test"][3]
+    assert resolve_task(HOPVQA, task_id, {}) == ({}, {"task_id": task_id})
+
+    craft = NeuralTrainConfig(env_id=CRAFT, task="stone_pickaxe")
+    assert craft.vector_backend() is not None
+    assert craft.trained()[1] == {"task": "stone_pickaxe", "symbolic": True, "image": False}
+    assert NeuralTrainConfig(env_id=CRAFT, env_kwargs={"action_mode": "skills"}).vector_backend() is None
+    config = NeuralTrainConfig(env_id=HOPVQA, task=task_id, groups=2, group_size=2, env_kwargs={"max_turns": 2})
+    assert config.vector_backend() is None
+    _, actor, backend = build(config)
+    try:
+        col = collect_groups(actor, [5, 6], 2, HOPVQA, torch.Generator().manual_seed(0))
+    finally:
+        actor.close()
+    assert backend == "text" and {t.task_id for t in col.trajectories} == {task_id}
+
+
 def test_bad_configs_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match="unknown --algo 'ppo2'"):
-        train(TrainConfig(algo="ppo2", out=str(tmp_path)), progress=False)
-    with pytest.raises(ValueError, match="hf:PATH goes to the language-model trainer"):
-        train(TrainConfig(policy="random", out=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="unknown algo 'ppo2': use one of"):
+        train(NeuralTrainConfig(env_id=CRAFT, algo="ppo2", out=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="no trainer takes policy 'random'"):
+        train(NeuralTrainConfig(env_id=CRAFT, policy="random", out=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="not 'hf:model': use LMTrainConfig"):
+        train(NeuralTrainConfig(env_id=CRAFT, policy="hf:model", out=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match="use the text backend"):
-        train(TrainConfig(reward_code="def reward(a, b, c, d):\n    return 0.0\n", backend="symbolic",
-                          out=str(tmp_path)), progress=False)
+        train(NeuralTrainConfig(env_id=CRAFT, reward_code="def reward(a, b, c, d):\n    return 0.0\n",
+                                backend="symbolic", out=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"no vector backend .* use backend text"):
+        train(NeuralTrainConfig(env_id=HOPVQA, backend="symbolic", out=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="unknown env 'turngym/Nope-v0'"):
+        NeuralTrainConfig(env_id="turngym/Nope-v0").check()
+
+
+def test_configs_share_one_name_per_knob_and_convert_values():
+    """A knob both trainers read has one field in the shared base; each trainer gives its own
+    default; values from YAML or the command line are converted to the field's type."""
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert {"lr", "epochs", "minibatch_size", "clip_eps", "entropy_coef", "max_grad_norm", "steps"} <= shared
+    for cls in CONFIGS:  # no trainer re-declares a shared knob under another name
+        assert not {"clip", "ent_coef", "minibatch", "env_steps", "model"} & {f.name for f in dataclasses.fields(cls)}
+    assert (NeuralTrainConfig(env_id=CRAFT).lr, LMTrainConfig(env_id=CRAFT, policy="hf:m").lr) == (1e-3, 1e-5)
+    config = make_config({"env_id": CRAFT, "policy": "hf:m", "lr": "2e-5", "epochs": 2.0, "steps": 500})
+    assert isinstance(config, LMTrainConfig) and (config.lr, config.epochs, config.updates) == (2e-5, 2, None)
+    assert LMTrainConfig(env_id=CRAFT, policy="hf:m").updates == 100  # no budget given: 100 updates
+    assert type(make_config({"env_id": CRAFT})) is NeuralTrainConfig
+    with pytest.raises(ValueError, match="lora is an option of the language-model trainer"):
+        make_config({"env_id": CRAFT, "lora": True})
+    with pytest.raises(ValueError, match="epochs takes a number, got 'two'"):
+        make_config({"env_id": CRAFT, "epochs": "two"})
+    with pytest.raises(ValueError, match="unknown train option 'learning_rate'"):
+        make_config({"env_id": CRAFT, "learning_rate": 0.1})
+    # every field is an option of `turngym train`, named after it
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    for knob in knobs():
+        if knob.name != "env_id":
+            assert (knob.aliases or ("--" + knob.name.replace("_", "-"),))[0] in help_text, knob.name
 
 
 def test_cli_train_and_train_prm(tmp_path):
@@ -133,11 +204,36 @@ def test_cli_train_and_train_prm(tmp_path):
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert (out / "report" / "plots" / "curves.png").stat().st_size > 0  # the learning curve beside the episodes
+    assert json.loads((out / "config.json").read_text())["algo"] == "gigpo"
     result = runner.invoke(app, ["train", "turngym/Craft-v0", "--algo", "nope", "--out", str(out)])
-    assert result.exit_code != 0 and "unknown --algo" in result.output
+    assert result.exit_code != 0 and "unknown algo 'nope'" in said(result)
+    result = runner.invoke(app, ["train", "turngym/Craft-v0", "--lora-rank", "4", "--out", str(out)])
+    assert result.exit_code != 0 and "lora_rank is an option of the language-model trainer" in said(result)
     prm_out = tmp_path / "prm"
     result = runner.invoke(app, ["train-prm", "turngym/Craft-v0", "--task", "wood_pickaxe", "--policy",
                                  f"neural:{out / 'policy.pt'}", "--updates", "2", "--groups", "2", "--group-size",
                                  "2", "--target", "mc", "--out", str(prm_out), "-k", "max_turns=40"])
     assert result.exit_code == 0, result.output
     assert (prm_out / "prm.pt").exists() and len(read_metrics(prm_out)) == 2
+
+
+def test_cli_train_reads_a_config_file_under_its_options(tmp_path):
+    """--config gives the options, the command line overrides them (kwargs merge key by key), and
+    config.json records the resolved config, which reads back as a --config."""
+    (tmp_path / "run.yaml").write_text("env_id: turngym/Craft-v0\ntask: wood_pickaxe\nsteps: 400\nlr: 3e-4\n"
+                                       "groups: 2\ngroup_size: 2\nenv_kwargs: {max_turns: 30, size: 48}\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "run.yaml"), "--lr", "2e-4",
+                                      "-k", "max_turns=20", "--no-tensorboard", "--eval", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["lr"] == 2e-4 and saved["steps"] == 400 and saved["groups"] == 2 and not saved["tensorboard"]
+    assert saved["env_kwargs"] == {"max_turns": 20, "size": 48} and saved["epochs"] == 4  # the trainer's default
+    assert not (out / "tb").exists() and not (out / "test.json").exists()
+    result = CliRunner().invoke(app, ["train", "--config", str(out / "config.json"), "--steps", "800", "--resume",
+                                      "--eval", "0"])
+    assert result.exit_code == 0, result.output
+    assert read_metrics(out)[-1]["env_steps"] >= 800  # resumed and extended
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "run.yaml"), "--lr", "0.5", "--resume",
+                                      "--out", str(out)])
+    assert result.exit_code != 0 and "its config differs in env_kwargs, lr;" in said(result)

@@ -14,6 +14,7 @@ quarter of the time, which gives GRPO groups with and without success from the f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -33,12 +34,11 @@ from turngym.trainers.lm import (
     LMTrainConfig,
     Sample,
     add_reference,
-    check_config,
     collate,
     collect,
     loss_terms,
     make_policy,
-    optimise,
+    optimize,
     token_logprobs,
     train_lm,
     turn_samples,
@@ -129,7 +129,7 @@ def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
 
 def config(model: str, tmp_path: Path, **overrides: Any) -> LMTrainConfig:
     """A small, fast run on North: 2 tasks x 4 rollouts an update, 20-token replies, on the CPU."""
-    settings: dict[str, Any] = {"env_id": NORTH, "model": model, "groups": 2, "group_size": 4, "updates": 2,
+    settings: dict[str, Any] = {"env_id": NORTH, "policy": f"hf:{model}", "groups": 2, "group_size": 4, "updates": 2,
                                 "lr": 5e-4, "minibatch_size": 8, "max_new_tokens": 20, "out": str(tmp_path / "run"),
                                 "device": "cpu"}
     return LMTrainConfig(**{**settings, **overrides})
@@ -227,7 +227,7 @@ def test_kl_starts_at_zero_and_lora_trains_only_the_adapters(lm: str, tmp_path: 
     assert all("lora_" in name for name in trained) if lora else trained == set(weights)
     reference = None if lora else [p.detach().clone() for p in policy.reference.parameters()]
 
-    stats = optimise(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
+    stats = optimize(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
     assert stats["kl"] >= 0 and math.isfinite(stats["grad_norm"])
     assert mean_terms(policy, samples)["kl"] > 1e-6
     moved = {name for name, p in policy.model.named_parameters() if not torch.equal(p, weights[name])}
@@ -239,11 +239,11 @@ def test_kl_starts_at_zero_and_lora_trains_only_the_adapters(lm: str, tmp_path: 
 def test_lm_policies_refuse_estimators_that_need_a_critic_or_a_prm(tmp_path: Path) -> None:
     for algo in ("gae", "evpo", "prm"):
         with pytest.raises(ValueError, match=r"an hf: policy does not have: use one of .*grpo"):
-            check_config(config("unused", tmp_path, algo=algo))
-    with pytest.raises(ValueError, match="use 'ppo' or 'reinforce'"):
-        check_config(config("unused", tmp_path, loss="a2c"))
+            config("unused", tmp_path, algo=algo).check()
+    with pytest.raises(ValueError, match="use ppo or reinforce"):
+        config("unused", tmp_path, loss="a2c").check()
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        check_config(config("unused", tmp_path, temperature=0))
+        config("unused", tmp_path, temperature=0).check()
 
 
 # --- learning ---------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_an_update_lowers_its_loss_and_favours_the_rewarded_replies(lm: str, tmp
         return float(torch.where(batch.mask, logp, 0).sum(1).mean())
 
     before = mean_terms(policy, samples)["loss"], reply_logprob(winners), reply_logprob(losers)
-    optimise(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
+    optimize(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), samples, run, update=1)
     after = mean_terms(policy, samples)["loss"], reply_logprob(winners), reply_logprob(losers)
     assert after[0] < before[0]
     assert after[1] > before[1] and after[2] < before[2]
@@ -325,7 +325,46 @@ def test_resume_continues_exactly_and_the_saved_model_plays(lm: str, tmp_path: P
     assert len(traj) == 2 and all(turn.completion_ids and turn.logprobs for turn in traj.turns)
 
 
-def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path) -> None:
-    rows = train_lm(config(lm, tmp_path, groups=1, group_size=2, updates=50, env_steps=3), progress=False)
-    assert rows[-1]["env_steps"] >= 3 and (len(rows) == 1 or rows[-2]["env_steps"] < 3)
+def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steps budget alone (no update count) runs until the env steps are played, and the
+    progress bar counts env steps toward it."""
+    import turngym.trainers.lm as lm_trainer
+
+    bars: list[Any] = []
+
+    def recorded(**kwargs: Any) -> Any:
+        bars.append(real(**kwargs))
+        return bars[-1]
+
+    real = lm_trainer.progress_bar
+    monkeypatch.setattr(lm_trainer, "progress_bar", recorded)
+    run = config(lm, tmp_path, groups=1, group_size=2, updates=None, steps=3)
+    rows = train_lm(run, progress=False)
+    assert run.updates is None and rows[-1]["env_steps"] >= 3 and (len(rows) == 1 or rows[-2]["env_steps"] < 3)
+    training = bars[0].tasks[0]
+    assert (training.total, training.completed) == (3, 3)
     assert (Path(tmp_path) / "run" / "checkpoint.pt").exists() and (Path(tmp_path) / "run" / "tb").is_dir()
+
+
+def test_cli_trains_an_hf_policy_with_its_options_and_evaluates_it(lm: str, tmp_path: Path) -> None:
+    """`turngym train --policy hf:PATH` takes the shared options (--lr, --epochs) and the LM-only
+    ones (LoRA, KL, sampling), records them in config.json, and --eval plays the trained model."""
+    from typer.testing import CliRunner
+
+    from turngym.apps.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "turngym/Craft-v0", "--policy", f"hf:{lm}", "--lr", "1e-5", "--epochs", "2", "--steps", "4",
+        "--groups", "1", "--group-size", "2", "--lora", "--lora-rank", "4", "--kl-coef", "0.05",
+        "--max-new-tokens", "12", "--device", "cpu", "--task", "collect_wood", "-k", "max_turns=2",
+        "-k", "image=false", "--out", str(out), "--eval", "2"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["policy"], saved["lr"], saved["epochs"], saved["steps"], saved["updates"]) == \
+        (f"hf:{lm}", 1e-5, 2, 4, None)
+    assert (saved["lora"], saved["lora_rank"], saved["kl_coef"], saved["max_new_tokens"]) == (True, 4, 0.05, 12)
+    assert saved["minibatch_size"] == 16 and saved["groups"] == 1  # the LM trainer's default; the option given
+    test = json.loads((out / "test.json").read_text())
+    assert test["agent"] == f"hf:{out / 'model'}" and test["episodes"] == 2
+    assert (out / "curve.png").exists() and (out / "model" / "config.json").exists()

@@ -4,7 +4,8 @@ Group-relative estimators (GRPO, RLOO, SPO, GiGPO) compare rollouts of the *same
 update resets `groups x G` envs, the G envs of a group with one training seed (same world, same
 dynamics), and plays until every episode has ended. Two backends share the loop:
 
-- `SymbolicActor`: `CraftVectorEnv` (NumPy, thousands of worlds a second) and `SymbolicPolicy`;
+- `SymbolicActor`: an env family's fast vector backend (`TurnEnv.vector_backend`: Craft's
+  `CraftVectorEnv`, NumPy, thousands of worlds a second) and `SymbolicPolicy`;
 - `TextActor`: any turngym env in a Gymnasium `SyncVectorEnv` and the text `NeuralPolicy`,
   scoring the candidates the env's family proposes.
 
@@ -26,8 +27,6 @@ import torch
 
 from turngym.agents.neural import NeuralPolicy, choice_stats, proposer, unbatch
 from turngym.agents.symbolic import OBS_KEYS, SymbolicPolicy, as_tensors
-from turngym.envs.craft.rules import load_rules
-from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.trajectory import Trajectory, Turn
 
 TRAIN_SEEDS = 2**31  # training worlds and tasks come from seeds below this (test and dev lie above)
@@ -55,13 +54,12 @@ class Collected:
 
 
 class SymbolicActor:
-    """CraftVectorEnv + SymbolicPolicy."""
+    """A family's fast vector backend (`CraftVectorEnv`) + SymbolicPolicy."""
 
-    def __init__(self, policy: SymbolicPolicy, task: str, num_envs: int, max_turns: int | None = None,
-                 **env_kwargs: Any) -> None:
+    def __init__(self, policy: SymbolicPolicy, env: gym.vector.VectorEnv) -> None:
         self.policy = policy
-        self.env = CraftVectorEnv(num_envs, task=task, max_turns=max_turns, **env_kwargs)
-        self.names = load_rules().actions
+        self.env = env
+        self.names = env.rules.actions
 
     def reset(self, seeds: list[int]) -> tuple[Any, Any]:
         return self.env.reset(seed=seeds)
@@ -114,14 +112,16 @@ class SymbolicActor:
 class TextActor:
     """Any turngym env (each in a SyncVectorEnv slot) + the text NeuralPolicy."""
 
-    def __init__(self, policy: NeuralPolicy, env_fn: Callable[[], gym.Env], num_envs: int) -> None:
+    def __init__(self, policy: NeuralPolicy, env_fn: Callable[[], gym.Env], num_envs: int,
+                 options: dict[str, Any] | None = None) -> None:
         self.policy = policy
         self.env = gym.vector.SyncVectorEnv([env_fn] * num_envs)
         self.propose = proposer(self.env.envs[0])
         self.n = num_envs
+        self.options = options  # every reset's options (a task picked at reset: resolve_task)
 
     def reset(self, seeds: list[int]) -> tuple[Any, Any]:
-        return self.env.reset(seed=seeds)
+        return self.env.reset(seed=seeds, options=self.options)
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any], info: dict[str, Any], rows: np.ndarray,

@@ -9,7 +9,7 @@ Top to bottom, one update:
    sampled, which group-relative estimators need).
 2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn; `turn_samples` turns each
    turn into one sequence prompt + reply whose reply tokens all carry the turn's A.
-3. `optimise`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
+3. `optimize`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
    one clipped gradient step each, on the loss of `loss_terms`. Only reply tokens enter the loss:
    the prompt (system message, observations, earlier turns) is context, not the policy's choice.
 4. checkpoint (atomic), metrics row (JSONL and TensorBoard), progress bar.
@@ -44,7 +44,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,77 +54,11 @@ import torch
 from rich.progress import Progress
 
 from turngym.console import progress_bar
-from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
+from turngym.rewards.estimators import Rollouts, estimate
 from turngym.rollout import rollout
-from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint
+from turngym.trainers.config import LMTrainConfig
+from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import Trajectory
-
-LOSSES = ("ppo", "reinforce")
-
-
-@dataclass
-class LMTrainConfig:
-    """Everything a run needs; `turngym train ENV --policy hf:PATH` fills it from the command line."""
-
-    env_id: str
-    model: str  # a local checkpoint folder (or a name in the local Hugging Face cache), as in `hf:PATH`
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    task: str | None = None  # None: the env samples training tasks; a split name: tasks of it; else one task id
-    algo: str = "grpo"  # advantage estimator: grpo, drgrpo, rloo, spo, gigpo (the ones that need no critic)
-    algo_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the estimator
-    loss: str = "ppo"  # "ppo" (clipped ratio) or "reinforce" (-A log pi)
-    groups: int = 4  # tasks per update
-    group_size: int = 8  # G: rollouts per task
-    updates: int = 100
-    env_steps: int | None = None  # optional budget of env steps (turns); the run stops at whichever comes first
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    clip_eps: float = 0.2
-    epochs: int = 1  # passes over each update's turns
-    minibatch_size: int = 16  # turns per optimizer step
-    micro_batch_size: int | None = None  # turns per forward pass (gradients accumulate); None: the minibatch
-    entropy_coef: float = 0.0
-    kl_coef: float = 0.0  # 0 turns the KL term (and the reference model) off
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0  # dropout > 0 makes the recomputed log-probs differ from the sampled ones
-    lora_targets: str | list[str] = "all-linear"  # peft's every linear (and GPT-2 Conv1D) layer but the head
-    max_grad_norm: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    max_context: int | None = None  # prompt token budget of the agent (None: the model's, at most 8192)
-    seed: int = 0
-    out: str = "runs/lm"
-    device: str = "auto"  # "auto": cuda when there is a GPU, else cpu
-    save_every: int = 1  # checkpoint every N updates (and always after the last)
-    resume: bool = False  # continue from OUT/checkpoint.pt when there is one
-
-
-def check_config(config: LMTrainConfig) -> None:
-    """Raise ValueError, in one sentence that names the fix, on a setting the trainer cannot use."""
-    usable = sorted(name for name in ESTIMATORS if not NEEDS[name])
-    if config.algo not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {config.algo!r}: use one of {', '.join(usable)}")
-    if NEEDS[config.algo]:
-        needs = " and ".join(sorted(NEEDS[config.algo]))
-        raise ValueError(f"estimator {config.algo!r} needs {needs} (a critic or a PRM), which an hf: policy "
-                         f"does not have: use one of {', '.join(usable)}")
-    if config.loss not in LOSSES:
-        raise ValueError(f"unknown loss {config.loss!r}: use 'ppo' or 'reinforce'")
-    for name in ("groups", "group_size", "updates", "epochs", "minibatch_size", "max_new_tokens", "save_every"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.micro_batch_size is not None and config.micro_batch_size < 1:
-        raise ValueError(f"micro_batch_size must be at least 1 (or None), got {config.micro_batch_size}")
-    if not config.temperature > 0:
-        raise ValueError(f"temperature must be > 0 to train (greedy replies have no log-probs), "
-                         f"got {config.temperature}")
-    if not config.clip_eps > 0:
-        raise ValueError(f"clip_eps must be > 0, got {config.clip_eps}")
-    if config.kl_coef < 0 or config.entropy_coef < 0:
-        raise ValueError("kl_coef and entropy_coef must be >= 0")
 
 
 def pick_device(name: str) -> torch.device:
@@ -188,8 +122,10 @@ def add_lora(model: torch.nn.Module, config: LMTrainConfig) -> torch.nn.Module:
 
     # GPT-2 stores its linear layers transposed (Conv1D); peft must be told, or it warns and guesses.
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
+    targets = config.lora_targets if config.lora_targets == "all-linear" else \
+        [name.strip() for name in config.lora_targets.split(",")]
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_targets, fan_in_fan_out=transposed, task_type="CAUSAL_LM")
+                      target_modules=targets, fan_in_fan_out=transposed, task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(config.seed)  # the adapters' random init depends on the run's seed only
         # peft asks transformers a deprecated question; the answer is right, the FutureWarning is noise.
@@ -199,11 +135,10 @@ def add_lora(model: torch.nn.Module, config: LMTrainConfig) -> torch.nn.Module:
 
 # --- rollouts ---------------------------------------------------------------------------------
 
-def task_options(env: gym.Env, task: str | None) -> dict[str, Any] | None:
-    """reset() options for `config.task`: None (the env's own training tasks), a split, or a task id."""
-    if task is None:
-        return None
-    return {"split": task} if task in env.unwrapped.splits else {"task_id": task}
+def make_env(config: LMTrainConfig) -> tuple[gym.Env, dict[str, Any] | None]:
+    """The training env and the options of its every reset (`config.task` resolved for the env)."""
+    kwargs, options = config.env_setup()
+    return gym.make(config.env_id, **kwargs), options
 
 
 def update_seeds(seed: int, update: int, groups: int, group_size: int) -> tuple[list[int], list[list[int]]]:
@@ -215,11 +150,11 @@ def update_seeds(seed: int, update: int, groups: int, group_size: int) -> tuple[
     return [int(s) for s in env_seeds], [[int(s) for s in row] for row in agent_seeds]
 
 
-def collect(env: gym.Env, agent: Any, config: LMTrainConfig, update: int,
+def collect(env: gym.Env, agent: Any, config: LMTrainConfig, update: int, options: dict[str, Any] | None = None,
             progress: Progress | None = None, job: Any = None) -> tuple[list[Trajectory], list[int]]:
-    """`config.groups` tasks x `config.group_size` rollouts; returns the trajectories and group ids."""
+    """`config.groups` tasks x `config.group_size` rollouts, each reset with `options` (see
+    `make_env`); returns the trajectories and group ids."""
     env_seeds, agent_seeds = update_seeds(config.seed, update, config.groups, config.group_size)
-    options = task_options(env, config.task)
     trajectories, groups = [], []
     for g, env_seed in enumerate(env_seeds):
         for agent_seed in agent_seeds[g]:
@@ -386,7 +321,7 @@ def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss:
     return terms
 
 
-def optimise(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sample], config: LMTrainConfig,
+def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sample], config: LMTrainConfig,
              update: int) -> dict[str, float]:
     """`config.epochs` passes of shuffled minibatches, one clipped gradient step each; returns the
     token means of the loss terms (over every step) and the mean gradient norm before clipping."""
@@ -453,7 +388,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-RESUME_KEYS = ("env_id", "model", "lora", "lora_rank", "lora_targets")  # what fixes the checkpoint's layout
+RESUME_KEYS = ("env_id", "policy", "lora", "lora_rank", "lora_targets")  # what fixes the checkpoint's layout
 
 
 def check_resumable(config: LMTrainConfig, saved: dict[str, Any], out: Path) -> None:
@@ -488,14 +423,15 @@ def save_model(policy: Policy, folder: Path) -> Path:
 
 def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
     """Train `config.model` on `config.env_id`; returns every metric row of the run (a resumed run's
-    earlier rows included). Writes OUT/metrics.jsonl, OUT/tb/, OUT/checkpoint.pt and OUT/model/."""
-    check_config(config)
+    earlier rows included). Writes OUT/config.json, OUT/metrics.jsonl, OUT/tb/, OUT/checkpoint.pt
+    and OUT/model/."""
+    config.check()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(config.env_id, **config.env_kwargs)
+    env, options = make_env(config)
     policy = make_policy(config, env)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    metrics = Metrics(out)
+    metrics = Metrics(out, tensorboard=config.tensorboard)
     update, env_steps = 0, 0
     checkpoint = out / "checkpoint.pt"
     if config.resume and checkpoint.exists():
@@ -506,26 +442,33 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
         set_rng_state(state["rng"])
         update, env_steps = int(state["update"]), int(state["env_steps"])
     metrics.truncate(update)  # a fresh run (update 0) starts a fresh curve
+    write_config(out, config)
     episodes_per_update = config.groups * config.group_size
 
     def budget_left() -> bool:
-        return update < config.updates and (config.env_steps is None or env_steps < config.env_steps)
+        return ((config.updates is None or update < config.updates)
+                and (config.steps is None or env_steps < config.steps))
+
+    def done() -> tuple[int, int]:
+        """(progress, total) of the bar: env steps when the budget has them, else updates."""
+        return (min(env_steps, config.steps), config.steps) if config.steps else (update, config.updates)
 
     try:
         with progress_bar(disable=not progress) as bar:
-            job = bar.add_task("training", total=config.updates, completed=update)
+            completed, total = done()
+            job = bar.add_task("training", total=total, completed=completed)
             episodes_job = bar.add_task("episodes", total=episodes_per_update)
             while budget_left():
                 update += 1
                 started = time.perf_counter()
                 bar.reset(episodes_job, total=episodes_per_update)
-                trajectories, groups = collect(env, policy.agent, config, update, bar, episodes_job)
+                trajectories, groups = collect(env, policy.agent, config, update, options, bar, episodes_job)
                 collected = time.perf_counter()
                 advantages = estimate(config.algo, Rollouts(trajectories, groups), **config.algo_options)
                 samples = turn_samples(trajectories, advantages.advantages)
                 if config.kl_coef > 0:
                     add_reference(policy, samples, config.micro_batch_size or config.minibatch_size)
-                stats = optimise(policy, optimizer, samples, config, update)
+                stats = optimize(policy, optimizer, samples, config, update)
                 turns = sum(len(t) for t in trajectories)
                 env_steps += turns
                 row = {"update": update, "env_steps": env_steps, "episodes": len(trajectories),
@@ -546,7 +489,7 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                     save_checkpoint(checkpoint, {"update": update, "env_steps": env_steps,
                                                  "model": trainable_state(policy), "optimizer": optimizer.state_dict(),
                                                  "rng": rng_state(), "config": asdict(config)})
-                bar.update(job, advance=1, description=f"training (reward {row['reward']:.2f})")
+                bar.update(job, completed=done()[0], description=f"training (reward {row['reward']:.2f})")
         save_model(policy, out / "model")
     finally:
         metrics.close()

@@ -13,15 +13,15 @@ One update, top to bottom:
      value loss only when the estimator uses the critic (gae, evpo), and gradient clipping;
   5. log a metrics row (JSONL + TensorBoard) and write the checkpoint atomically.
 
-The run resumes from its checkpoint (`resume=True`): policy, optimiser, PRM, random streams and
+The run resumes from its checkpoint (`resume=True`): policy, optimizer, PRM, random streams and
 the metrics file are restored to the last finished update, so a resumed run continues exactly as
-an uninterrupted one would.
+an uninterrupted one would. The config is `NeuralTrainConfig` (trainers/config.py).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,106 +33,42 @@ from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_po
 from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
 from turngym.console import progress_bar
 from turngym.rewards.code import CodeReward
-from turngym.rewards.estimators import ESTIMATORS, NEEDS, Rollouts, estimate
+from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds
+from turngym.trainers.config import NeuralTrainConfig
 from turngym.trainers.prm import PRMTrainer
-from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint
-
-CRITIC = ("gae", "evpo")  # estimators that read the policy's value head
+from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 
 
-@dataclass
-class TrainConfig:
-    """Everything a run needs; saved beside it (`config.json`)."""
-
-    env_id: str = "turngym/Craft-v0"
-    task: str | None = None  # the env's `task` kwarg (Craft: wood_pickaxe, stone_pickaxe, ...)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    algo: str = "grpo"
-    algo_options: dict[str, Any] = field(default_factory=dict)
-    loss: str = "ppo"  # or "reinforce"
-    policy: str = "neural"  # "neural" (fresh) or "neural:PATH" (start from a saved policy)
-    backend: str = "auto"  # "symbolic" (CraftVectorEnv), "text" (any env), "auto": symbolic for Craft
-    steps: int = 200_000  # env-step budget
-    groups: int = 8  # tasks per update
-    group_size: int = 8  # G rollouts per task
-    max_turns: int | None = None
-    lr: float = 1e-3
-    epochs: int = 4
-    minibatch: int = 4096
-    clip: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    prm_epochs: int = 3
-    prm_lr: float = 1e-3
-    prm_target: str = "td"  # AgentPRM's TD(lambda) targets, or "mc" (Monte-Carlo returns)
-    prm_beta: float = 1.0
-    reward_code: str | None = None  # a CodeReward function's source, added to the env's reward (text backend)
-    seed: int = 0
-    out: str = "runs/train"
-    tensorboard: bool = True
-
-    def check(self) -> None:
-        if self.algo not in ESTIMATORS:
-            raise ValueError(f"unknown --algo {self.algo!r}: use one of {', '.join(sorted(ESTIMATORS))}")
-        if self.loss not in ("ppo", "reinforce"):
-            raise ValueError(f"unknown loss {self.loss!r}: use ppo or reinforce")
-        if self.prm_target not in ("td", "mc"):
-            raise ValueError(f"unknown prm_target {self.prm_target!r}: use td or mc")
-        if self.groups < 1 or self.group_size < 1 or self.steps < 1:
-            raise ValueError("groups, group_size and steps must be at least 1")
-
-
-def resolve_backend(config: TrainConfig) -> str:
-    craft = gym.spec(config.env_id).id == "turngym/Craft-v0"
-    primitive = config.env_kwargs.get("action_mode", "primitive") == "primitive"
-    if config.backend == "auto":
-        return "symbolic" if craft and primitive and not config.reward_code else "text"
-    if config.backend == "symbolic" and config.reward_code:
-        raise ValueError("reward code runs on single envs: use the text backend with reward_code")
-    if config.backend == "symbolic" and not (craft and primitive):
-        raise ValueError("the symbolic backend plays turngym/Craft-v0 in primitive mode only: use --backend text")
-    if config.backend not in ("symbolic", "text"):
-        raise ValueError(f"unknown backend {config.backend!r}: use auto, symbolic or text")
-    return config.backend
-
-
-def build(config: TrainConfig) -> tuple[torch.nn.Module, SymbolicActor | TextActor, str]:
-    """The policy network and the actor that plays it on a vector env."""
-    backend = resolve_backend(config)
+def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | TextActor, str]:
+    """The policy network, the actor that plays it on a vector env, and the backend's name: the
+    env's fast vector backend with the symbolic policy, or single envs with the text policy."""
+    backend = config.vector_backend()
+    kwargs, options = config.env_setup()
     n = config.groups * config.group_size
-    spec, _, path = config.policy.partition(":")
-    if spec != "neural":
-        raise ValueError(f"--policy {config.policy!r}: this trainer takes neural or neural:PATH "
-                         "(hf:PATH goes to the language-model trainer)")
+    path = config.policy.partition(":")[2]
     saved = load_saved(path) if path else None
-    if backend == "symbolic":
+    if backend is not None:
         if saved is not None and saved.get("kind") != KIND:
-            raise ValueError(f"{path} is a text policy; the symbolic backend needs one trained on CraftVectorEnv")
-        view = config.env_kwargs.get("view", 9)
+            raise ValueError(f"{path} is a text policy; the symbolic backend needs one trained on it: "
+                             "use backend text")
+        env = backend.make(n, kwargs)
+        view = env.single_observation_space["view"].shape[0]
         policy = SymbolicPolicy.from_saved(saved) if saved else new_symbolic_policy(
             SymbolicConfig.for_craft(view), config.seed)
-        kwargs = {k: v for k, v in config.env_kwargs.items() if k in ("size", "view", "reward")}
-        return policy, SymbolicActor(policy, config.task or "wood_pickaxe", n, config.max_turns, **kwargs), backend
+        return policy, SymbolicActor(policy, env), "symbolic"
     if saved is not None and saved.get("kind") == KIND:
-        raise ValueError(f"{path} is a symbolic Craft policy; use the symbolic backend")
-    kwargs = dict(config.env_kwargs)
-    if config.task:
-        kwargs["task"] = config.task
-    if config.max_turns:
-        kwargs["max_turns"] = config.max_turns
-    kwargs.setdefault("image", False) if config.env_id == "turngym/Craft-v0" else None
+        raise ValueError(f"{path} is a symbolic policy; use backend symbolic (or auto)")
     policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(), config.seed)
 
     def make() -> gym.Env:
         env = gym.make(config.env_id, **kwargs)
         return CodeReward(env, config.reward_code) if config.reward_code else env
 
-    return policy, TextActor(policy, make, n), backend
+    return policy, TextActor(policy, make, n, options), "text"
 
 
-def advantages(config: TrainConfig, col: Collected, prm_scores: list[np.ndarray] | None):
+def advantages(config: NeuralTrainConfig, col: Collected, prm_scores: list[np.ndarray] | None):
     needs = NEEDS[config.algo]
     rollouts = Rollouts(col.trajectories, col.groups, values=col.values() if "values" in needs else None,
                         prm=prm_scores)
@@ -146,7 +82,7 @@ def flatten(col: Collected, per_trajectory: list[np.ndarray]) -> torch.Tensor:
     return torch.as_tensor(out, dtype=torch.float32)
 
 
-def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                actor: SymbolicActor | TextActor, col: Collected, adv: torch.Tensor, targets: torch.Tensor | None,
                generator: torch.Generator) -> dict[str, float]:
     """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch."""
@@ -160,8 +96,8 @@ def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.op
     policy.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.minibatch):
-            rows = order[start:start + config.minibatch].numpy()
+        for start in range(0, n, config.minibatch_size):
+            rows = order[start:start + config.minibatch_size].numpy()
             logp, entropy, value = actor.evaluate(col.inputs, rows, col.index[rows])
             a = adv[rows]
             if config.loss == "reinforce":
@@ -169,8 +105,8 @@ def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.op
                 ratio = torch.ones_like(logp)
             else:
                 ratio = torch.exp(logp - col.logprob[rows])
-                pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip, 1 + config.clip) * a).mean()
-            loss = pg - config.ent_coef * entropy.mean()
+                pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * a).mean()
+            loss = pg - config.entropy_coef * entropy.mean()
             v_loss = torch.zeros(())
             if targets is not None:
                 v_loss = 0.5 * ((value - targets[rows]) ** 2).mean()
@@ -182,7 +118,7 @@ def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.op
             with torch.no_grad():
                 log_ratio = logp - col.logprob[rows]
                 sums["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
-                sums["clip_frac"] += float(((ratio - 1).abs() > config.clip).float().mean())
+                sums["clip_frac"] += float(((ratio - 1).abs() > config.clip_eps).float().mean())
             sums["pg_loss"] += float(pg.detach())
             sums["v_loss"] += float(v_loss.detach())
             sums["entropy"] += float(entropy.mean().detach())
@@ -191,9 +127,9 @@ def ppo_update(config: TrainConfig, policy: torch.nn.Module, optimizer: torch.op
     return {k: v / max(batches, 1) for k, v in sums.items()}
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Train a policy; returns the metrics rows. Writes into `config.out`: metrics.jsonl, tb/,
-    checkpoint.pt, policy.pt (`neural:OUT/policy.pt`), prm.pt (with algo prm), config.json."""
+def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Train a policy; returns the metrics rows. Writes into `config.out`: config.json,
+    metrics.jsonl, tb/, checkpoint.pt, policy.pt (`neural:OUT/policy.pt`) and prm.pt (algo prm)."""
     config.check()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,12 +141,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     update, env_steps = 0, 0
     metrics = Metrics(out, tensorboard=config.tensorboard)
     checkpoint = out / "checkpoint.pt"
-    if resume and checkpoint.exists():
+    if config.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        changed = sorted(k for k, v in asdict(config).items() if state["config"].get(k) != v and k != "steps")
-        if changed:  # a larger step budget extends the run; anything else would mix two experiments
+        # a larger step budget extends the run; anything else but logging would mix two experiments
+        changed = sorted(k for k, v in asdict(config).items()
+                         if state["config"].get(k) != v and k not in ("steps", "resume", "tensorboard"))
+        if changed:
             raise ValueError(f"cannot resume {out}: its config differs in {', '.join(changed)}; "
-                             "use another --out or the same options (only --steps may grow)")
+                             "use another out folder or the same options (only steps may grow)")
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         if prm is not None:
@@ -221,7 +159,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         metrics.truncate(update)
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run: no rows from an older one
-    (out / "config.json").write_text(__import__("json").dumps(asdict(config), indent=1))
+    write_config(out, config)
     rows = read_metrics(out)
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
@@ -240,7 +178,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                     scores = prm.scores(actor, col)
                 est = advantages(config, col, scores)
                 adv = flatten(col, est.advantages)
-                targets = flatten(col, est.returns) if config.algo in CRITIC else None
+                targets = flatten(col, est.returns) if "values" in NEEDS[config.algo] else None
                 stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator)
                 update += 1
                 env_steps += col.env_steps
@@ -272,40 +210,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     return rows
 
 
-def train_prm(config: TrainConfig, *, updates: int, progress: bool = True) -> list[dict[str, Any]]:
-    """AgentPRM's first stage on its own: play the policy (`config.policy`, not trained here) and
-    fit a PRM to its rollouts for `updates` rounds; writes prm.pt and metrics.jsonl into `out`."""
-    config.check()
-    out = Path(config.out)
-    policy, actor, _ = build(config)
-    prm = PRMTrainer(policy, config)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    metrics = Metrics(out, tensorboard=config.tensorboard)
-    if (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
-    rows, env_steps = [], 0
-    try:
-        with progress_bar(disable=not progress) as bar:
-            job = bar.add_task("fitting the PRM", total=updates)
-            for update in range(1, updates + 1):
-                col = collect_groups(actor, group_seeds(rng, config.groups), config.group_size, config.env_id,
-                                     generator)
-                env_steps += col.env_steps
-                row = {"update": update, "env_steps": env_steps,
-                       "success": float(np.mean([t.success for t in col.trajectories])),
-                       **prm.fit(actor, col, generator)}
-                metrics.log(row)
-                rows.append(row)
-                bar.update(job, advance=1, description=f"fitting the PRM (EV {row['prm_ev']:.2f})")
-    finally:
-        actor.close()
-        metrics.close()
-    prm.save(out / "prm.pt", env_id=config.env_id, task=config.task, policy=config.policy, env_steps=env_steps,
-             target=config.prm_target)
-    return rows
-
-
 def code_reward_trainer(env_id: str, task: str | None, env_kwargs: dict[str, Any], steps: int, *, seed: int = 0,
                         episodes: int = 20) -> Any:
     """A `train(source, folder)` for the reward-design loop (`turngym.rewards.design`): a short
@@ -314,13 +218,13 @@ def code_reward_trainer(env_id: str, task: str | None, env_kwargs: dict[str, Any
     from turngym.rewards.design import evaluate_code_reward
 
     def run(source: str, folder: Path) -> dict[str, Any]:
-        config = TrainConfig(env_id=env_id, task=task, env_kwargs=env_kwargs, algo="grpo", steps=steps, groups=4,
-                             group_size=4, out=str(Path(folder) / "train"), seed=seed, reward_code=source,
-                             tensorboard=False)
+        config = NeuralTrainConfig(env_id=env_id, task=task, env_kwargs=env_kwargs, algo="grpo", steps=steps,
+                                   groups=4, group_size=4, out=str(Path(folder) / "train"), seed=seed,
+                                   reward_code=source, tensorboard=False)
         rows = train(config, progress=False)
-        kwargs = {**env_kwargs, **({"task": task} if task else {})}
-        result = evaluate_code_reward(source, env_id, agent=f"neural:{Path(config.out) / 'policy.pt'}",
-                                      episodes=episodes, seed=seed, env_kwargs=kwargs)
+        agent, kwargs = config.trained()
+        result = evaluate_code_reward(source, env_id, agent=agent, episodes=episodes, seed=seed, env_kwargs=kwargs,
+                                      reset_options=config.env_setup()[1])
         return {**result, "train_steps": rows[-1]["env_steps"], "train_success": rows[-1]["success"]}
 
     return run

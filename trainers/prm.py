@@ -27,7 +27,7 @@ def fresh_copy(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 class PRMTrainer:
-    """Holds the PRM network and its optimiser across updates."""
+    """Holds the PRM network and its optimizer across updates."""
 
     def __init__(self, policy: torch.nn.Module, config: Any) -> None:
         self.config = config
@@ -81,8 +81,8 @@ class PRMTrainer:
             q = torch.as_tensor(self.targets(col, scores), dtype=torch.float32)
             ev = explained_variance(q.numpy(), np.concatenate(scores) if scores else np.zeros(0))
             order = torch.randperm(len(q), generator=generator).numpy()
-            for start in range(0, len(order), c.minibatch):
-                rows = order[start:start + c.minibatch]
+            for start in range(0, len(order), c.minibatch_size):
+                rows = order[start:start + c.minibatch_size]
                 m = actor.scores(self.net, col.inputs, rows, col.index[rows])
                 loss_q = 0.5 * ((m - q[rows]) ** 2).mean()
                 loss_a = torch.zeros(())

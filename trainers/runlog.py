@@ -1,6 +1,7 @@
 """What every training run writes: metrics (JSONL and TensorBoard) and resumable checkpoints.
 
-A run lives in one folder: `metrics.jsonl` (one JSON object per update, appended and flushed, so
+A run lives in one folder: `config.json` (the resolved config, which `turngym train --config`
+reads back), `metrics.jsonl` (one JSON object per update, appended and flushed, so
 a crash loses at most the line being written), `tb/` (the same scalars for TensorBoard) and
 `checkpoint.pt` (written atomically: a crash mid-write leaves the previous checkpoint whole).
 `--resume` reloads the checkpoint and cuts `metrics.jsonl` back to the checkpoint's update, so the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,13 @@ class Metrics:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def write_config(folder: str | Path, config: Any) -> Path:
+    """`config` (a trainer config dataclass) as `FOLDER/config.json`, written atomically."""
+    path = Path(folder) / "config.json"
+    atomic_write_bytes(path, json.dumps(jsonable(asdict(config)), indent=1).encode())
+    return path
 
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from pathlib import Path
@@ -243,70 +244,102 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
     atomic_write_bytes(out / "bc.json", json.dumps(record, indent=2).encode())
 
 
-ALGOS = "grpo|drgrpo|rloo|gae|spo|evpo|gigpo|prm"
+def _train_config(values: dict[str, Any], kind: Any = None) -> Any:
+    """The trainer config of `values` (field names of trainers/config.py; `kind`: a config class the
+    command needs), checked, and its env made once, so a wrong option, id or kwarg fails now with a
+    clear message rather than mid-run."""
+    from turngym.trainers.config import TrainConfig, make_config
 
-
-def _train_config(env_id: str, task: str | None, algo: str, policy: str, steps: int, out: Path, seed: int,
-                  kw: list[str] | None, extra: dict[str, Any]) -> Any:
-    from turngym.trainers.ppo import TrainConfig
-
-    kwargs = parse_kwargs(kw)
-    make_env(env_id, {**kwargs, **({"task": task} if task else {})}).close()
-    return TrainConfig(env_id=env_id, task=task, env_kwargs=kwargs, algo=algo, policy=policy, steps=steps,
-                       out=str(out), seed=seed, **extra)
-
-
-@app.command()
-def train(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
-          task: Annotated[str | None, typer.Option(help="the env's task kwarg, e.g. stone_pickaxe")] = None,
-          algo: Annotated[str, typer.Option(help=f"advantage estimator: {ALGOS}")] = "grpo",
-          policy: Annotated[str, typer.Option(help="neural, neural:PATH (continue) or hf:PATH")] = "neural",
-          steps: Annotated[int, typer.Option(help="env-step budget", min=1)] = 200_000,
-          out: Annotated[Path, typer.Option(help="run folder: metrics, checkpoint, policy")] = Path("runs/train"),
-          resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")] = False,
-          loss: Annotated[str, typer.Option(help="ppo or reinforce")] = "ppo",
-          groups: Annotated[int, typer.Option(help="tasks per update", min=1)] = 8,
-          group_size: Annotated[int, typer.Option(help="rollouts per task (G)", min=1)] = 8,
-          lr: Annotated[float, typer.Option(min=0)] = 1e-3,
-          epochs: Annotated[int, typer.Option(help="PPO epochs per update", min=1)] = 4,
-          evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
-          seed: Annotated[int, typer.Option()] = 0,
-          kw: KwargsOption = None) -> None:
-    """Train a policy with PPO (or REINFORCE) and the chosen advantage estimator; evaluate it on the test split."""
-    from turngym.trainers.ppo import train as run_training
-    from turngym.trainers.runlog import plot_curves
-
-    if policy.startswith("hf:"):
-        from turngym.trainers.lm import LMTrainConfig, train_lm
-
-        kwargs = parse_kwargs(kw)
-        if task and env_id == "turngym/Craft-v0":
-            kwargs["task"], task = task, None  # Craft's task is a kwarg; elsewhere a task id or split
-        lm_config = LMTrainConfig(env_id=env_id, model=policy[3:], env_kwargs=kwargs, task=task, algo=algo,
-                                  loss=loss, groups=groups, group_size=group_size, updates=10**9, env_steps=steps,
-                                  seed=seed, out=str(out), resume=resume)
-        try:
-            rows = train_lm(lm_config)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        console.print(f"trained {len(rows)} updates; model in {out / 'model'} (use it as hf:{out / 'model'})")
-        return
-    config = _train_config(env_id, task, algo, policy, steps, out, seed, kw,
-                           {"loss": loss, "groups": groups, "group_size": group_size, "lr": lr, "epochs": epochs})
     try:
-        rows = run_training(config, resume=resume)
+        config = make_config(values, kind or TrainConfig)
+        config.check()
+        kwargs = config.env_setup()[0]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    curve = plot_curves({algo: ([r["env_steps"] for r in rows], [r["success"] for r in rows])}, out / "curve.png",
-                        title=f"{env_id} {task or ''}: {algo}")
-    console.print(f"trained {rows[-1]['env_steps']:,} env steps; training success {rows[-1]['success']:.1%}; "
-                  f"policy in {out / 'policy.pt'}; curve in {curve}")
+    make_env(config.env_id, kwargs).close()
+    return config
+
+
+def _train_parameters() -> list[inspect.Parameter]:
+    """`turngym train`'s parameters: ENV_ID, --config, --eval and one option per field of the
+    trainer configs (trainers/config.py), in one help panel per trainer with each trainer's
+    default. Every such option defaults to None, so only the options given reach the config."""
+    from turngym.trainers.config import CONFIGS, knobs
+
+    def shown(value: Any) -> str:
+        return "none" if value is None else str(value)
+
+    params = [
+        inspect.Parameter("env_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
+            str | None, typer.Argument(help="e.g. turngym/Craft-v0 (or env_id in --config)", show_default=False)]),
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            Path | None, typer.Option(help="a YAML file of train options (a run's config.json works too); the "
+                                           "options on the command line override it")]),
+        inspect.Parameter("evaluate", inspect.Parameter.KEYWORD_ONLY, default=100, annotation=Annotated[
+            int, typer.Option("--eval", min=0, help="test tasks to evaluate the trained policy on (0: skip)")])]
+    for knob in knobs():
+        if knob.name == "env_id":
+            continue
+        owners = knob.owners
+        defaults = {c.policies[0]: shown(v) for c, v in knob.defaults.items() if v != {}}
+        note = ""  # (rich would read [brackets] as markup)
+        if len(set(defaults.values())) == 1:
+            note = f" (default {defaults.popitem()[1]})"
+        elif len(defaults) > 1:  # each trainer's own
+            note = " (" + ", ".join(f"{kind}: {value}" for kind, value in defaults.items()) + ")"
+        option = typer.Option(*knob.aliases, help=knob.help + note, show_default=False,
+                              rich_help_panel="All trainers" if len(owners) == len(CONFIGS) else
+                              f"Only {owners[0].about}")
+        kind = list[str] if knob.kind is dict else knob.kind  # dict fields: repeatable key=value options
+        params.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[kind | None, option]))
+    return params
+
+
+def train(env_id: str | None = None, *, config: Path | None = None, evaluate: int = 100, **given: Any) -> None:
+    """Train a policy (PPO or REINFORCE with any advantage estimator) and evaluate it on the test split.
+
+    --policy picks the trainer; options left out keep its defaults; OUT/config.json records the run's options.
+    """
+    from turngym.trainers.config import knobs
+    from turngym.trainers.config import train as run_trainer
+    from turngym.trainers.runlog import plot_curves
+
+    values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            values = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise typer.BadParameter(f"cannot read {config}: {exc}", param_hint="--config") from None
+        if not isinstance(values, dict):
+            raise typer.BadParameter(f"{config} must hold a mapping of option: value", param_hint="--config")
+    flags = {knob.name: (knob.aliases or ("--" + knob.name.replace("_", "-"),))[0] for knob in knobs()}
+    for name, value in given.items():
+        if isinstance(value, list):  # key=value pairs on top of the file's mapping
+            values[name] = {**(values.get(name) or {}), **parse_kwargs(value, flags[name])}
+        elif value is not None:
+            values[name] = str(value) if isinstance(value, Path) else value
+    if env_id is not None:
+        values["env_id"] = env_id
+    if "env_id" not in values:
+        raise typer.BadParameter("give ENV_ID (or env_id in --config), e.g. turngym/Craft-v0", param_hint="ENV_ID")
+    run = _train_config(values)
+    try:
+        rows = run_trainer(run)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out, about = Path(run.out), f"{run.env_id} {run.task or ''}".strip()
+    curve = plot_curves({run.algo: ([r["env_steps"] for r in rows], [r["success"] for r in rows])},
+                        out / "curve.png", title=f"{about}: {run.algo}")
+    spec, kwargs = run.trained()
+    console.print(f"trained {rows[-1]['env_steps']:,} env steps in {len(rows)} updates; training success "
+                  f"{rows[-1]['success']:.1%}; policy {spec}; curve in {curve}")
     if evaluate:
-        spec = f"neural:{out / 'policy.pt'}"
-        kwargs = {**config.env_kwargs, **({"task": task} if task else {})}
-        if env_id == "turngym/Craft-v0" and kwargs.get("action_mode", "primitive") == "primitive":
-            kwargs.update(symbolic=True, image=False)
-        _evaluate_into(out, env_id, kwargs, spec, evaluate, title=f"{env_id} {task or ''}: test split")
+        _evaluate_into(out, run.env_id, kwargs, spec, evaluate, title=f"{about}: test split")
+
+
+train.__signature__ = inspect.Signature(_train_parameters())  # typer reads the options from here
+app.command()(train)
 
 
 def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, episodes: int, title: str) -> None:
@@ -332,7 +365,8 @@ def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, ep
 
 @app.command("train-prm")
 def train_prm(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
-              task: Annotated[str | None, typer.Option(help="the env's task kwarg, e.g. stone_pickaxe")] = None,
+              task: Annotated[str | None, typer.Option(help="the env's task kwarg where it has one (Craft: "
+                                                            "stone_pickaxe, ...), else a split or task id")] = None,
               policy: Annotated[str, typer.Option(help="the policy whose rollouts the PRM scores: neural[:PATH]")
                                 ] = "neural",
               updates: Annotated[int, typer.Option(help="rounds of rollouts + fitting", min=1)] = 10,
@@ -343,10 +377,12 @@ def train_prm(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0"
               seed: Annotated[int, typer.Option()] = 0,
               kw: KwargsOption = None) -> None:
     """Fit a process reward model M(s, a) to a policy's rollouts (AgentPRM's TD targets or Monte-Carlo)."""
-    from turngym.trainers.ppo import train_prm as fit
+    from turngym.trainers.config import NeuralTrainConfig
+    from turngym.trainers.train_prm import train_prm as fit
 
-    config = _train_config(env_id, task, "prm", policy, 1, out, seed, kw,
-                           {"groups": groups, "group_size": group_size, "prm_target": target})
+    config = _train_config({"env_id": env_id, "task": task, "algo": "prm", "policy": policy, "out": str(out),
+                            "seed": seed, "env_kwargs": parse_kwargs(kw), "groups": groups, "group_size": group_size,
+                            "prm_target": target}, NeuralTrainConfig)
     try:
         rows = fit(config, updates=updates)
     except ValueError as exc:
@@ -358,7 +394,8 @@ def train_prm(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0"
 @app.command("reward-design")
 def reward_design(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
                   agent: Annotated[str, typer.Option("--agent", "-a", help="hf:PATH or openai:MODEL@BASE_URL")],
-                  task: Annotated[str | None, typer.Option(help="Craft: the task kwarg; else a task id")] = None,
+                  task: Annotated[str | None, typer.Option(help="the env's task kwarg where it has one (Craft: "
+                                                                "stone_pickaxe, ...), else a split or task id")] = None,
                   iterations: Annotated[int, typer.Option(min=1, help="reward-function versions")] = 3,
                   out: Annotated[Path, typer.Option(help="folder for every version; a rerun resumes")
                                  ] = Path("runs/reward-design"),

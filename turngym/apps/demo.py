@@ -105,13 +105,14 @@ TRAIN_TASK, TRAIN_STEPS, TRAIN_ALGOS = "wood_pickaxe", 40_000, ("grpo", "prm")
 def _training(out: Path, console: Console) -> list[str]:
     """A short from-scratch run per estimator on sparse Craft (symbolic policy, CraftVectorEnv),
     with its learning curve; returns the report's section."""
-    from turngym.trainers.ppo import TrainConfig, train
+    from turngym.trainers.config import NeuralTrainConfig
+    from turngym.trainers.ppo import train
     from turngym.trainers.runlog import plot_curves
 
     curves, rows_md = {}, []
     for algo in TRAIN_ALGOS:
-        rows = train(TrainConfig(task=TRAIN_TASK, algo=algo, steps=TRAIN_STEPS, out=str(out / algo),
-                                 tensorboard=False), progress=False)
+        rows = train(NeuralTrainConfig(env_id=CRAFT, task=TRAIN_TASK, algo=algo, steps=TRAIN_STEPS,
+                                       out=str(out / algo), tensorboard=False), progress=False)
         curves[algo] = ([r["env_steps"] for r in rows], [r["success"] for r in rows])
         rows_md.append(f"| {algo} | {rows[0]['success']:.0%} | {rows[-1]['success']:.0%} | {rows[-1]['env_steps']:,} |")
         console.print(f"training {algo} on Craft {TRAIN_TASK}: success {rows[0]['success']:.0%} -> "
