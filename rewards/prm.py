@@ -150,20 +150,6 @@ def best_of_n(env: gym.Env, agent: Any, prm: ProcessRewardModel, n: int, *, seed
     return trajectories[chosen], trajectories
 
 
-def _clone(env: gym.Env) -> gym.Env:
-    """`copy.deepcopy(env)` with Craft's world re-linked: `World.grid` is a numpy view of the
-    bytearray `World.map`, and deepcopy gives the copy a grid of its own that the map's changes
-    (moves, cows, placed tables) no longer reach. The re-link is a no-op once the copy shares
-    memory again."""
-    clone = copy.deepcopy(env)
-    world = getattr(clone.unwrapped, "world", None)
-    grid, flat = getattr(world, "grid", None), getattr(world, "map", None)
-    if isinstance(grid, np.ndarray) and isinstance(flat, bytearray) and not np.shares_memory(
-            grid, np.frombuffer(flat, np.uint8)):
-        world.grid = np.frombuffer(flat, np.uint8).reshape(grid.shape)
-    return clone
-
-
 @dataclass
 class _Node:
     env: gym.Env
@@ -196,7 +182,7 @@ def beam_search(env: gym.Env, prm: ProcessRewardModel, *, beam: int = 4, expand:
     if beam < 1 or expand < 1:
         raise ValueError(f"beam and expand must be at least 1; got beam={beam}, expand={expand}")
     try:
-        root_env = _clone(env)
+        root_env = copy.deepcopy(env)
     except Exception as exc:
         raise TypeError(f"beam_search copies the env at every step, and this env cannot be copied: {exc}") from exc
     obs, reset_info = root_env.reset(seed=seed)
@@ -211,7 +197,7 @@ def beam_search(env: gym.Env, prm: ProcessRewardModel, *, beam: int = 4, expand:
                 continue
             scores = prm.scores(node.obs, node.info, candidates)
             for k in np.argsort(-scores, kind="stable")[:expand]:
-                child_env = _clone(node.env)
+                child_env = copy.deepcopy(node.env)
                 action = candidates[int(k)]
                 obs, reward, terminated, truncated, info = child_env.step(action)
                 nodes += 1

@@ -118,6 +118,11 @@ class WebShopBrowserEnv(WebShopEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> WebShopBrowserEnv:
+        # the episode lives in a Chromium page, which no copy can take along
+        raise TypeError(f"{type(self).__name__} cannot be copied: its state lives in a browser page; "
+                        "copy turngym/WebShop-v0 (the same tasks, as text) instead")
+
     def __init__(self, catalog: str = "small", viewport: tuple[int, int] = (1024, 768), screenshot: bool = True,
                  timings: bool = False, timeout: float = 5.0, max_turns: int | None = None,
                  render_mode: str | None = None) -> None:

@@ -75,9 +75,6 @@ class WebShopEnv(TurnEnv):
         own) and shares the catalog: products, goals and search index are large and read-only, and
         the sqlite connection behind them cannot be copied. So `copy.deepcopy(env)` is all PRM
         search needs to branch an episode."""
-        if self.thread_bound:  # the browser env: its episode lives in a Chromium page no copy can take along
-            raise TypeError(f"{type(self).__name__} cannot be copied: its state lives in a browser page; "
-                            "copy turngym/WebShop-v0 (the same tasks, as text) instead")
         memo[id(self.catalog)] = self.catalog  # every reference to it, the session's included, stays shared
         clone = memo[id(self)] = type(self).__new__(type(self))
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
