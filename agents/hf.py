@@ -2,7 +2,7 @@
 
 `HFModel` loads the checkpoint (never downloading: a folder, or a name already in the local
 cache) and generates chat replies that record their token ids and log-probs; `HFAgent` plays an
-env with it, and the chat server (`agents/chat_server.py`) serves it over HTTP.
+env with it, and the chat server (`turngym/serve/lm_server.py`) serves it over HTTP.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class HFModel:
     The log-prob of a completion token is the log-softmax of the model's logits divided by the
     temperature (1 when greedy), taken before top-p: the smooth policy a trainer differentiates,
     not the truncated one the token was drawn from (they agree on every token top-p keeps, up to
-    the renormalising constant of the nucleus).
+    the renormalizing constant of the nucleus).
     """
 
     def __init__(self, path: str) -> None:

@@ -46,7 +46,7 @@ class Completion:
 
 @dataclass
 class Exchange:
-    """One past turn of the conversation, kept verbatim while it fits and summarised after."""
+    """One past turn of the conversation, kept verbatim while it fits and summarized after."""
 
     turn: int
     user: str

@@ -286,7 +286,7 @@ def _split_info(info: dict[str, Any], n: int) -> list[dict[str, Any]]:
 
 
 def new_policy(config: PolicyConfig | None = None, seed: int = 0) -> NeuralPolicy:
-    """A freshly initialised policy; the same seed gives the same weights."""
+    """A freshly initialized policy; the same seed gives the same weights."""
     with torch.random.fork_rng():  # leave the caller's global torch stream alone
         torch.manual_seed(seed)
         return NeuralPolicy(config)

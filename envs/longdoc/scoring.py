@@ -41,7 +41,7 @@ answer:
 - Float: equal within 1% relative tolerance, or equal once both are rounded to the decimals of the
   less precise of the two (never fewer than 2); gt*100 and gt/100 also count, so 0.25 and "25%" agree.
 - Str: exact match after cleaning when the gt is a URL, an email address, a date or a phone number;
-  otherwise ANLS, 1 - normalised Levenshtein distance, which scores 0 unless it exceeds 0.5.
+  otherwise ANLS, 1 - normalized Levenshtein distance, which scores 0 unless it exceeds 0.5.
   Cleaning lowercases and drops quotes, bracket characters, currency and percent signs and trailing
   periods, and collapses whitespace.
 - List: both sides parsed (a list, a Python list literal, or text split at commas, semicolons and
@@ -181,7 +181,7 @@ def is_exact_only(gt: str) -> bool:
 
 
 def anls(gt: str, pred: str) -> float:
-    """1 - normalised Levenshtein distance, or 0 when that is not above the threshold."""
+    """1 - normalized Levenshtein distance, or 0 when that is not above the threshold."""
     similarity = Levenshtein.normalized_similarity(gt, pred)
     return similarity if similarity > ANLS_THRESHOLD else 0.0
 

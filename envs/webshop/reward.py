@@ -4,14 +4,14 @@
 
 - n_att: goal attributes matched by one of the product's attributes (rapidfuzz token-set ratio
   above 85), or found verbatim in its title, bullet points or description;
-- n_opt: goal options matched (ratio above 85) by a selected option, after colour normalisation;
+- n_opt: goal options matched (ratio above 85) by a selected option, after color normalization;
 - r_price: 1 if the price is at most the goal's upper bound (a goal without a bound counts 1);
 - r_type: 1, 0.5, 0.1 or 0 from query match, category-path match (two shared segments) and the
   overlap of the nouns of the two product names, as in WebShop's `get_type_reward`.
 
 WebShop finds the nouns of a product name with spaCy's tagger. To stay offline and
 dependency-light, a word counts as a noun here when it is alphabetic, at least three letters
-long, and not a stop word, a unit, a plain colour or a common modifier (the list below). Product names
+long, and not a stop word, a unit, a plain color or a common modifier (the list below). Product names
 are noun phrases, so this keeps the head nouns ("shampoo", "earbuds", "jerky") and drops the
 describing words that spaCy would tag as adjectives, numbers or determiners.
 """
@@ -35,7 +35,7 @@ def similarity(a: str, b: str) -> float:
 def _similar(a: str, b: str) -> bool:
     return similarity(a, b) > FUZZY
 
-# WebShop's colour list (web_agent_site/engine/normalize.py), in its alphabetical order: every
+# WebShop's color list (web_agent_site/engine/normalize.py), in its alphabetical order: every
 # option, on both sides, is reduced to the first of these it contains ("navy blue" -> "blue").
 COLORS = tuple("""
     alabaster apricot aqua ash asphalt azure banana beige black blue blush bordeaux bronze brown burgundy
@@ -65,7 +65,7 @@ def nouns(name: str) -> list[str]:
 
 
 def normalize_color(option: str) -> str:
-    """The first of WebShop's colours that `option` contains, else `option` unchanged (a plain
+    """The first of WebShop's colors that `option` contains, else `option` unchanged (a plain
     substring test, as WebShop's: "rectangular" becomes "tan")."""
     lowered = option.lower()
     return next((c for c in COLORS if c in lowered), option)

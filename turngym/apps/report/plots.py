@@ -47,7 +47,7 @@ def write_plots(runs: list[Run], episodes: list[dict[str, Any]], folder: Path) -
     return plots
 
 
-Series = list[tuple[str, Any, str, str]]  # (legend label, colour, run label, agent)
+Series = list[tuple[str, Any, str, str]]  # (legend label, color, run label, agent)
 
 
 def _save(fig: Any, path: Path, title: str) -> dict[str, str]:
