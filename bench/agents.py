@@ -1,11 +1,11 @@
 """Agents: turns per second of the neural policy and of the tiny Hugging Face agent, and the
-behaviour-cloning figure of issue 6 (Craft wood_pickaxe, 200 oracle episodes, 100 test seeds).
+behavior-cloning figure of issue 6 (Craft wood_pickaxe, 200 oracle episodes, 100 test seeds).
 
     .venv/bin/python bench/agents.py [--quick]
 
 "policy only" times the policy's forward pass and choice on recorded observations; "with env"
 times whole turns (policy + env step), one env at a time or 64 Craft envs in a SyncVectorEnv.
-`--quick` skips the behaviour-cloning runs.
+`--quick` skips the behavior-cloning runs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import turngym
 from turngym.agents import make_agent
 from turngym.agents.neural import new_policy, proposer, unbatch
 from turngym.agents.tiny import build_tiny_lm
-from turngym.apps.evaluate import run_episodes, summarize
+from turngym.apps.harness import evaluate
+from turngym.results import entry_row
 from turngym.trainers.bc import clone, collect, demonstrations
 
 CRAFT = "turngym/Craft-v0"
@@ -73,9 +74,9 @@ def hf_row(folder: Path) -> tuple[str, ...]:
 
 def bc_rows() -> list[tuple[str, ...]]:
     kwargs = {"task": "wood_pickaxe"}
-    floor = summarize(CRAFT, "random", run_episodes(CRAFT, "random", 100, env_kwargs=kwargs))
-    rows = [("none (random agent)", "-", "-", "-", "-", "-", f"{floor.success_rate:.0%}", "-",
-             f"{floor.mean_turns:.1f}")]
+    floor = entry_row(evaluate(CRAFT, ["random"], 100, env_kwargs=kwargs), "random")
+    rows = [("none (random agent)", "-", "-", "-", "-", "-", f"{floor['success_rate']:.0%}", "-",
+             f"{floor['mean_turns']:.1f}")]
     with tempfile.TemporaryDirectory() as tmp:
         for noise in (0.0, 0.2):
             start = time.perf_counter()
@@ -86,14 +87,14 @@ def bc_rows() -> list[tuple[str, ...]]:
             history = clone(policy, samples)
             trained = time.perf_counter()
             path = policy.save(Path(tmp) / "bc.pt")
-            sampled = summarize(CRAFT, "bc", run_episodes(CRAFT, f"neural:{path}", 100, env_kwargs=kwargs))
+            spec = f"neural:{path}"
+            sampled = entry_row(evaluate(CRAFT, [spec], 100, env_kwargs=kwargs), spec)
             done = time.perf_counter()
-            greedy = summarize(CRAFT, "bc", run_episodes(CRAFT, f"neural:{path}", 100, env_kwargs=kwargs,
-                                                         agent_options={"sample": False}))
+            greedy = entry_row(evaluate(CRAFT, [spec], 100, env_kwargs=kwargs, agent_options={"sample": False}), spec)
             rows.append(("200 episodes" if noise == 0 else f"200, DART {noise}", f"{len(samples):,}",
                          f"{history[-1]['accuracy']:.1%}", f"{collected - start:.0f} s", f"{trained - collected:.0f} s",
-                         f"{done - trained:.0f} s", f"{sampled.success_rate:.0%}", f"{greedy.success_rate:.0%}",
-                         f"{sampled.mean_turns:.1f}"))
+                         f"{done - trained:.0f} s", f"{sampled['success_rate']:.0%}", f"{greedy['success_rate']:.0%}",
+                         f"{sampled['mean_turns']:.1f}"))
     return rows
 
 
@@ -109,7 +110,7 @@ def main() -> None:
     console.print(speed)
     if "--quick" in sys.argv:
         return
-    bc = Table(title="Behaviour cloning on Craft wood_pickaxe, 10 epochs, 100 test seeds (target: >= 80% in under "
+    bc = Table(title="Behavior cloning on Craft wood_pickaxe, 10 epochs, 100 test seeds (target: >= 80% in under "
                      "5 minutes). fit: training accuracy; success: sampled policy; greedy: its argmax")
     for column in ("expert data", "turns", "fit", "collect", "train", "eval", "success", "greedy", "turns/ep"):
         bc.add_column(column, justify="left" if column == "collection" else "right")

@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from timing import p50_p95_ms
 
-from turngym.apps.evaluate import run_episodes, summarize
+from turngym.apps.harness import evaluate
 from turngym.envs.webshop.catalog import SIZES, build_generated, open_catalog
+from turngym.results import entry_row
 
 LOAD = """
 import json, os, sys, time
@@ -99,9 +100,9 @@ def main() -> None:
         target = {"medium": "search p50 <= 5, step p50 <= 2", "full": "search p50 <= 20, step p50 <= 2"}.get(size, "")
         latency.add_row(size, *(f"{x:.2f}" for x in (*p50_p95_ms(searches), *p50_p95_ms(steps))), target)
         with console.status(f"agents on {size}..."):
-            rows = [summarize(ENV, a, run_episodes(ENV, a, args.episodes, env_kwargs={"catalog": str(path)}))
-                    for a in AGENTS]
-        agents.add_row(size, *(f"{r.success_rate:.1%} / {100 * r.mean_score:.1f}" for r in rows))
+            results = evaluate(ENV, list(AGENTS), args.episodes, env_kwargs={"catalog": str(path)})
+        rows = [entry_row(results, a) for a in AGENTS]
+        agents.add_row(size, *(f"{r['success_rate']:.1%} / {100 * r['mean_score']:.1f}" for r in rows))
     for table in (build, memory, latency, agents):
         console.print(table)
     if args.keep:

@@ -1,7 +1,7 @@
 """The env families. Each registers its ids here with a lazy entry point, so making one env
 imports only its own family."""
 
-from turngym.registry import register
+from turngym.registry import register, register_commands
 
 register(
     "turngym/Craft-v0",
@@ -28,3 +28,5 @@ register(
     "turngym.envs.hopvqa:HopVQAEnv",
     "Multi-hop visual queries: zoom into a generated scene, claim each hop, answer one verifiable number.",
 )
+register_commands("webshop", "turngym.envs.webshop.commands:app")
+register_commands("longdoc", "turngym.envs.longdoc.commands:app")

@@ -275,6 +275,13 @@ class TurnEnv(gym.Env[dict, str], ABC):
         templates out. It reads only `obs` and `info`, so it works on vector-env outputs too."""
         return [a for a in info.get("actions", []) if "<" not in a]
 
+    @classmethod
+    def run_metrics(cls, score_parts: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, float]:
+        """Measures of a whole set of episodes that are no mean of per-episode numbers (LongDocVQA's
+        generalized F1, say), from their `score_parts` and the env kwargs they were played with;
+        results and reports show them beside the score parts. None by default."""
+        return {}
+
     @property
     def task_type(self) -> str:
         """The kind of the current task, for results broken down by type (Craft: the goal;

@@ -450,13 +450,13 @@ def test_cli_runs_language_model_agents(lm: str, chat_server: str, server: bool,
     result = CliRunner().invoke(app, ["run", "turngym/Craft-v0", "--agent", spec, "-n", "1", "-k", "max_turns=3",
                                       "--out", str(tmp_path), "--max-new-tokens", "24", "-o", "max_context=1500"])
     assert result.exit_code == 0, result.output
-    [path] = [p for p in tmp_path.glob("*.jsonl")]
+    [path] = list(tmp_path.glob("episodes/*/*/*.jsonl"))
     [traj] = read_jsonl(path)
     assert len(traj) == 3 and traj.meta["agent"] == spec
     assert all(t.extras["usage"]["completion_tokens"] > 0 for t in traj.turns)
     if not server:
         check_records(traj)
-    assert json.loads((tmp_path / "results.json").read_text())[0]["agent"] == spec
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["agent"] == spec
 
 
 def test_cli_reports_a_bad_agent_option(lm: str) -> None:

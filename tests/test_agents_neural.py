@@ -14,7 +14,8 @@ import turngym
 from turngym.agents import make_agent
 from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch
 from turngym.apps.cli import app
-from turngym.apps.evaluate import run_episodes, summarize
+from turngym.apps.harness import evaluate
+from turngym.results import entry_row
 from turngym.trainers.bc import clone, collect, demonstrations
 
 CRAFT = "turngym/Craft-v0"
@@ -139,13 +140,13 @@ def test_behaviour_cloning_from_200_oracle_episodes_makes_a_wood_pickaxe(tmp_pat
     history = clone(policy, samples, epochs=10)
     assert history[-1]["loss"] < history[0]["loss"] / 3 and history[-1]["accuracy"] > 0.8
     path = policy.save(tmp_path / "bc.pt")
-    cloned = summarize(CRAFT, "bc", run_episodes(CRAFT, f"neural:{path}", 100, env_kwargs=kwargs))
-    assert cloned.success_rate >= 0.8, cloned
+    cloned = entry_row(evaluate(CRAFT, [f"neural:{path}"], 100, env_kwargs=kwargs), f"neural:{path}")
+    assert cloned["success_rate"] >= 0.8, cloned
     # Flailing for 200 turns makes a pickaxe now and then (an untrained policy: about half the time);
     # the clone does it far more often and in a fraction of the turns.
     untrained = new_policy(seed=0).save(tmp_path / "untrained.pt")
-    floor = summarize(CRAFT, "untrained", run_episodes(CRAFT, f"neural:{untrained}", 20, env_kwargs=kwargs))
-    assert floor.success_rate < 0.7 and cloned.mean_turns < floor.mean_turns / 2
+    floor = entry_row(evaluate(CRAFT, [f"neural:{untrained}"], 20, env_kwargs=kwargs), f"neural:{untrained}")
+    assert floor["success_rate"] < 0.7 and cloned["mean_turns"] < floor["mean_turns"] / 2
 
 
 def test_cli_bc_saves_a_policy_and_its_record(tmp_path):

@@ -30,10 +30,23 @@ def test_run_prints_a_table_and_saves_results(tmp_path):
     code, out = invoke("run", "turngym/Craft-v0", "-a", "random", "-a", "oracle", "-n", "3",
                        "-k", "task=collect_wood", "--out", str(tmp_path))
     assert code == 0, out
-    assert "oracle" in out and "100.0%" in out and "mean turns" in out
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert [r["agent"] for r in results] == ["random", "oracle"] and results[1]["success_rate"] == 1.0
-    assert (tmp_path / "oracle.jsonl").exists() and (tmp_path / "oracle_images").is_dir()
+    assert "oracle" in out and "100%" in out and "turns" in out
+    results = json.loads((tmp_path / "results.json").read_text())  # the eval harness's run folder and schema
+    rows = [r for r in results["rows"] if not r["task_type"]]
+    assert [r["agent"] for r in rows] == ["random", "oracle"] and rows[1]["success_rate"] == 1.0
+    assert rows[1]["parts"]["collect_wood"] == 1.0  # the family's own columns, from score_parts
+    assert len(list((tmp_path / "episodes" / "oracle").rglob("*.jsonl"))) == 3
+    assert any((tmp_path / "episodes" / "oracle").rglob("images/*.png"))
+    code, out = invoke("report", str(tmp_path))  # a `run --out` folder is a run folder the report opens
+    assert code == 0, out
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_run_without_out_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("run", "turngym/Craft-v0", "-a", "oracle", "-n", "2", "-k", "task=collect_wood")
+    assert code == 0 and "oracle" in out, out
+    assert not any(tmp_path.iterdir())
 
 
 def test_run_fails_with_clear_messages():
@@ -61,40 +74,41 @@ def test_play_in_the_terminal(tmp_path):
 def test_demo_writes_a_report(tmp_path):
     code, out = invoke("demo", "--episodes", "2", "--out", str(tmp_path))
     assert code == 0, out
-    assert "Report:" in out and "collect_diamond" in out
+    report_dir = tmp_path / "report"
+    assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
+    # the demo is the demo-v0 suite, played as `turngym eval` plays a suite: one results schema
     results = json.loads((tmp_path / "results.json").read_text())
-    craft, shop = results["craft"], results["webshop"]
+    assert results["suite"] == "demo-v0"
+    rows = {(r["agent"], r["entry"]): r for r in results["rows"] if not r["task_type"]}
+    craft = [r for (agent, entry), r in rows.items() if entry.startswith("craft-") and entry != "craft-diamond-images"]
     assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}
     assert all(r["success_rate"] == 1.0 for r in craft if r["agent"] == "oracle")
-    assert [r["agent"] for r in shop] == ["random", "heuristic:no-options", "heuristic", "oracle"]
-    assert shop[-1]["success_rate"] == 1.0 and shop[1]["parts"]["r_option"] == 0.0
-    browser = results["webshop_browser"]
-    assert [r["agent"] for r in browser] == ["heuristic", "oracle"] and browser[-1]["success_rate"] == 1.0
-    assert all(r["env_id"] == "turngym/WebShopBrowser-v0" and r["episodes"] == 2 for r in browser)
-    docs, hop = results["longdoc"], results["hopvqa"]
-    assert [r["agent"] for r in docs] == ["random", "heuristic", "oracle"] and docs[-1]["accuracy"] == 1.0
-    assert [r["agent"] for r in hop] == ["random", "heuristic", "oracle"] and hop[-1]["success_rate"] == 1.0
-    report = (tmp_path / "report.md").read_text()
-    assert "| collect_diamond | oracle | 100.0% |" in report and "## WebShop-v0" in report
-    assert "## LongDocVQA-v0" in report and "## HopVQA-v0" in report
-    browser_section = report.split("## WebShopBrowser-v0: browser mode")[1].split("\n## ")[0]
-    assert "| heuristic |" in browser_section and "| oracle | 100.0% |" in browser_section
-    pages = ("search", "results", "item", "detail", "done")
-    for name in ("craft_success.png", "craft_oracle_diamond.png", "craft_oracle_diamond.jsonl",
-                 *(f"webshop_browser/{page}.png" for page in pages)):
-        assert (tmp_path / name).stat().st_size > 0
-    assert all(f"(webshop_browser/{page}.png)" in report for page in pages)
-    with Image.open(tmp_path / "webshop_browser" / "done.png") as shot:
+    assert [a for a, e in rows if e == "webshop"] == ["random", "heuristic:no-options", "heuristic", "oracle"]
+    assert rows["oracle", "webshop"]["success_rate"] == 1.0
+    assert rows["heuristic:no-options", "webshop"]["parts"]["r_option"] == 0.0  # WebShop's own columns
+    assert [a for a, e in rows if e == "webshop-browser"] == ["heuristic", "oracle"]
+    assert rows["oracle", "webshop-browser"]["success_rate"] == 1.0
+    assert rows["oracle", "longdoc"]["metrics"]["accuracy"] == 1.0 and "f1" in rows["oracle", "longdoc"]["metrics"]
+    assert rows["oracle", "hopvqa"]["success_rate"] == 1.0
+    assert ("heuristic", "craft-wood_pickaxe") not in rows  # entries name their agents
+    # screenshots of the store and the diamond run's frames are in the episodes, for the viewer
+    shots = list((tmp_path / "episodes" / "oracle" / "webshop-browser" / "images").glob("*.png"))
+    with Image.open(shots[0]) as shot:
         assert shot.size == (1024, 768)
-    # the core-v0 evaluation: 2 episodes per entry, its results and its HTML report
-    assert "## Evaluation: the core-v0 suite" in report and "(eval/report/index.html)" in report
-    assert f"HTML report of the core-v0 evaluation: {(tmp_path / 'eval' / 'report' / 'index.html').resolve()}" \
-        in out.replace("\n", "")
-    evaluation = json.loads((tmp_path / "eval" / "results.json").read_text())
-    overall = {o["agent"]: o for o in evaluation["overall"]}
-    assert overall["oracle"]["entries"] == 7 and overall["oracle"]["success_rate"] == 1.0
-    assert overall["heuristic"]["entries"] == 4 and overall["random"]["episodes"] == 14
-    assert (tmp_path / "eval" / "report" / "plots" / "success.png").stat().st_size > 0
+    assert any((tmp_path / "episodes" / "oracle" / "craft-diamond-images" / "images").glob("*.png"))
+    # one report: tables, the family columns from score_parts, the training runs and their curves
+    markdown = (report_dir / "report.md").read_text()
+    assert "## Score parts by entry" in markdown and "### webshop" in markdown and "| r_option |" in markdown
+    assert "## Training runs" in markdown and "training/grpo" in markdown and "training/prm" in markdown
+    assert (report_dir / "plots" / "curves.png").stat().st_size > 0
+    assert (report_dir / "plots" / "success.png").stat().st_size > 0
+    assert 'id="training"' in (report_dir / "index.html").read_text()
+    # a rerun resumes: nothing is played or trained again
+    metrics = tmp_path / "training" / "grpo" / "metrics.jsonl"
+    stamp = metrics.stat().st_mtime_ns
+    code, _ = invoke("demo", "--episodes", "2", "--out", str(tmp_path))
+    assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
+    assert metrics.stat().st_mtime_ns == stamp
 
 
 def test_the_guide_example_runs():

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import turngym
 from turngym.apps.cli import app
-from turngym.apps.harness import pending, run_eval
+from turngym.apps.harness import evaluate, pending, run_eval, run_metrics
 from turngym.results import aggregate, bootstrap_ci, stats
 from turngym.suites import list_suites, load_suite, parse_suite
 
@@ -249,7 +249,8 @@ def test_bootstrap_interval_and_standard_error():
 
 
 def test_aggregate_reads_only_the_folder(serial):
-    assert aggregate(serial) | {"skipped": []} == json.loads((serial / "results.json").read_text()) | {"skipped": []}
+    saved = json.loads((serial / "results.json").read_text())
+    assert aggregate(serial, run_metrics) | {"skipped": []} == saved | {"skipped": []}
 
 
 def test_eval_from_the_command_line(tmp_path):
@@ -279,3 +280,44 @@ def test_eval_a_suite_with_the_first_episodes_of_each_entry(tmp_path):
     played = sorted(p.parent.name for p in (tmp_path / "episodes").rglob("*.jsonl"))
     assert played == ["hopvqa", "longdoc", "webshop", "webshop-browser"]
 
+
+
+def test_suite_entries_may_give_a_count_and_their_own_agents(tmp_path):
+    suite = parse_suite({"name": "mini", "entries": [
+        {"name": "wood", "env_id": "turngym/Craft-v0", "kwargs": {"task": "collect_wood", "image": False},
+         "first": 2, "agents": ["oracle"]},
+        {"name": "shop", "env_id": "turngym/WebShop-v0", "indices": [3]}]})
+    assert suite.entries[0].indices == (0, 1) and suite.entries[0].agents == ("oracle",)
+    results = run_eval(suite, ["random", "oracle", "heuristic"], tmp_path)
+    played = {(r["agent"], r["entry"]) for r in results["rows"] if not r["task_type"]}
+    assert played == {("oracle", "wood"), ("random", "shop"), ("oracle", "shop"), ("heuristic", "shop")}
+    assert {"agent": "random", "entry": "wood"} in results["skipped"]
+    with pytest.raises(ValueError, match="indices"):
+        parse_suite({"name": "bad", "entries": [{"name": "x", "env_id": "turngym/Craft-v0", "first": 2,
+                                                 "indices": [0]}]})
+    with pytest.raises(ValueError, match="no agent 'genius'"):
+        run_eval(suite, ["genius"], tmp_path / "other")
+
+
+def test_the_demo_suite_names_agents_its_envs_have():
+    from turngym.agents.base import available_agents
+    from turngym.registry import env_class
+
+    suite = load_suite("demo-v0")
+    assert "demo-v0" in list_suites() and len({e.name for e in suite.entries}) == len(suite.entries)
+    for entry in suite.entries:
+        offered = available_agents(env_class(entry.env_id))
+        assert entry.agents and all(agent.partition(":")[0] in offered for agent in entry.agents), entry.name
+
+
+def test_a_family_adds_its_run_level_metrics(tmp_path):
+    """LongDocVQA's generalized F1 is a measure of the set, not a mean of episodes: the results carry
+    it beside the score parts, as the env class computes it."""
+    from turngym.envs.longdoc.scoring import generalized_f1
+
+    results = evaluate("turngym/LongDocVQA-v0", ["heuristic"], 6, out=tmp_path, env_kwargs={"obs_mode": "text"})
+    row = next(r for r in results["rows"] if not r["task_type"])
+    parts = [json.loads(p.read_text())["score_parts"] for p in sorted(tmp_path.glob("episodes/*/*/*.jsonl"))]
+    answers = [{"score": p["answer"], "answer_format": p["answer_format"], "pred": p["prediction"] or ""}
+               for p in parts]
+    assert row["metrics"] == {"accuracy": pytest.approx(row["parts"]["answer"]), "f1": generalized_f1(answers)}

@@ -128,8 +128,8 @@ class NeuralTrainConfig(TrainConfig):
     prm_lr: float = knob("algo prm: the PRM's learning rate", 1e-3)
     prm_target: str = knob("algo prm: td (AgentPRM's TD(lambda) targets) or mc (Monte-Carlo returns)", "td")
     prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
-    reward_code: str | None = knob("a CodeReward function's source, added to the env's reward (text backend)",
-                                   None)
+    reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
+                                   "source), added to the env's reward (text backend)", None)
 
     def check(self) -> None:
         super().check()

@@ -15,6 +15,7 @@ import gymnasium as gym
 PLUGIN_GROUP = "turngym.envs"
 
 _DESCRIPTIONS: dict[str, str] = {}
+_COMMANDS: dict[str, str] = {}  # `turngym NAME ...` command groups: name -> "module:typer_app"
 
 
 def register(env_id: str, entry_point: str | type, description: str, **kwargs: Any) -> None:
@@ -29,6 +30,18 @@ def register(env_id: str, entry_point: str | type, description: str, **kwargs: A
         return
     gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs)
     _DESCRIPTIONS[env_id] = description
+
+
+def register_commands(name: str, target: str) -> None:
+    """Add the command group `turngym NAME ...` (a family's data tools, say): `target` is
+    "module:app" naming a `typer.Typer`, imported only when the group is used, so that starting
+    the CLI costs no family its imports."""
+    _COMMANDS[name] = target
+
+
+def command_groups() -> dict[str, str]:
+    """The registered command groups, name -> "module:app"."""
+    return dict(_COMMANDS)
 
 
 def list_envs() -> list[str]:

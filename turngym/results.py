@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,19 @@ def stats(records: list[dict[str, Any]], label: str = "") -> dict[str, Any]:
             "success_rate": float(np.mean([r["success"] for r in records])), "mean_score": float(scores.mean()),
             "score_se": float(scores.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
             "ci95": bootstrap_ci(scores, label), "mean_turns": float(np.mean(turns)),
-            "invalid_rate": invalid / max(sum(turns), 1), "mean_tokens": float(np.mean(tokens))}
+            "invalid_rate": invalid / max(sum(turns), 1), "mean_tokens": float(np.mean(tokens)),
+            "parts": score_parts(records)}
+
+
+def score_parts(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean of each numeric score part over the episodes that report it: the family's own
+    columns (WebShop's reward components, Craft's achievements, LongDoc's evidence recall, ...)."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        for key, value in (r.get("score_parts") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.setdefault(key, []).append(float(value))
+    return {key: float(np.mean(v)) for key, v in values.items()}
 
 
 def bootstrap_ci(values: np.ndarray, label: str = "", level: float = 0.95) -> list[float]:
@@ -56,14 +68,27 @@ def bootstrap_ci(values: np.ndarray, label: str = "", level: float = 0.95) -> li
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
 
 
-def aggregate(run_dir: str | Path) -> dict[str, Any]:
-    """The results of the episodes saved in `run_dir`, in run.json's order of agents and entries."""
+RunMetrics = Callable[[str, dict[str, Any], list[dict[str, Any]]], dict[str, float]]
+
+
+def aggregate(run_dir: str | Path, run_metrics: RunMetrics | None = None) -> dict[str, Any]:
+    """The results of the episodes saved in `run_dir`, in run.json's order of agents and entries.
+    `run_metrics(env_id, kwargs, score_parts)` adds an entry's set-level measures to its rows (the
+    harness passes the env class's `run_metrics`)."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in load_records(run_dir):
         groups.setdefault((record["meta"]["agent"], record["meta"]["entry"]), []).append(record)
     env_ids = {e["name"]: e["env_id"] for e in run["entries"]}
+    kwargs = {e["name"]: e.get("kwargs", {}) for e in run["entries"]}
+
+    def stats_of(records: list[dict[str, Any]], label: str, entry: str) -> dict[str, Any]:
+        row = stats(records, label)
+        if run_metrics is not None:
+            row["metrics"] = run_metrics(env_ids[entry], kwargs[entry], [r["score_parts"] for r in records])
+        return row
+
     rows, overall = [], []
     for agent in run["agents"]:
         played = []
@@ -71,12 +96,13 @@ def aggregate(run_dir: str | Path) -> dict[str, Any]:
             records = sorted(groups.get((agent, entry), []), key=lambda r: r["meta"]["index"])
             if not records:
                 continue
-            played.append(stats(records, f"{agent}/{entry}"))
+            played.append(stats_of(records, f"{agent}/{entry}", entry))
             rows.append({"agent": agent, "entry": entry, "env_id": env_ids[entry], "task_type": "", **played[-1]})
             types = sorted({r["meta"].get("task_type", "") for r in records} - {""})
             if len(types) > 1:
                 rows += [{"agent": agent, "entry": entry, "env_id": env_ids[entry], "task_type": t,
-                          **stats([r for r in records if r["meta"].get("task_type") == t], f"{agent}/{entry}/{t}")}
+                          **stats_of([r for r in records if r["meta"].get("task_type") == t], f"{agent}/{entry}/{t}",
+                                     entry)}
                          for t in types]
         if played:
             overall.append({"agent": agent, "entries": len(played),
@@ -85,6 +111,14 @@ def aggregate(run_dir: str | Path) -> dict[str, Any]:
                             "episodes": sum(p["episodes"] for p in played),
                             "errors": sum(p["errors"] for p in played)})
     return {"suite": run["suite"]["name"], "version": run["suite"]["version"], "rows": rows, "overall": overall}
+
+
+def entry_row(results: dict[str, Any], agent: str, entry: str | None = None) -> dict[str, Any]:
+    """The whole-entry row of `agent` (on `entry`, default: the first entry it played)."""
+    for row in results["rows"]:
+        if row["agent"] == agent and row["task_type"] == "" and entry in (None, row["entry"]):
+            return row
+    raise KeyError(f"no results for agent {agent!r}" + (f" on entry {entry!r}" if entry else ""))
 
 
 def results_table(results: dict[str, Any], title: str | None = None) -> Table:

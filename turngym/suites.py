@@ -1,12 +1,13 @@
 """Benchmark suites: frozen, versioned lists of (env, pinned kwargs, test tasks) in assets/suites/.
 
-A suite file names its entries; entry episode i plays task `indices[i]` of `split` from
-`reset(seed=seed + indices[i])`, so an episode is the same whichever run, worker or machine plays it.
+A suite file names its entries; entry episode i plays task `indices[i]` of `split` (`first: N`:
+tasks 0 to N-1) from `reset(seed=seed + indices[i])`, so an episode is the same whichever run,
+worker or machine plays it. An entry may name the agents that play it (`agents: [...]`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,17 @@ class Entry:
     split: str = "test"
     indices: tuple[int, ...] = ()
     seed: int = 0
+    agents: tuple[str, ...] = ()  # the agent specs that play this entry (empty: every agent of the run)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "indices": list(self.indices)}
+        data = {**asdict(self), "indices": list(self.indices), "agents": list(self.agents)}
+        if not self.agents:  # run.json of suites without the field stays as it was
+            del data["agents"]
+        return data
+
+    def head(self, episodes: int) -> Entry:
+        """This entry cut to its first `episodes` tasks (a quick look at a suite)."""
+        return replace(self, indices=self.indices[:episodes])
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class Suite:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description}
+
+    def head(self, episodes: int | None) -> Suite:
+        """The suite with every entry cut to its first `episodes` tasks (None: unchanged)."""
+        return self if episodes is None else replace(self, entries=tuple(e.head(episodes) for e in self.entries))
 
 
 def list_suites() -> list[str]:
@@ -65,13 +78,20 @@ def load_suite(name_or_path: str | Path) -> Suite:
 def parse_suite(data: dict[str, Any]) -> Suite:
     seed = int(data.get("seed", 0))
     entries = tuple(Entry(name=str(e["name"]), env_id=str(e["env_id"]), kwargs=dict(e.get("kwargs") or {}),
-                          split=str(e.get("split", "test")), indices=tuple(int(i) for i in e["indices"]),
-                          seed=int(e.get("seed", seed)))
+                          split=str(e.get("split", "test")), indices=_indices(e),
+                          seed=int(e.get("seed", seed)), agents=tuple(str(a) for a in e.get("agents") or ()))
                     for e in data["entries"])
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"suite {data.get('name')!r} repeats an entry name: give every entry its own name")
     return Suite(str(data["name"]), int(data.get("version", 1)), str(data.get("description", "")), entries)
+
+
+def _indices(entry: dict[str, Any]) -> tuple[int, ...]:
+    """An entry's task indices: `indices: [...]`, or `first: N` for the split's first N tasks."""
+    if ("indices" in entry) == ("first" in entry):
+        raise ValueError(f"suite entry {entry.get('name')!r} needs `indices: [...]` or `first: N` (one of them)")
+    return tuple(int(i) for i in entry["indices"]) if "indices" in entry else tuple(range(int(entry["first"])))
 
 
 def single_env_suite(env_id: str, kwargs: dict[str, Any], episodes: int, split: str = "test",

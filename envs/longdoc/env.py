@@ -13,7 +13,7 @@ from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse
 from turngym.envs.bm25 import STOP_WORDS, WORD, tokenize
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
-from turngym.envs.longdoc.scoring import SCORINGS, score_answer
+from turngym.envs.longdoc.scoring import SCORINGS, accuracy, generalized_f1, score_answer
 
 OBS_MODES = ("both", "image", "text")
 VERBS = ("search", "view", "read", "zoom", "answer")
@@ -130,6 +130,16 @@ class LongDocEnv(TurnEnv):
         for document in self._documents.values():
             document.close()
         self._documents.clear()
+
+    @classmethod
+    def run_metrics(cls, score_parts: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, float]:
+        """MMLongBench-Doc's accuracy and generalized F1 of a set of answered questions."""
+        answers = [{"score": p["answer"], "answer_format": p["answer_format"], "pred": p.get("prediction") or ""}
+                   for p in score_parts if "answer_format" in p]
+        if not answers:
+            return {}
+        return {"accuracy": accuracy(answers),
+                "f1": generalized_f1(answers, scoring=kwargs.get("scoring", "mmlongbench"))}
 
     # ---- acting ------------------------------------------------------------------------------
     @property

@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import gymnasium as gym
 import typer
 import yaml
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 import turngym
-from turngym.apps.evaluate import Summary, run_episodes, summarize
 from turngym.console import progress_bar
-from turngym.envs.longdoc import commands as longdoc_commands
-from turngym.envs.webshop import commands as webshop_commands
-from turngym.trajectory import atomic_write_bytes, write_jsonl
+from turngym.registry import command_groups
+from turngym.results import results_table
+from turngym.trajectory import atomic_write_bytes
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class RootGroup(TyperGroup):
+    """`turngym`: the commands below plus the groups that families register
+    (`turngym.registry.register_commands`), each imported only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *sorted(set(command_groups()) - set(self.commands))]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in command_groups():
+            module, _, attr = command_groups()[name].partition(":")
+            group = typer.main.get_group(getattr(importlib.import_module(module), attr))
+            group.name = name
+            self.add_command(group)
+        return super().get_command(ctx, name)
+
+
+app = typer.Typer(cls=RootGroup, add_completion=False, no_args_is_help=True,
                   help="Multi-turn agent environments: list them, play them, run agents on them.")
 serve_app = typer.Typer(no_args_is_help=True, help="Serve an environment over HTTP.")
 app.add_typer(serve_app, name="serve")
-app.add_typer(webshop_commands.app, name="webshop")
-app.add_typer(longdoc_commands.app, name="longdoc")
 console = Console()
 
 KwargsOption = Annotated[list[str] | None, typer.Option(
@@ -107,16 +124,6 @@ def play(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
             return
 
 
-def results_table(summaries: list[Summary], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("agent", "episodes", "success", "mean score", "mean turns", "invalid"):
-        table.add_column(column, justify="left" if column == "agent" else "right")
-    for s in summaries:
-        table.add_row(s.agent, str(s.episodes), f"{s.success_rate:.1%}", f"{s.mean_score:.3f} ± {s.score_se:.3f}",
-                      f"{s.mean_turns:.1f}", f"{s.invalid_rate:.1%}")
-    return table
-
-
 @app.command()
 def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
         agent: Annotated[list[str], typer.Option("--agent", "-a", help="agent spec (repeatable): random, oracle, ...")],
@@ -124,31 +131,38 @@ def run(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
         split: Annotated[str, typer.Option(help="train, dev or test")] = "test",
         seed: Annotated[int, typer.Option(help="episode i is reset with seed + i")] = 0,
         kw: KwargsOption = None,
-        out: Annotated[Path | None, typer.Option(help="folder for trajectories and results.json")] = None,
+        out: Annotated[Path | None, typer.Option(help="run folder for the episodes and results.json (then "
+                                                      "`turngym report OUT`); default: none kept")] = None,
+        workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="local worker processes")] = 1,
         temperature: Annotated[float | None, typer.Option(help="sampling temperature (hf:, openai:)")] = None,
         top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass (hf:, openai:)")] = None,
         max_new_tokens: Annotated[int | None, typer.Option(help="reply length cap (hf:, openai:)")] = None,
         agent_option: AgentOption = None) -> None:
-    """Run agents on an env's split and print success rate, mean score and mean turns."""
+    """Run agents on the first N tasks of an env's split and print success rate, score and turns
+    (`turngym eval` on one env, kept only with --out)."""
+    from turngym.apps.harness import evaluate
+
     kwargs = parse_kwargs(kw)
     sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
     options = {k: v for k, v in sampling.items() if v is not None} | parse_kwargs(agent_option, "--agent-option")
     make_env(env_id, kwargs).close()  # fail fast, with a clear message, on a bad id or kwargs
-    summaries = []
-    with progress_bar(console=console, transient=True) as progress:
-        for spec in agent:
-            try:
-                trajs = run_episodes(env_id, spec, episodes, split=split, seed=seed, env_kwargs=kwargs,
-                                     record_images=out is not None, progress=progress, agent_options=options)
-            except ValueError as exc:
-                raise typer.BadParameter(str(exc)) from None
-            summaries.append(summarize(env_id, spec, trajs))
-            if out is not None:
-                write_jsonl(out / f"{spec.replace(':', '_').replace('/', '_')}.jsonl", trajs)
-    console.print(results_table(summaries, title=f"{env_id} {kwargs or ''} — {split} split"))
+    try:
+        with progress_bar(console=console, transient=True) as progress:
+            bar = progress.add_task(f"{', '.join(agent)} on {env_id}", total=episodes * len(agent))
+            results = evaluate(env_id, agent, episodes, split=split, seed=seed, env_kwargs=kwargs,
+                               agent_options=options, out=out, workers=workers,
+                               on_episode=lambda job, record: progress.advance(bar))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(results_table(results, title=f"{env_id} {kwargs or ''}, {split} split"))
+    _report_skipped(results)
     if out is not None:
-        atomic_write_bytes(out / "results.json", json.dumps([s.as_dict() for s in summaries], indent=2).encode())
-        console.print(f"trajectories and results.json in {out}")
+        console.print(f"episodes and results.json in {out}; HTML report: turngym report {out}")
+
+
+def _report_skipped(results: dict[str, Any]) -> None:
+    for skip in results["skipped"]:
+        console.print(f"skipped {skip['entry']} for {skip['agent']}: no such agent for that env")
 
 
 @app.command("eval")
@@ -168,31 +182,20 @@ def eval_command(
         retry_errors: Annotated[bool, typer.Option(help="replay episodes that ended in an error")] = False,
         kw: KwargsOption = None, agent_option: AgentOption = None) -> None:
     """Evaluate agents on a benchmark suite or an env's split: one file per episode, resumable, parallel."""
-    from turngym.apps.harness import pending, run_eval
-    from turngym.results import results_table
-    from turngym.suites import Entry, Suite, load_suite, single_env_suite
+    from turngym.apps.harness import env_suite, pending, run_eval
+    from turngym.suites import load_suite
 
     if (env_id is None) == (suite is None):
         raise typer.BadParameter("give an ENV_ID or --suite NAME (one of them)")
     if not agent:
         raise typer.BadParameter("give at least one --agent, e.g. -a random -a oracle", param_hint="--agent")
     try:
-        if suite is not None:
-            chosen = load_suite(suite)
-            if episodes is not None:  # a quick look: the first episodes of every entry
-                chosen = Suite(chosen.name, chosen.version, chosen.description,
-                               tuple(Entry(e.name, e.env_id, e.kwargs, e.split, e.indices[:episodes], e.seed)
-                                     for e in chosen.entries))
+        if suite is not None:  # --episodes: a quick look, the first episodes of every entry
+            chosen = load_suite(suite).head(episodes)
         else:
             kwargs = parse_kwargs(kw)
-            with make_env(env_id, kwargs) as env:
-                tasks = env.unwrapped.splits.get(split)
-                if tasks is None:
-                    raise ValueError(f"{env_id} has no split {split!r}: use one of {sorted(env.unwrapped.splits)}")
-            count = episodes or len(tasks)
-            if count > len(tasks):
-                raise ValueError(f"split {split!r} of {env_id} has {len(tasks)} tasks; asked for {count}")
-            chosen = single_env_suite(env_id, kwargs, count, split, seed)
+            make_env(env_id, kwargs).close()
+            chosen = env_suite(env_id, kwargs, episodes, split, seed)
         folder = out or Path("runs/eval") / chosen.name
         todo = pending(chosen, agent, folder, retry_errors)
         with progress_bar(console=console, transient=True) as progress:
@@ -203,8 +206,7 @@ def eval_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     console.print(results_table(results))
-    for skip in results["skipped"]:
-        console.print(f"skipped {skip['entry']} for {skip['agent']}: no such agent for that env")
+    _report_skipped(results)
     console.print(f"results in {folder / 'results.json'}; HTML report: turngym report {folder}")
 
 
@@ -218,7 +220,7 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
        evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
        seed: Annotated[int, typer.Option(help="seeds the expert episodes, the weights and the shuffling")] = 0,
        kw: KwargsOption = None) -> None:
-    """Behaviour-clone a neural policy from expert episodes, save it, and evaluate it on the test split."""
+    """Behavior-clone a neural policy from expert episodes, save it, and evaluate it on the test split."""
     from turngym.agents.neural import PolicyConfig, new_policy, proposer
     from turngym.trainers.bc import clone, collect, demonstrations
 
@@ -236,11 +238,8 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
                               len(samples), "noise": noise, "history": history}
     console.print(f"cloned {len(samples)} expert turns: accuracy {history[-1]['accuracy']:.1%}; policy in {path}")
     if evaluate:
-        with progress_bar(console=console, transient=True) as progress:
-            trajs = run_episodes(env_id, f"neural:{path}", evaluate, env_kwargs=kwargs, progress=progress)
-        summary = summarize(env_id, f"neural:{path}", trajs)
-        record["test"] = summary.as_dict()
-        console.print(results_table([summary], title=f"{env_id} {kwargs or ''} — test split"))
+        record["test"] = _evaluate_into(out, env_id, kwargs, f"neural:{path}", evaluate,
+                                        title=f"{env_id} {kwargs or ''}: test split")
     atomic_write_bytes(out / "bc.json", json.dumps(record, indent=2).encode())
 
 
@@ -321,6 +320,9 @@ def train(env_id: str | None = None, *, config: Path | None = None, evaluate: in
             values[name] = str(value) if isinstance(value, Path) else value
     if env_id is not None:
         values["env_id"] = env_id
+    code = values.get("reward_code")
+    if code and "\n" not in code and Path(code).is_file():  # a file of reward code: the config keeps its source
+        values["reward_code"] = Path(code).read_text()
     if "env_id" not in values:
         raise typer.BadParameter("give ENV_ID (or env_id in --config), e.g. turngym/Craft-v0", param_hint="ENV_ID")
     run = _train_config(values)
@@ -342,13 +344,14 @@ train.__signature__ = inspect.Signature(_train_parameters())  # typer reads the 
 app.command()(train)
 
 
-def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, episodes: int, title: str) -> None:
+def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, episodes: int,
+                   title: str) -> dict[str, Any]:
     """Evaluate a freshly trained policy as an eval run in its training folder, so that
-    `turngym report OUT` shows the test episodes beside the learning curves; writes test.json."""
+    `turngym report OUT` shows the test episodes beside the learning curves; writes test.json and
+    returns its row."""
     import shutil
 
     from turngym.apps.harness import pending, run_eval
-    from turngym.results import results_table as eval_table
     from turngym.suites import single_env_suite
 
     for stale in ("episodes", "run.json", "results.json"):  # the episodes of an earlier policy
@@ -359,8 +362,9 @@ def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, ep
         bar = progress.add_task(f"testing {spec}", total=pending(suite, [spec], out))
         results = run_eval(suite, [spec], out, on_episode=lambda job, record: progress.advance(bar))
     atomic_write_bytes(out / "test.json", json.dumps(results["rows"][0], indent=2).encode())
-    console.print(eval_table(results, title=title))
+    console.print(results_table(results, title=title))
     console.print(f"test episodes in {out / 'episodes'}; HTML report with the learning curves: turngym report {out}")
+    return results["rows"][0]
 
 
 @app.command("train-prm")
@@ -420,7 +424,8 @@ def reward_design(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `turngym eval`")],
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `turngym run --out`, eval, "
+                                                        "train --eval or demo")],
            compare: Annotated[list[Path] | None, typer.Option(help="more run folders to show side by side "
                                                                     "(repeatable)")] = None,
            out: Annotated[Path | None, typer.Option(help="report folder (default RUN_DIR/report; required with "
@@ -432,7 +437,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by
     for folder in runs:
         if not (folder / "run.json").exists():
             raise typer.BadParameter(f"{folder} is not a run folder (no run.json): give a folder written by "
-                                     "`turngym eval`")
+                                     "`turngym run --out`, `turngym eval`, `turngym train --eval` or `turngym demo`")
     if len(runs) > 1 and out is None:
         raise typer.BadParameter("with --compare, say where the report goes with --out", param_hint="--out")
     try:
@@ -464,11 +469,11 @@ def bench_command(
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None
          ) -> None:
-    """Run the built-in demo end to end and write its report."""
+    """Play the demo suite with the built-in agents, train on sparse Craft, and write the report."""
     from turngym.apps.demo import run_demo
 
-    report, html = run_demo(out, console, episodes)
-    console.print(f"\nReport: {report.resolve()}\nHTML report of the core-v0 evaluation: {html.resolve()}")
+    markdown, html = run_demo(out, console, episodes)
+    console.print(f"\nReport: {html.resolve()} (open it in a browser)\nMarkdown summary: {markdown.resolve()}")
 
 
 @serve_app.command("env")
@@ -489,7 +494,9 @@ def serve_webshop(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] =
                   catalog: Annotated[str, typer.Option(help="small, medium, full or a catalog file")] = "small",
                   host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1") -> None:
     """Serve the WebShop store as real HTML pages; open / in a browser to start a session."""
-    webshop_commands.serve(port, catalog, host)
+    from turngym.envs.webshop.commands import serve
+
+    serve(port, catalog, host)
 
 
 @serve_app.command("lm")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -63,13 +64,13 @@ _CACHE: OrderedDict[str, tuple[gym.Env, Any]] = OrderedDict()  # env and agent, 
 _CACHE_SIZE = 4
 
 
-def play(job: Job, agent_options: dict[str, Any]) -> Record:
-    """Play one episode and return it as a JSON record with its images; never raises for what the
-    env or agent does (the error is recorded in `meta["error"]`)."""
+def play(job: Job, agent_options: dict[str, Any], images: bool = True) -> Record:
+    """Play one episode and return it as a JSON record with its images (none with `images=False`);
+    never raises for what the env or agent does (the error is recorded in `meta["error"]`)."""
     from turngym.rollout import rollout
 
     start = time.perf_counter()
-    key = json.dumps([job.agent, job.entry.env_id, job.entry.kwargs, agent_options], sort_keys=True, default=str)
+    key = _key(job, agent_options)
     traj, task_type = None, ""
     try:
         env, agent = _cached(key, job, agent_options)
@@ -78,7 +79,7 @@ def play(job: Job, agent_options: dict[str, Any]) -> Record:
         traj.meta["error"] = {"type": type(exc).__name__, "message": str(exc), "turn": 0, "traceback": ""}
     else:
         traj = rollout(env, agent, seed=job.seed, options={"split": job.entry.split, "index": job.index},
-                       record_images=True, catch=True)
+                       record_images=images, catch=True)
         task_type = str(getattr(env.unwrapped, "task_type", "")) if traj.task_id else ""
         if "error" in traj.meta:  # the env or agent may be broken now: build fresh ones next time
             _evict(key)
@@ -86,6 +87,10 @@ def play(job: Job, agent_options: dict[str, Any]) -> Record:
                      env_kwargs=job.entry.kwargs, task_type=task_type, error=traj.meta.get("error"),
                      seconds=round(time.perf_counter() - start, 3))
     return trajectory_record(traj, "images")
+
+
+def _key(job: Job, agent_options: dict[str, Any]) -> str:
+    return json.dumps([job.agent, job.entry.env_id, job.entry.kwargs, agent_options], sort_keys=True, default=str)
 
 
 def _cached(key: str, job: Job, agent_options: dict[str, Any]) -> tuple[gym.Env, Any]:
@@ -112,6 +117,12 @@ def _evict(key: str) -> None:
             env.close()
 
 
+def _close_all() -> None:
+    """Close the envs this process played in (workers=1), Chromium included."""
+    while _CACHE:
+        _evict(next(iter(_CACHE)))
+
+
 def crash_record(job: Job, message: str) -> Record:
     """The record of an episode whose worker died (or whose Ray task failed) before it returned."""
     traj = Trajectory(env_id=job.entry.env_id, task_id="", seed=job.seed)
@@ -124,21 +135,27 @@ def crash_record(job: Job, message: str) -> Record:
 # ---- the run -------------------------------------------------------------------------------------
 def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, str]]]:
     """Every episode of every agent, and the (agent, entry) pairs skipped because the agent does
-    not exist for that env (Craft has no `heuristic`, say)."""
+    not exist for that env (Craft has no `heuristic`, say) or the entry names its own agents. An
+    agent that exists for none of the suite's envs is a mistake, not a skip: ValueError."""
     from turngym.agents.base import available_agents
     from turngym.registry import env_class
 
+    try:
+        offered = {entry.name: available_agents(env_class(entry.env_id)) for entry in suite.entries}
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
     jobs, skipped = [], []
     for agent in agents:
+        name = agent.partition(":")[0]
+        if not any(name in names for names in offered.values()):
+            known = sorted(set().union(*offered.values()))
+            where = suite.entries[0].env_id if len(suite.entries) == 1 else f"suite {suite.name}"
+            raise ValueError(f"no agent {name!r} for {where}: use one of {', '.join(known)}")
         for entry in suite.entries:
-            try:
-                env_type = env_class(entry.env_id)
-            except KeyError as exc:
-                raise ValueError(exc.args[0]) from None
-            if agent.partition(":")[0] not in available_agents(env_type):
+            if name in offered[entry.name] and (not entry.agents or agent in entry.agents):
+                jobs += [Job(agent, entry, i) for i in entry.indices]
+            else:
                 skipped.append((agent, entry.name))
-                continue
-            jobs += [Job(agent, entry, i) for i in entry.indices]
     return jobs, skipped
 
 
@@ -157,10 +174,11 @@ def prepare(run_dir: Path, suite: Suite, agents: list[str]) -> None:
 
 
 def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int = 1, ray_address: str | None = None,
-             agent_options: dict[str, Any] | None = None, retry_errors: bool = False,
+             agent_options: dict[str, Any] | None = None, retry_errors: bool = False, images: bool = True,
              on_episode: Callable[[Job, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Play every episode of `suite` with each agent not yet in `out`, then write and return the
-    results (`turngym.results.aggregate`). `on_episode(job, record)` is called as each one is saved."""
+    results (`turngym.results.aggregate`). `on_episode(job, record)` is called as each one is saved;
+    `images=False` keeps the observations' images out of the episode files (a faster, lighter run)."""
     from turngym.results import aggregate
 
     run_dir = Path(out)
@@ -169,11 +187,11 @@ def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int =
     todo = [job for job in jobs if not _finished(job.path(run_dir), retry_errors)]
     options = dict(agent_options or {})
     if ray_address is not None:
-        stream = _run_ray(todo, options, ray_address)
+        stream = _run_ray(todo, options, images, ray_address)
     elif workers > 1 and len(todo) > 1:
-        stream = _run_pool(todo, options, workers)
+        stream = _run_pool(todo, options, images, workers)
     else:
-        stream = ((job, play(job, options)) for job in todo)
+        stream = ((job, play(job, options, images)) for job in todo)
     try:
         for job, (record, images) in stream:
             path = job.path(run_dir)
@@ -182,12 +200,19 @@ def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int =
             if on_episode is not None:
                 on_episode(job, record)
     finally:
-        while _CACHE:  # the envs this process played in (workers=1): close them, Chromium included
-            _evict(next(iter(_CACHE)))
-    results = aggregate(run_dir)
+        _close_all()
+    results = aggregate(run_dir, run_metrics)
     results["skipped"] = [{"agent": a, "entry": e} for a, e in skipped]
     atomic_write_bytes(run_dir / "results.json", json.dumps(results, indent=2).encode())
     return results
+
+
+def run_metrics(env_id: str, kwargs: dict[str, Any], score_parts: list[dict[str, Any]]) -> dict[str, float]:
+    """The env family's measures of a set of episodes (`TurnEnv.run_metrics`: LongDocVQA's F1)."""
+    from turngym.registry import env_class
+
+    measure = getattr(env_class(env_id), "run_metrics", None)
+    return dict(measure(score_parts, kwargs)) if measure is not None else {}
 
 
 def pending(suite: Suite, agents: list[str], out: str | Path, retry_errors: bool = False) -> int:
@@ -204,14 +229,15 @@ def _finished(path: Path, retry_errors: bool) -> bool:
     return json.loads(path.read_text())["meta"].get("error") is None
 
 
-def _run_pool(jobs: list[Job], options: dict[str, Any], workers: int) -> Iterator[tuple[Job, Record]]:
+def _run_pool(jobs: list[Job], options: dict[str, Any], images: bool, workers: int
+              ) -> Iterator[tuple[Job, Record]]:
     """Episodes in `workers` processes. When a worker dies, the pool is replaced and the episodes
     it had in flight are replayed alone, so only the one that kills its worker is lost."""
     queue, suspects = list(jobs), []
     context = get_context("spawn")  # a clean interpreter: no threads or locks inherited from this one
     while queue:
         with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context) as pool:
-            futures = {pool.submit(play, job, options): job for job in queue}
+            futures = {pool.submit(play, job, options, images): job for job in queue}
             queue = []
             try:
                 while futures:
@@ -230,13 +256,14 @@ def _run_pool(jobs: list[Job], options: dict[str, Any], workers: int) -> Iterato
                 while suspects:
                     job = suspects.pop(0)
                     try:
-                        yield job, alone.submit(play, job, options).result()
+                        yield job, alone.submit(play, job, options, images).result()
                     except BrokenProcessPool:
                         yield job, crash_record(job, "the worker process died while playing this episode")
                         break
 
 
-def _run_ray(jobs: list[Job], options: dict[str, Any], address: str) -> Iterator[tuple[Job, Record]]:
+def _run_ray(jobs: list[Job], options: dict[str, Any], images: bool, address: str
+             ) -> Iterator[tuple[Job, Record]]:
     """Episodes as Ray tasks (one CPU each) on the cluster at `address` ("auto": the running one;
     "local": a new instance on this machine). A task whose worker dies is recorded as crashed."""
     try:
@@ -247,7 +274,7 @@ def _run_ray(jobs: list[Job], options: dict[str, Any], address: str) -> Iterator
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(play)
-    refs = {remote.remote(job, options): job for job in jobs}
+    refs = {remote.remote(job, options, images): job for job in jobs}
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)
         job = refs.pop(done[0])
@@ -255,3 +282,43 @@ def _run_ray(jobs: list[Job], options: dict[str, Any], address: str) -> Iterator
             yield job, ray.get(done[0])
         except ray.exceptions.RayError as exc:
             yield job, crash_record(job, f"the Ray task failed: {str(exc).splitlines()[0]}")
+
+
+def env_suite(env_id: str, kwargs: dict[str, Any], episodes: int | None = None, split: str = "test",
+              seed: int = 0) -> Suite:
+    """The suite of one env's split (`turngym run`, `turngym eval ENV_ID`): its first `episodes`
+    tasks (default: all), checked against the split's size."""
+    from turngym.registry import describe
+    from turngym.suites import single_env_suite
+
+    describe(env_id)  # a clear error for an unknown id
+    with gym.make(env_id, **kwargs) as env:
+        tasks = env.unwrapped.splits.get(split)
+        if tasks is None:
+            raise ValueError(f"{env_id} has no split {split!r}: use one of {sorted(env.unwrapped.splits)}")
+    count = len(tasks) if episodes is None else episodes
+    if count > len(tasks):
+        raise ValueError(f"split {split!r} of {env_id} has {len(tasks)} tasks; asked for {count} episodes")
+    return single_env_suite(env_id, kwargs, count, split, seed)
+
+
+def evaluate(env_id: str, agents: list[str], episodes: int | None = None, *, split: str = "test", seed: int = 0,
+             env_kwargs: dict[str, Any] | None = None, agent_options: dict[str, Any] | None = None,
+             out: str | Path | None = None, workers: int = 1, images: bool | None = None,
+             on_episode: Callable[[Job, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Agents on the first `episodes` tasks of one env's split, through `run_eval`: into the run
+    folder `out` (then `turngym report out` shows it; images kept unless `images=False`), or into
+    a temporary folder deleted afterwards (images off unless asked for). Returns the results;
+    `results.entry_row(results, agent)` picks one agent's row."""
+    suite = env_suite(env_id, dict(env_kwargs or {}), episodes, split, seed)
+    options = dict(agent_options or {})
+    keep = images if images is not None else out is not None
+    try:
+        for agent in agents:  # a bad spec or option fails here, in one sentence, not as N failed episodes
+            job = Job(agent, suite.entries[0], 0)
+            _cached(_key(job, options), job, options)  # the in-process run (workers=1) reuses what it built
+        with tempfile.TemporaryDirectory(prefix="turngym-run-") as tmp:
+            return run_eval(suite, agents, tmp if out is None else out, workers=workers, agent_options=options,
+                            images=keep, on_episode=on_episode)
+    finally:
+        _close_all()

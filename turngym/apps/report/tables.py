@@ -133,13 +133,14 @@ def _slug(text: str) -> str:
 
 
 def parts_tables(runs: list[Run]) -> list[tuple[str, Table]]:
-    """Per entry, the mean of each numeric score part (the family's own columns: WebShop's reward
-    components, Craft's achievements, LongDoc's evidence recall, ...) by agent, runs side by side:
-    [(entry, table)] for the entries whose episodes report parts."""
+    """Per entry, the family's own measures by agent, runs side by side: its set-level metrics
+    (LongDocVQA's accuracy and F1) and the mean of each numeric score part (WebShop's reward
+    components, Craft's achievements, LongDoc's evidence recall, ...); [(entry, table)] for the
+    entries that have any."""
     out = []
     for entry in dict.fromkeys(e for run in runs for e in run.entries):
-        rows = {(run.label, r["agent"]): r.get("parts") or {} for run in runs for r in run.results["rows"]
-                if r["entry"] == entry and not r["task_type"]}
+        rows = {(run.label, r["agent"]): {**(r.get("metrics") or {}), **(r.get("parts") or {})}
+                for run in runs for r in run.results["rows"] if r["entry"] == entry and not r["task_type"]}
         parts = list(dict.fromkeys(key for values in rows.values() for key in values))
         if not parts:
             continue
