@@ -129,21 +129,27 @@ def results_table(results: dict[str, Any], title: str | None = None) -> Table:
     show_tokens = any(r["mean_tokens"] for r in rows)
     show_errors = any(r["errors"] for r in rows)
     columns += ["tokens"] * show_tokens + ["errors"] * show_errors
-    # No box: nine columns then fit an 80-column terminal without truncating a number.
-    table = Table(title=title or f"{results['suite']} (version {results['version']})", box=None, pad_edge=False,
-                  header_style="bold underline")
-    for column in columns:
-        table.add_column(column, justify="left" if column in columns[:2] else "right", no_wrap=True)
+    body = []
     for r in rows:
         cells = [r["agent"] if not r["task_type"] else "", r["entry"] if not r["task_type"] else f"  {r['task_type']}",
                  str(r["episodes"]), f"{r['success_rate']:.0%}",
                  f"{r['mean_score']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", f"{r['mean_turns']:.1f}",
                  f"{r['invalid_rate']:.0%}"]
-        cells += [f"{r['mean_tokens']:.0f}"] * show_tokens + [str(r["errors"] or "")] * show_errors
-        table.add_row(*cells, style=None if r["task_type"] else "bold")
-    table.add_row()
+        body.append((cells + [f"{r['mean_tokens']:.0f}"] * show_tokens + [str(r["errors"] or "")] * show_errors,
+                     None if r["task_type"] else "bold"))
+    body.append(([""] * len(columns), None))
     for o in overall:
-        cells = [o["agent"], "overall", str(o["episodes"]), f"{o['success_rate']:.0%}",
-                 f"{o['mean_score']:.2f}", "", ""]
-        table.add_row(*cells, *[""] * show_tokens, *[str(o["errors"] or "")] * show_errors, style="italic")
+        cells = [o["agent"], "overall", str(o["episodes"]), f"{o['success_rate']:.0%}", f"{o['mean_score']:.2f}",
+                 "", ""]
+        body.append((cells + [""] * show_tokens + [str(o["errors"] or "")] * show_errors, "italic"))
+    # No box, and the numbers keep their width: the agent and entry names are cut (with an
+    # ellipsis) where they would push the table past 80 columns, never a number.
+    table = Table(title=title or f"{results['suite']} (version {results['version']})", box=None, pad_edge=False,
+                  collapse_padding=True, header_style="bold underline")
+    for k, column in enumerate(columns):
+        width = max(len(column), *(len(cells[k]) for cells, _ in body))
+        table.add_column(column, justify="left" if k < 2 else "right", no_wrap=True,
+                         min_width=None if k < 2 else width, max_width=(16, 18)[k] if k < 2 else None)
+    for cells, style in body:
+        table.add_row(*cells, style=style)
     return table
