@@ -135,8 +135,9 @@ def crash_record(job: Job, message: str) -> Record:
 # ---- the run -------------------------------------------------------------------------------------
 def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, str]]]:
     """Every episode of every agent, and the (agent, entry) pairs skipped because the agent does
-    not exist for that env (Craft has no `heuristic`, say) or the entry names its own agents. An
-    agent that exists for none of the suite's envs is a mistake, not a skip: ValueError."""
+    not exist for that env (Craft has no `heuristic`, say); an entry that names its agents is
+    played by those alone. An agent that exists for none of the suite's envs is a mistake, not a
+    skip: ValueError."""
     from turngym.agents.base import available_agents
     from turngym.registry import env_class
 
@@ -152,7 +153,9 @@ def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, st
             where = suite.entries[0].env_id if len(suite.entries) == 1 else f"suite {suite.name}"
             raise ValueError(f"no agent {name!r} for {where}: use one of {', '.join(known)}")
         for entry in suite.entries:
-            if name in offered[entry.name] and (not entry.agents or agent in entry.agents):
+            if entry.agents and agent not in entry.agents:
+                continue  # the entry says who plays it: not a skip worth reporting
+            if name in offered[entry.name]:
                 jobs += [Job(agent, entry, i) for i in entry.indices]
             else:
                 skipped.append((agent, entry.name))
