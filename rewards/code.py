@@ -4,6 +4,7 @@ A person or a language model writes
 
     def reward(prev_state, action, state, info):
         return dense                 # or: return sparse, dense
+                                     # or: return sparse, dense, {"approach": a, "lava": l, ...}
 
 over the env's documented `env.unwrapped.state_dict()` (`prev_state` before the action, `state`
 after it, `action` the string the agent sent, `info` the step's info). `CodeReward(env, source)`
@@ -14,13 +15,15 @@ adds it to the env's reward, clipped as in the paper:
     r'_t    = r_env,t + sparse' + dense'
 
 so key events count fully, small progress signals stay small, and no reward function can drown
-the task's own outcome reward.
+the task's own outcome reward. A third value, a dict of named terms (finite numbers), reports what
+the reward is made of: it changes nothing in the reward, and `info["code_reward"]["terms"]`, the
+checker's stats and the training analysis (`turngym.rewards.analysis`) count how often each fired.
 
 Before use the source is checked (`check_reward_source`): it parses; it defines `reward` with
 exactly the parameters (prev_state, action, state, info); it passes the sandbox rules; and
 on recorded transitions (`record_transitions`) it runs without error, within the time limit, and
-returns finite numbers or finite pairs. `CodeReward` runs the checks that need no data when it is
-built and raises ValueError naming the problems.
+returns finite numbers, pairs or (sparse, dense, terms) triples. `CodeReward` runs the checks that
+need no data when it is built and raises ValueError naming the problems.
 
 The code runs in the sandbox of `turngym.rewards.sandbox` (a whitelist of builtins, `import math`
 only, no classes, `try/finally` or catch-all `except`) with a time limit on every call (50 ms by
@@ -35,12 +38,13 @@ import copy
 import inspect
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from turngym.rewards.sandbox import FILENAME, RewardTimeout, load, run_limited, sandbox_problems
 
@@ -89,16 +93,37 @@ class Report:
 
 # --- clipping ---------------------------------------------------------------------------------
 
-def split_reward(value: Any) -> tuple[float, float]:
-    """The raw (sparse, dense) of a return value: a number is (0, value), a pair (s, d) is (s, d).
-    ValueError, in one sentence, on anything else or on a value that is not finite."""
+class Value(NamedTuple):
+    """What one call of reward() amounts to: sparse, dense and its named terms ({} when none)."""
+
+    sparse: float
+    dense: float
+    terms: dict[str, float]
+
+
+def split_terms(value: Any) -> Value:
+    """The raw (sparse, dense, terms) of a return value: a number is (0, value, {}), a pair (s, d)
+    is (s, d, {}), a triple (s, d, terms) names the terms in a dict of finite numbers. ValueError,
+    in one sentence, on anything else or on a value that is not finite."""
     if isinstance(value, (tuple, list)):
-        if len(value) != 2:
+        if len(value) not in (2, 3) or (len(value) == 3 and not isinstance(value[2], dict)):
             raise ValueError(f"reward() returned a {type(value).__name__} of {len(value)} items: "
-                             "return a float (dense) or a pair (sparse, dense)")
-        sparse, dense = (_number(v, what) for v, what in zip(value, ("sparse", "dense"), strict=True))
-        return sparse, dense
-    return 0.0, _number(value, "value")
+                             "return a float (dense), a pair (sparse, dense) or (sparse, dense, {name: term})")
+        sparse, dense = (_number(v, what) for v, what in zip(value[:2], ("sparse", "dense"), strict=True))
+        return Value(sparse, dense, _terms(value[2]) if len(value) == 3 else {})
+    return Value(0.0, _number(value, "value"), {})
+
+
+def _terms(terms: dict[Any, Any]) -> dict[str, float]:
+    bad = [k for k in terms if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"reward() returned terms with the key {bad[0]!r}: name each term with a string")
+    return {name: _number(v, f"term {name!r}") for name, v in terms.items()}
+
+
+def split_reward(value: Any) -> tuple[float, float]:
+    """The raw (sparse, dense) of a return value (`split_terms` without the terms)."""
+    return split_terms(value)[:2]
 
 
 def clip_reward(value: Any) -> tuple[float, float]:
@@ -112,7 +137,7 @@ def clip_reward(value: Any) -> tuple[float, float]:
 def _number(value: Any, what: str) -> float:
     if not isinstance(value, (int, float)):  # bool is an int: True counts as 1
         raise ValueError(f"reward() returned {type(value).__name__} as its {what}: "
-                         "return a float (dense) or a pair of floats (sparse, dense)")
+                         "return a float (dense) or a pair of floats (sparse, dense), maybe with a dict of terms")
     try:
         number = float(value)
     except OverflowError:
@@ -182,7 +207,8 @@ class RewardProgram:
     """A reward source that passed the static checks, loaded into the sandbox.
 
     `program(prev_state, action, state, info)` returns the clipped (sparse', dense'); `raw(...)`
-    the unclipped pair. Both raise RewardCodeError, with a one-line reason that names the line,
+    the unclipped pair; `evaluate(...)` the unclipped `Value` with its terms and `clipped(...)`
+    the clipped one (terms as returned). All raise RewardCodeError, with a one-line reason that names the line,
     when the code raises, runs past `time_limit` seconds or returns something other than finite
     numbers. ValueError at construction lists the static problems, or why the module body failed.
     """
@@ -227,6 +253,11 @@ class RewardProgram:
     def raw(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
             info: dict[str, Any]) -> tuple[float, float]:
         """The unclipped (sparse, dense) of one call; the arguments are used as given (copy them first)."""
+        return self.evaluate(prev_state, action, state, info)[:2]
+
+    def evaluate(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
+                 info: dict[str, Any]) -> Value:
+        """The unclipped Value of one call; the arguments are used as given (copy them first)."""
         try:
             value = run_limited(self.fn, (prev_state, action, state, info), self.time_limit)
         except RewardTimeout as exc:
@@ -238,14 +269,19 @@ class RewardProgram:
             raise RewardCodeError(f"reward() raised {type(exc).__name__}: {_short(exc)}{self._where(exc)}: fix it so "
                                   f"it runs on every transition{hint}") from None
         try:
-            return split_reward(value)
+            return split_terms(value)
         except ValueError as exc:
             raise RewardCodeError(str(exc)) from None
 
+    def clipped(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
+                info: dict[str, Any]) -> Value:
+        """The Value of one call with sparse and dense clipped (the terms as the code returned them)."""
+        sparse, dense, terms = self.evaluate(prev_state, action, state, info)
+        return Value(float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND), terms)
+
     def __call__(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
                  info: dict[str, Any]) -> tuple[float, float]:
-        sparse, dense = self.raw(prev_state, action, state, info)
-        return float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND)
+        return self.clipped(prev_state, action, state, info)[:2]
 
 
 # --- the checker ------------------------------------------------------------------------------
@@ -282,13 +318,13 @@ def check_reward_source(source: str, transitions: Iterable[Any], *,
         return Report(False, ["there are no transitions to run reward() on: pass some from "
                               "record_transitions(env, agent)"])
     errors: dict[str, list[int]] = {}  # message -> the transitions it happened on
-    raws: list[tuple[float, float]] = []
+    raws: list[Value] = []
     times: list[float] = []
     timeouts = 0
     for i, (prev, action, state, info) in enumerate(data):
         start = time.perf_counter()
         try:
-            raws.append(program.raw(_copy(prev), action, _copy(state), _copy(info)))
+            raws.append(program.evaluate(_copy(prev), action, _copy(state), _copy(info)))
         except RewardCodeError as exc:
             errors.setdefault(str(exc), []).append(i)
             timeouts += exc.timeout
@@ -305,9 +341,10 @@ def check_reward_source(source: str, transitions: Iterable[Any], *,
     return Report(not problems, problems, stats, _notes(stats) if raws else [])
 
 
-def _stats(raws: list[tuple[float, float]], times: list[float], n: int, errors: int, timeouts: int) -> dict[str, Any]:
-    sparse = np.array([s for s, _ in raws], dtype=np.float64)
-    dense = np.array([d for _, d in raws], dtype=np.float64)
+def _stats(raws: list[Value], times: list[float], n: int, errors: int, timeouts: int) -> dict[str, Any]:
+    sparse = np.array([v.sparse for v in raws], dtype=np.float64)
+    dense = np.array([v.dense for v in raws], dtype=np.float64)
+    names = dict.fromkeys(name for v in raws for name in v.terms)
     clipped_s, clipped_d = np.sign(sparse), np.clip(dense, -DENSE_BOUND, DENSE_BOUND)
     calls = max(len(raws), 1)
     return {
@@ -321,6 +358,8 @@ def _stats(raws: list[tuple[float, float]], times: list[float], n: int, errors: 
         "dense_clipped_rate": float((np.abs(dense) > DENSE_BOUND).sum() / calls),
         "ms_mean": float(np.mean(times) * 1000) if times else 0.0,
         "ms_max": float(np.max(times) * 1000) if times else 0.0,
+        # per named term: the share of calls where it was not 0
+        "term_fired_rate": {name: sum(v.terms.get(name, 0.0) != 0 for v in raws) / calls for name in names},
     }
 
 
@@ -372,7 +411,8 @@ class CodeReward(gym.Wrapper):
     Each step calls `reward(prev_state, action, state, info)` on copies of
     `env.unwrapped.state_dict()` before and after the step and the step's info, and returns
     r' = r_env + sign(sparse) + clip(dense, -0.1, 0.1) (a lone float is the dense part; see the
-    module docstring). `info["code_reward"] = {"sparse": sparse', "dense": dense'}`. When the
+    module docstring). `info["code_reward"] = {"sparse": sparse', "dense": dense'}`, plus
+    `"terms": {...}` when the code names its terms. When the
     function raises, runs past `time_limit` seconds or returns a bad value, that call gives 0, the
     env keeps going and `info["code_reward_error"]` says why in one line. ValueError at
     construction when the source fails the checks that need no data (`static_problems`).
@@ -397,10 +437,113 @@ class CodeReward(gym.Wrapper):
         prev, self._state = self._state, state
         info = dict(info)
         try:  # prev is this wrapper's own copy, used once: only state and info need fresh copies
-            sparse, dense = self.program(prev, action if isinstance(action, str) else str(action), _copy(state),
-                                         _copy(info))
+            sparse, dense, terms = self.program.clipped(prev, action if isinstance(action, str) else str(action),
+                                                        _copy(state), _copy(info))
         except RewardCodeError as exc:
-            sparse, dense = 0.0, 0.0
+            sparse, dense, terms = 0.0, 0.0, {}
             info["code_reward_error"] = str(exc)
-        info["code_reward"] = {"sparse": sparse, "dense": dense}
+        info["code_reward"] = {"sparse": sparse, "dense": dense, **({"terms": terms} if terms else {})}
         return obs, float(reward) + sparse + dense, terminated, truncated, info
+
+
+def with_constants(source: str, **values: bool | int | float | str) -> str:
+    """`source` with top-level constants set to new values, e.g. `with_constants(src, LAVA_TERM=False)`:
+    a variant of a reward program without a copy of it. Each name must be assigned once at the top
+    level (`NAME = ...`); ValueError names the ones that are not."""
+    tree = ast.parse(source)
+    spans = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in values:
+                    spans.setdefault(target.id, []).append(node.value)
+    wrong = [name for name in values if len(spans.get(name, ())) != 1]
+    if wrong:
+        raise ValueError(f"the reward source does not assign {', '.join(wrong)} exactly once at its top level: "
+                         "name constants that the program defines as NAME = value")
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    # splice from the end, so the earlier offsets stay valid (offsets are in UTF-8 bytes per line)
+    for name, (node,) in sorted(spans.items(), key=lambda item: (item[1][0].lineno, item[1][0].col_offset),
+                                reverse=True):
+        begin = starts[node.lineno - 1] + len(lines[node.lineno - 1].encode()[:node.col_offset].decode())
+        end = starts[node.end_lineno - 1] + len(lines[node.end_lineno - 1].encode()[:node.end_col_offset].decode())
+        source = source[:begin] + repr(values[name]) + source[end:]
+    return source
+
+
+class VectorCodeReward(gym.vector.VectorWrapper):
+    """CodeReward for a vector env whose worlds expose `state_dict(i)` (Craft's `CraftVectorEnv`).
+
+    Each step scores every env that played a transition (not the ones the step reset: Gymnasium's
+    next-step autoreset) with `reward(prev_state, action, state, info)`, keeping each env's last
+    state instead of reading it twice. It adds sign(sparse) + clip(dense, -0.1, 0.1), as CodeReward
+    does, so env i gets exactly the reward of `CodeReward(single env)` played with the same seed and
+    actions, as long as the code reads states and actions only: `info` here is env i's per-env
+    scalars of the vector info (valid, success, score, ...), not the single env's full info.
+    `action_names[a]` is the string the code sees for action id a (default: str(a)).
+    `info["code_reward"]` holds `sparse`, `dense` (arrays) and `terms` (name -> array, 0 where a term
+    was not returned); `info["code_reward_error"]` (strings, "" where none) when some call failed,
+    which then gives 0. Attribute reads the wrapper does not answer go to the wrapped env.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, source: str, *, time_limit: float = DEFAULT_TIME_LIMIT,
+                 action_names: Sequence[str] | None = None) -> None:
+        super().__init__(env)
+        if not callable(getattr(env, "state_dict", None)):
+            raise ValueError(f"{type(env).__name__} has no state_dict(i): wrap each single env with CodeReward "
+                             "instead (e.g. in a SyncVectorEnv)")
+        if env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) != AutoresetMode.NEXT_STEP:
+            raise ValueError("VectorCodeReward needs next_step autoreset (same_step hides the final state): make "
+                             "the vector env with autoreset_mode='next_step'")
+        self.program = RewardProgram(source, time_limit)
+        self.source = source
+        self.action_names = list(action_names) if action_names is not None else None
+        self._states: list[dict[str, Any]] | None = None
+        self._resets = np.zeros(self.num_envs, bool)  # envs whose next step is a reset
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "env":
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._states = [self.env.state_dict(i) for i in range(self.num_envs)]
+        self._resets[:] = False
+        return obs, info
+
+    def step(self, actions: Any):
+        if self._states is None:
+            raise RuntimeError("VectorCodeReward.step() before reset(): call reset() first")
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        n = self.num_envs
+        sparse, dense = np.zeros(n), np.zeros(n)
+        terms: dict[str, np.ndarray] = {}
+        errors: dict[int, str] = {}
+        scalars = {k: v for k, v in info.items()
+                   if not k.startswith("_") and isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n}
+        masks = {k: info.get(f"_{k}") for k in scalars}  # success, score: only where an episode ended
+        for i, a in enumerate(np.asarray(actions).reshape(n).tolist()):
+            state = self.env.state_dict(i)
+            prev, self._states[i] = self._states[i], state
+            if self._resets[i]:
+                continue  # this step started a new episode: there is no transition to score
+            env_info = {k: v[i].item() for k, v in scalars.items() if masks[k] is None or masks[k][i]}
+            action = self.action_names[a] if self.action_names is not None else str(a)
+            try:  # the kept state is the next call's prev: the code gets a copy of it
+                sparse[i], dense[i], named = self.program.clipped(prev, action, _copy(state), env_info)
+            except RewardCodeError as exc:
+                errors[i] = str(exc)
+                continue
+            for name, value in named.items():
+                terms.setdefault(name, np.zeros(n))[i] = value
+        self._resets = np.asarray(terminated | truncated, bool).copy()
+        info = dict(info)
+        info["code_reward"] = {"sparse": sparse, "dense": dense, "terms": terms}
+        if errors:
+            info["code_reward_error"] = np.array([errors.get(i, "") for i in range(n)], dtype=object)
+        return obs, np.asarray(reward, np.float64) + sparse + dense, terminated, truncated, info

@@ -25,6 +25,7 @@ from turngym.rewards.code import (
     check_reward_source,
     clip_reward,
     record_transitions,
+    split_terms,
     static_problems,
 )
 
@@ -119,6 +120,37 @@ def test_clip_reward_by_hand(value, expected) -> None:
 def test_clip_reward_rejects_what_is_not_a_finite_number_or_pair(value) -> None:
     with pytest.raises(ValueError, match="reward\\(\\) returned"):
         clip_reward(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ((1, 0.5, {"a": 0.5, "b": 0}), (1.0, 0.5, {"a": 0.5, "b": 0.0})),  # raw: clipping comes later
+    ((0, 0.02), (0.0, 0.02, {})),
+    (0.02, (0.0, 0.02, {})),
+])
+def test_a_third_value_names_the_terms(value, expected) -> None:
+    assert split_terms(value) == expected
+    assert clip_reward(value) == clip_reward(value[:2] if isinstance(value, tuple) else value)
+
+
+@pytest.mark.parametrize(("value", "match"), [((0, 0.1, [0.1]), "of 3 items"), ((0, 0.1, {1: 0.1}), "key 1"),
+                                               ((0, 0.1, {"a": math.nan}), "term 'a'"), ((0, 0, {}, 1), "of 4")])
+def test_bad_terms_name_the_fix(value, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        split_terms(value)
+
+
+def test_code_reward_and_the_checker_report_terms() -> None:
+    source = ("def reward(prev_state, action, state, info):\n"
+              "    moved = prev_state['player']['pos'] != state['player']['pos']\n"
+              "    return 0, 0.01 * moved, {'moved': 0.01 * moved, 'never': 0}\n")
+    env = gym.make("turngym/Craft-v0", task="collect_wood", image=False, max_turns=20)
+    report = check_reward_source(source, record_transitions(env, "random", episodes=1))
+    assert report.ok and 0 < report.stats["term_fired_rate"]["moved"] < 1
+    assert report.stats["term_fired_rate"]["never"] == 0
+    wrapped = CodeReward(env, source)
+    wrapped.reset(seed=0)
+    assert wrapped.step("noop")[-1]["code_reward"] == {"sparse": 0.0, "dense": 0.0,
+                                                        "terms": {"moved": 0.0, "never": 0}}
 
 
 # --- the sandbox ------------------------------------------------------------------------------

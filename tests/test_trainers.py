@@ -156,7 +156,7 @@ def test_bad_configs_name_the_fix(tmp_path):
         train(NeuralTrainConfig(env_id=CRAFT, policy="random", out=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match="not 'hf:model': use LMTrainConfig"):
         train(NeuralTrainConfig(env_id=CRAFT, policy="hf:model", out=str(tmp_path)), progress=False)
-    with pytest.raises(ValueError, match="use the text backend"):
+    with pytest.raises(ValueError, match=r"reward\(\) must take \(prev_state, action, state, info\)"):
         train(NeuralTrainConfig(env_id=CRAFT, reward_code="def reward(a, b, c, d):\n    return 0.0\n",
                                 backend="symbolic", out=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match=r"no vector backend .* use backend text"):

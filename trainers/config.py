@@ -129,7 +129,7 @@ class NeuralTrainConfig(TrainConfig):
     prm_target: str = knob("algo prm: td (AgentPRM's TD(lambda) targets) or mc (Monte-Carlo returns)", "td")
     prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
-                                   "source), added to the env's reward (text backend)", None)
+                                   "source), added to the env's reward", None)
 
     def check(self) -> None:
         super().check()
@@ -147,13 +147,11 @@ class NeuralTrainConfig(TrainConfig):
         backend = getattr(env_class(self.env_id), "vector_backend", None)
         # a backend plays the env its kwargs make; tasks picked at reset are the single envs' business
         usable = backend is not None and backend.plays(kwargs) and options is None
-        if self.backend == "symbolic":
-            if self.reward_code:
-                raise ValueError("reward code runs on single envs: use the text backend with reward_code")
-            if not usable:
-                raise ValueError(f"{self.env_id} has no vector backend for kwargs {self.env_kwargs}: "
-                                 "use backend text")
-        if self.backend == "text" or (self.backend == "auto" and (not usable or self.reward_code)):
+        if self.backend == "symbolic" and not usable:
+            raise ValueError(f"{self.env_id} has no vector backend for kwargs {self.env_kwargs}: "
+                             "use backend text")
+        # reward code runs on either backend: VectorCodeReward on the vector one, CodeReward on single envs
+        if self.backend == "text" or (self.backend == "auto" and not usable):
             return None
         return backend
 

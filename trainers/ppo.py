@@ -20,6 +20,7 @@ an uninterrupted one would. The config is `NeuralTrainConfig` (trainers/config.p
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,17 +33,21 @@ import torch
 from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_policy
 from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
 from turngym.console import progress_bar
-from turngym.rewards.code import CodeReward
+from turngym.rewards.analysis import EpisodeAnalysis, recipe_path, summarize
+from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds
 from turngym.trainers.config import NeuralTrainConfig
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
+from turngym.trajectory import atomic_write_bytes
 
 
 def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | TextActor, str]:
     """The policy network, the actor that plays it on a vector env, and the backend's name: the
-    env's fast vector backend with the symbolic policy, or single envs with the text policy."""
+    env's fast vector backend with the symbolic policy, or single envs with the text policy. The
+    reward code (`reward_code`) wraps the vector backend (VectorCodeReward) or each single env
+    (CodeReward); the actor's env counts deaths, reward terms and stalls (EpisodeAnalysis)."""
     backend = config.vector_backend()
     kwargs, options = config.env_setup()
     n = config.groups * config.group_size
@@ -56,7 +61,10 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
         view = env.single_observation_space["view"].shape[0]
         policy = SymbolicPolicy.from_saved(saved) if saved else new_symbolic_policy(
             SymbolicConfig.for_craft(view), config.seed)
-        return policy, SymbolicActor(policy, env), "symbolic"
+        path = recipe_path(env)
+        if config.reward_code:
+            env = VectorCodeReward(env, config.reward_code, action_names=env.rules.actions)
+        return policy, SymbolicActor(policy, EpisodeAnalysis(env, env.state_dict, path)), "symbolic"
     if saved is not None and saved.get("kind") == KIND:
         raise ValueError(f"{path} is a symbolic policy; use backend symbolic (or auto)")
     policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(), config.seed)
@@ -65,7 +73,11 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
         env = gym.make(config.env_id, **kwargs)
         return CodeReward(env, config.reward_code) if config.reward_code else env
 
-    return policy, TextActor(policy, make, n, options), "text"
+    actor = TextActor(policy, make, n, options)
+    singles = actor.env.envs
+    actor.env = EpisodeAnalysis(actor.env, lambda i: singles[i].unwrapped.state_dict(),
+                                recipe_path(singles[0].unwrapped))
+    return policy, actor, "text"
 
 
 def advantages(config: NeuralTrainConfig, col: Collected, prm_scores: list[np.ndarray] | None):
@@ -129,7 +141,8 @@ def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: to
 
 def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
     """Train a policy; returns the metrics rows. Writes into `config.out`: config.json,
-    metrics.jsonl, tb/, checkpoint.pt, policy.pt (`neural:OUT/policy.pt`) and prm.pt (algo prm)."""
+    metrics.jsonl, analysis.json (the run's trajectory analysis), tb/, checkpoint.pt, policy.pt
+    (`neural:OUT/policy.pt`) and prm.pt (algo prm)."""
     config.check()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,8 +203,11 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                        **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **prm_stats,
                        "collect_s": round(t_collect, 3), "update_s": round(time.perf_counter() - t0 - t_collect, 3),
                        "steps_per_s": round(col.env_steps / (time.perf_counter() - t0), 1)}
+                if isinstance(actor.env, EpisodeAnalysis):  # deaths, reward terms, stalls (rewards/analysis.py)
+                    row.update(actor.env.pop())
                 metrics.log(row)
                 rows.append(row)
+                atomic_write_bytes(out / "analysis.json", json.dumps(summarize(rows), indent=1).encode())
                 save_checkpoint(checkpoint, {
                     "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                     "prm": prm.state_dict() if prm is not None else None, "rng": rng.bit_generator.state,

@@ -24,6 +24,7 @@ from turngym.apps.report.plots import write_plots
 from turngym.apps.report.runs import Run, labels, load_run, run_info, title
 from turngym.apps.report.tables import (
     Table,
+    analysis_table,
     md_row,
     overall_table,
     parts_tables,
@@ -56,7 +57,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> tuple[Path, P
     episodes = write_episodes(runs, out)
     plots = write_plots(runs, episodes, out / "plots")
     tables = [overall_table(runs), summary_table(runs), *(results_table(run) for run in runs)]
-    parts, training = parts_tables(runs), training_table(runs)
+    parts, training, analysis = parts_tables(runs), training_table(runs), analysis_table(runs)
     infos = [run_info(run, episodes) for run in runs]
     assets = resources.files("turngym.assets").joinpath("report")
     for name in STATIC:
@@ -64,16 +65,17 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> tuple[Path, P
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                                   lstrip_blocks=True).from_string(assets.joinpath("index.html").read_text())
     html_text = template.render(title=title(runs), runs=infos, tables=tables, parts=parts, training=training,
-                                plots=plots, episodes=len(episodes))
+                                analysis=analysis, plots=plots, episodes=len(episodes))
     index, markdown = out / "index.html", out / "report.md"
     atomic_write_bytes(index, html_text.encode("utf-8"))
-    lines = _markdown(runs, infos, tables, parts, training, plots, episodes)
+    lines = _markdown(runs, infos, tables, parts, training, analysis, plots, episodes)
     atomic_write_bytes(markdown, "\n".join(lines).encode("utf-8"))
     return index, markdown
 
 
 def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table], parts: list[tuple[str, Table]],
-              training: Table | None, plots: list[dict[str, str]], episodes: list[dict[str, Any]]) -> list[str]:
+              training: Table | None, analysis: Table | None, plots: list[dict[str, str]],
+              episodes: list[dict[str, Any]]) -> list[str]:
     overall, summary, *details = tables
     lines = [f"# {title(runs)}", ""]
     lines += [f"- **{run.label}** (`{run.path}`): suite {info['suite']} v{info['version']}, "
@@ -92,6 +94,10 @@ def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table],
     if training is not None:
         lines += ["", "## Training runs", "", *training.markdown(), "",
                   "The learning curves are in the plots below (`curves.png`)."]
+    if analysis is not None:
+        lines += ["", "## Training analysis", "", *analysis.markdown(), "",
+                  "Over each run's training episodes (its analysis.json): how the agent died, how often each "
+                  "reward term fired, and the furthest recipe step failed episodes reached."]
     lines += ["", "## Plots", ""]
     lines += [line for plot in plots for line in (f"![{plot['title']}]({plot['file']})", "")]
     failed = [e for e in episodes if e["error"] is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,3 +173,31 @@ def training_table(runs: list[Run]) -> Table | None:
 
     return Table("training", ["training run"], [("", columns)],
                  [TableRow([label], cells(rows), {"curve": label}) for label, rows in curves.items()])
+
+
+def analysis_table(runs: list[Run]) -> Table | None:
+    """One row per training run with an analysis.json below the folders (trainers/ppo.py, after
+    Auto MC-Reward's trajectory analyzer): episodes, deaths per episode by cause, each reward term's
+    firing rate per step, and where failed episodes stalled most often."""
+    found = {}
+    for run in runs:
+        for path in sorted(run.path.rglob("analysis.json")):
+            folder = path.parent.relative_to(run.path).as_posix()
+            found[run.label if folder == "." else f"{run.label}/{folder}"] = json.loads(path.read_text())
+    if not found:
+        return None
+    causes = sorted({c for a in found.values() for c in a.get("death_causes", {})})
+    terms = sorted({t for a in found.values() for t in a.get("terms", {})})
+    columns = [("episodes", "episodes"), ("deaths", "deaths / episode"),
+               *((f"death_{c}", f"{c} deaths / episode") for c in causes),
+               *((f"term_{t}", f"{t} fired / step") for t in terms), ("stall", "failures stalled at (share)")]
+
+    def cells(a: dict[str, Any]) -> list[str]:
+        stalls = list(a.get("stalls", {}).items())[:3]  # the most common first (analysis.summarize)
+        return [_number(a.get("episodes"), ",d"), _number(a.get("deaths_per_episode"), ".3f"),
+                *(_number(a["death_causes"].get(c, {}).get("per_episode", 0.0), ".3f") for c in causes),
+                *(_number(a["terms"].get(t, {}).get("fired_per_step"), ".1%") for t in terms),
+                ", ".join(f"{name} {s['share']:.0%}" for name, s in stalls) or DASH]
+
+    return Table("analysis", ["training run"], [("", columns)],
+                 [TableRow([label], cells(a)) for label, a in found.items()])

@@ -1,0 +1,129 @@
+"""Dense reward for Craft's tech tree, written as Auto MC-Reward's designer writes one (Li et al. 2023).
+
+reward(prev_state, action, state, info) reads Craft's state_dict() and returns
+(sparse, dense, terms):
+
+- approach: APPROACH per tile closer to the nearest tile, within sight, of the next missing
+  resource on the goal's recipe path (or of the table when every missing resource needs a tool
+  that must be crafted first);
+- collect: COLLECT per unit of a resource the rest of the path still needs;
+- craft: CRAFT per recipe step of the path done;
+
+  both are the change of one potential, COLLECT x (needed units held + units spent on the steps
+  done) + CRAFT x (steps done), so no loop pays: a spare table takes back what its wood paid;
+- lava: one block that LAVA_TERM switches off: sparse -1 for stepping into lava, and -LAVA_NEAR
+  for a move that ends next to lava;
+
+the dense part clipped to [-CLIP, CLIP]. The goal is read from the state, so one program serves
+every Craft task on the tree (stone_pickaxe, iron_pickaxe, collect_diamond, ...).
+"""
+
+CLIP = 0.1  # per-step bound of the dense part (CodeReward clips to the same bound)
+APPROACH = 0.01  # per tile closer to the target
+COLLECT = 0.03  # per needed unit: a table spends 3, and 3 x 0.03 stays inside the clip
+CRAFT = 0.1  # per recipe step done
+SIGHT = 4  # tiles each way the player sees (Craft's default 9x9 view)
+LAVA_TERM = True  # False switches the lava block off
+LAVA_NEAR = 0.05  # for a move that ends next to lava
+
+STEPS = ("place_table", "make_wood_pickaxe", "make_stone_pickaxe", "place_furnace", "make_iron_pickaxe")
+COSTS = {
+    "place_table": {"wood": 3},
+    "make_wood_pickaxe": {"wood": 1},
+    "make_stone_pickaxe": {"wood": 1, "stone": 1},
+    "place_furnace": {"stone": 2},
+    "make_iron_pickaxe": {"wood": 1, "coal": 1, "iron": 1},
+}
+RESOURCES = ("wood", "stone", "coal", "iron", "diamond")  # the order the path collects them in
+SOURCE = {"wood": "tree", "stone": "stone", "coal": "coal", "iron": "iron", "diamond": "diamond"}
+TOOL = {"wood": None, "stone": "wood_pickaxe", "coal": "wood_pickaxe", "iron": "stone_pickaxe",
+        "diamond": "iron_pickaxe"}
+NEIGHBORS = ((-1, 0), (1, 0), (0, 1), (0, -1))
+
+
+def plan(goal):
+    """The crafting steps on the way to `goal` and the resource the goal itself collects (or None)."""
+    if goal in STEPS:
+        return STEPS[:STEPS.index(goal) + 1], None
+    resource = goal[len("collect_"):] if goal.startswith("collect_") else None
+    if resource not in TOOL:
+        return (), None
+    tool = TOOL[resource]
+    return (STEPS[:STEPS.index("make_" + tool) + 1] if tool else ()), resource
+
+
+def progress(state):
+    """(units of each resource the rest of the path needs, steps done, the potential)."""
+    steps, last = plan(state["goal"])
+    done, inventory = state["achievements"], state["inventory"]
+    need, spent, finished = {}, 0, 0
+    for step in steps:
+        if step in done:
+            spent, finished = spent + sum(COSTS[step].values()), finished + 1
+        else:
+            for item, n in COSTS[step].items():
+                need[item] = need.get(item, 0) + n
+    if last is not None and "collect_" + last not in done:
+        need[last] = need.get(last, 0) + 1
+    held = sum(min(inventory.get(item, 0), n) for item, n in need.items())
+    return need, finished, COLLECT * (held + spent) + CRAFT * finished
+
+
+def target(state, need):
+    """The material to walk to: the first missing resource the player can mine now, else the table."""
+    inventory = state["inventory"]
+    for item in RESOURCES:
+        tool = TOOL[item]
+        if inventory.get(item, 0) < need.get(item, 0) and (tool is None or inventory.get(tool, 0) > 0):
+            return SOURCE[item]
+    return "table" if need else None  # every step left is crafted near a table
+
+
+def nearest(state, material):
+    """Manhattan distance to the nearest `material` tile within SIGHT, or None."""
+    chars = [c for c, m in state["legend"].items() if m == material]
+    if not chars:
+        return None
+    rows, (y, x) = state["map"], state["player"]["pos"]
+    best = None
+    for row_y in range(max(0, y - SIGHT), min(len(rows), y + SIGHT + 1)):
+        row, lo, hi = rows[row_y], max(0, x - SIGHT), x + SIGHT + 1
+        i = row.find(chars[0], lo, hi)
+        while i >= 0:
+            d = abs(row_y - y) + abs(i - x)
+            best = d if best is None or d < best else best
+            i = row.find(chars[0], i + 1, hi)
+    return best
+
+
+def tile(state, dy, dx):
+    rows, (y, x) = state["map"], state["player"]["pos"]
+    if 0 <= y + dy < len(rows) and 0 <= x + dx < len(rows[0]):
+        return state["legend"].get(rows[y + dy][x + dx])
+    return None
+
+
+def reward(prev_state, action, state, info):
+    need, finished, before = progress(prev_state)
+    _, now_finished, after = progress(state)
+    crafted = now_finished != finished
+    craft, collect = (after - before, 0.0) if crafted else (0.0, after - before)
+
+    approach = 0.0
+    goal = target(prev_state, need)
+    if goal is not None and not crafted and state["inventory"] == prev_state["inventory"]:
+        before, after = nearest(prev_state, goal), nearest(state, goal)
+        if before is not None and after is not None:
+            approach = APPROACH * (before - after)
+
+    sparse, lava = 0.0, 0.0
+    if LAVA_TERM:
+        moved = prev_state["player"]["pos"] != state["player"]["pos"]
+        if tile(state, 0, 0) == "lava":
+            sparse = lava = -1.0
+        elif moved and any(tile(state, dy, dx) == "lava" for dy, dx in NEIGHBORS):
+            lava = -LAVA_NEAR
+
+    dense = approach + collect + craft + (lava if lava > -1.0 else 0.0)
+    dense = max(-CLIP, min(CLIP, dense))
+    return sparse, dense, {"approach": approach, "collect": collect, "craft": craft, "lava": lava}

@@ -1,0 +1,1 @@
+recipe_path.py
