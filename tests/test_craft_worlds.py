@@ -100,6 +100,20 @@ def fingerprint(task: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def test_generation_is_byte_identical_to_the_reference_generator():
+    """308 worlds (every task, sizes 64 and 32, which needs retried attempts) hash as the generator
+    of Craft-v0's first release made them: speedups of worldgen.py must not change any world,
+    training worlds included (the fingerprints below cover only the test seeds at size 64)."""
+    digest = hashlib.sha256()
+    for size in (64, 32):
+        for task in TASKS:
+            for k in range(14):
+                layout = generate(RULES, RULES.tasks[task], size, (k * 2654435761 + size) % 2**31)
+                digest.update(layout.grid.tobytes())
+                digest.update(repr((layout.spawn, layout.cows)).encode())
+    assert digest.hexdigest()[:16] == "7204d97b2c0bc2a5"
+
+
 def test_frozen_test_worlds_have_not_changed():
     """Test worlds are part of the benchmark: any generator change that alters them is Craft-v1."""
     stored = frozen()["fingerprints"]

@@ -23,11 +23,12 @@ from turngym.envs.craft.rules import ACTION_MODES, load_rules
 from turngym.envs.craft.tasks import new_episode, splits_for
 from turngym.envs.craft.world import (
     DO,
+    MASK64,
     MOVES,
     NOOP,
     STREAM_COLLECT,
     STREAM_COW,
-    World,
+    Start,
     encode_state,
     mix_np,
     symbolic_spaces,
@@ -185,15 +186,15 @@ class CraftVectorEnv(VectorEnv):
     # ---- the rules on arrays --------------------------------------------------------------
     def _reset_env(self, i: int, task_id: str | None) -> None:
         episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size)
-        world = World(self.rules, episode.task, episode.layout, episode.key, self.pad)
-        self.maps[i] = np.frombuffer(world.map, np.uint8)
-        self.pos[i], self.facing[i] = world.pos, world.facing
+        start = Start(self.rules, episode.layout, self.pad)  # as World starts, without its tables
+        self.maps[i] = start.grid.reshape(-1)
+        self.pos[i], self.facing[i] = start.pos, start.facing
         self.inv[i] = 0
-        self.vit[i] = (world.health, world.food, world.drink)
-        self.cow_pos[i] = world.cows
-        self.cow_hp[i] = world.cow_health
+        self.vit[i] = start.vitals
+        self.cow_pos[i] = start.cows
+        self.cow_hp[i] = start.cow_health
         self.ach[i] = False
-        self.tick[i], self.key[i], self.dead[i], self.turn[i] = 0, world.key, False, 0
+        self.tick[i], self.key[i], self.dead[i], self.turn[i] = 0, episode.key & MASK64, False, 0
         self.task_ids[i] = episode.task_id
 
     def _apply(self, ok: np.ndarray, a: np.ndarray) -> None:

@@ -43,26 +43,36 @@ def mix_np(key: np.ndarray, tick: np.ndarray, stream: int, index: np.ndarray) ->
     return z ^ (z >> u(31))
 
 
+class Start:
+    """The first state of a world, as both engines lay it out: the map padded with `edge` tiles,
+    the player's flat position and facing, full vitals, and every cow slot (-1: empty)."""
+
+    def __init__(self, rules: Rules, layout: Layout, pad: int) -> None:
+        height, width = layout.grid.shape
+        self.width = width + 2 * pad  # the row stride of the flat map
+        self.grid = np.full((height + 2 * pad, self.width), rules.mat("edge"), np.uint8)
+        self.grid[pad:pad + height, pad:pad + width] = layout.grid
+        flat = [(y + pad) * self.width + x + pad for y, x in (layout.spawn, *layout.cows)]
+        self.pos, self.facing = flat[0], DIRECTIONS.index("south")
+        self.vitals = (rules.raw["vitals"]["max"],) * 3
+        self.cows = flat[1:] + [-1] * (rules.raw["world"]["max_cows"] - len(layout.cows))
+        self.cow_health = [rules.raw["cow"]["health"]] * len(layout.cows) + [0] * (len(self.cows) - len(layout.cows))
+
+
 class World:
     """The state and rules of one world. `step(action_id)` returns None or why it was invalid."""
 
     def __init__(self, rules: Rules, task: Task, layout: Layout, key: int, pad: int) -> None:
         self.rules, self.task, self.pad = rules, task, pad
-        height, width = layout.grid.shape
-        self.width = width + 2 * pad  # the row stride of the flat map
-        padded = np.full((height + 2 * pad, self.width), rules.mat("edge"), np.uint8)
-        padded[pad:pad + height, pad:pad + width] = layout.grid
-        self.map = bytearray(padded.tobytes())
-        self.grid = np.frombuffer(self.map, np.uint8).reshape(padded.shape)  # shares memory with map
+        start = Start(rules, layout, pad)
+        self.width = start.width  # the row stride of the flat map
+        self.map = bytearray(start.grid.tobytes())
+        self.grid = np.frombuffer(self.map, np.uint8).reshape(start.grid.shape)  # shares memory with map
         self.offsets = (-self.width, self.width, 1, -1)  # north, south, east, west
-        self.pos = self.flat(*layout.spawn)
-        self.facing = DIRECTIONS.index("south")
+        self.pos, self.facing = start.pos, start.facing
         self.inventory = [0] * len(rules.items)
-        vmax = rules.raw["vitals"]["max"]
-        self.health = self.food = self.drink = vmax
-        self.cows = [self.flat(y, x) for y, x in layout.cows]
-        self.cows += [-1] * (rules.raw["world"]["max_cows"] - len(self.cows))  # -1: empty slot
-        self.cow_health = [rules.raw["cow"]["health"] if p >= 0 else 0 for p in self.cows]
+        self.health = self.food = self.drink = start.vitals[0]
+        self.cows, self.cow_health = start.cows, start.cow_health
         self.achieved = [False] * len(rules.achievements)
         self.tick = 0
         self.dead = False
