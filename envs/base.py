@@ -282,6 +282,13 @@ class TurnEnv(gym.Env[dict, str], ABC):
         results and reports show them beside the score parts. None by default."""
         return {}
 
+    @classmethod
+    def evolve_task(cls, task_id: str, rng: np.random.Generator) -> str | None:
+        """A curriculum's child of `task_id`: a valid task id of the same family, near it in
+        difficulty, drawn from `rng` alone (Craft mutates the start, spawn or turn budget on a fresh
+        training world). None: this family cannot evolve tasks."""
+        return None
+
     @property
     def task_type(self) -> str:
         """The kind of the current task, for results broken down by type (Craft: the goal;

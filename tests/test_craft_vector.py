@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
 from turngym.agents import make_agent
 from turngym.envs.craft import CraftEnv, CraftVectorEnv, load_rules
+from turngym.envs.craft.tasks import parse_task_id
 
 RULES = load_rules()
 ACTION = {a: i for i, a in enumerate(RULES.actions)}
 
 
 def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP, max_turns: int = 120,
-             reward: str = "success") -> int:
-    """Step a vector env and n single envs together, comparing everything; returns episodes ended."""
+             reward: str = "success", task_ids: list[str] | None = None) -> int:
+    """Step a vector env and n single envs together, comparing everything; returns episodes ended.
+    `task_ids`: the first episode of each env (later ones are drawn from the reset seeds)."""
     venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode, reward=reward)
     envs = [CraftEnv(task=task, image=False, max_turns=max_turns, symbolic=True, reward=reward) for _ in range(n)]
-    venv.reset(seed=100)
-    infos = [env.reset(seed=100 + i)[1] for i, env in enumerate(envs)]
+    venv.reset(seed=100, options=None if task_ids is None else {"task_ids": task_ids})
+    infos = [env.reset(seed=100 + i, options=None if task_ids is None else {"task_id": task_ids[i]})[1]
+             for i, env in enumerate(envs)]
     ended = 0
     for t in range(steps):
         actions = np.array([choose(t, i, envs[i], infos[i]) for i in range(n)])
@@ -74,6 +79,20 @@ def test_oracle_play_up_the_whole_tech_tree_matches_single_envs():
         return ACTION[oracles[i].act({}, info)]
 
     assert lockstep("collect_diamond", 3, 400, choose, max_turns=400) >= 3
+
+
+def test_evolved_tasks_play_identically_in_both_engines():
+    """Start items, stations, moved spawns and turn budgets are set up once for both engines."""
+    rng, ids = np.random.default_rng(7), []
+    for i in range(6):
+        task_id = f"iron_pickaxe:{i}"
+        for _ in range(1 + i):
+            task_id = CraftEnv.evolve_task(task_id, rng)
+        spec = parse_task_id(RULES, task_id)
+        ids.append(replace(spec, turns=30 + 10 * i).task_id())  # short budgets, so autoresets follow
+    ids[0] = "iron_pickaxe:3+start=collect_iron+spawn=far+turns=40"
+    assert lockstep("iron_pickaxe", 6, 150, random_choice(np.random.default_rng(2)), max_turns=90,
+                    reward="progress", task_ids=ids) >= 6
 
 
 def test_progress_reward_matches_single_envs():

@@ -33,8 +33,8 @@ def test_rules_cover_the_issue_tasks_and_tech_tree():
 
 
 def test_task_ids_parse_and_splits_are_disjoint_and_frozen():
-    assert parse_task_id(RULES, "wood_pickaxe:12")[1] == 12
-    assert parse_task_id(RULES, "eat_cow")[1] is None
+    assert parse_task_id(RULES, "wood_pickaxe:12").seed == 12
+    assert parse_task_id(RULES, "eat_cow").seed is None
     for bad in ("chop_tree:1", "wood_pickaxe:abc", "wood_pickaxe:-1", f"wood_pickaxe:{2**32}"):
         with pytest.raises(ValueError):
             parse_task_id(RULES, bad)

@@ -11,7 +11,7 @@ from turngym.envs.base import InvalidAction, Outcome, TurnEnv, VectorBackend
 from turngym.envs.craft.paths import direction, explore_target, search, step_costs, trace
 from turngym.envs.craft.render import Renderer
 from turngym.envs.craft.rules import ACTION_MODES, DIRECTIONS, load_rules
-from turngym.envs.craft.tasks import new_episode, splits_for
+from turngym.envs.craft.tasks import evolve, new_episode, parse_task_id, splits_for
 from turngym.envs.craft.world import DO, World, symbolic_spaces
 
 REWARDS = ("success", "progress")
@@ -60,7 +60,15 @@ class CraftEnv(TurnEnv):
     ## Starting State
     A world of `size` x `size` tiles generated from the task id `<task>:<seed>` (a reset with no
     task id draws a training seed for the configured task), the player on its spawn tile facing
-    south, with an empty inventory and full vitals.
+    south, with an empty inventory and full vitals. Evolved task ids (a curriculum's, see
+    `evolve_task`) add modifiers: `<task>:<seed>+start=<step>+spawn=near|far|<tiles>+turns=<n>`,
+    each optional and at most once. `start` begins right after that step of the goal's recipe path
+    (e.g. `stone_pickaxe:123+start=wood_pickaxe`: the wood pickaxe and the wood still needed are
+    held, a table stands south of the player, and collect_wood, place_table and make_wood_pickaxe
+    count as done); `spawn` starts that many tiles (near = 1, far = 16) from the nearest resource
+    the task still needs; `turns` sets this episode's turn budget. A bad modifier makes `reset`
+    raise ValueError naming the fix. The goal, reward and score stay the task's; the test and dev
+    splits are plain ids. Full grammar: envs/craft/tasks.py.
 
     ## Episode End
     Terminated when the goal is reached or the player dies; truncated after `max_turns` turns.
@@ -72,7 +80,8 @@ class CraftEnv(TurnEnv):
     - `view`: side of the egocentric view in tiles, odd (default 9).
     - `image`: include obs["image"] (default True).
     - `image_size`: the image's side in pixels, a multiple of `view` (default 144).
-    - `max_turns`: turn budget (default None: the task's, per action mode, in rules.yaml).
+    - `max_turns`: turn budget (default None: the task's, per action mode, in rules.yaml); a task
+      id's `+turns=<n>` overrides it for that episode.
     - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
     - `symbolic`: also include CraftVectorEnv's symbolic observation, for policies trained on it
       (default False).
@@ -114,6 +123,7 @@ class CraftEnv(TurnEnv):
         self.splits = splits_for(task)
         self.renderer = Renderer(rules, view, image_size)
         self.world: World | None = None
+        self._episode_turns: int | None = None
         self.primitive = {a: i for i, a in enumerate(rules.actions)}
         # goto aims at things you stand next to: every blocking material but the world's edge
         self.goto_targets = [m for m in rules.materials
@@ -127,11 +137,31 @@ class CraftEnv(TurnEnv):
     def default_max_turns(self) -> int:
         return int(self.task.max_turns[self.action_mode])
 
+    @property
+    def max_turns(self) -> int:
+        """The episode's `turns=` modifier, else the constructor's `max_turns`, else the task's."""
+        return self._episode_turns or super().max_turns
+
+    @classmethod
+    def evolve_task(cls, task_id: str, rng: np.random.Generator) -> str:
+        """A child of `task_id` for a curriculum: one random mutation of its modifiers (start one
+        step earlier or later on the goal's recipe path, spawn nearer or farther, turns x0.5 to x2
+        of its budget, or of the task's primitive-mode default, kept within a quarter and four
+        times that default) on a fresh training world (seed below 2**31). The goal, reward and
+        score stay the original task's; `base_task` names it. Raises ValueError for a bad id."""
+        return evolve(load_rules(), task_id, rng)
+
+    @classmethod
+    def base_task(cls, task_id: str) -> str:
+        """The task an id (plain or evolved) belongs to: its goal, and the name of its frozen splits."""
+        return parse_task_id(load_rules(), task_id).task.name
+
     # ---- TurnEnv hooks --------------------------------------------------------------------
     def _load_task(self, task_id: str | None) -> str:
         episode = new_episode(self.rules, task_id, self.default_task, self.np_random, self.size)
-        self.task = episode.task
-        self.world = World(self.rules, episode.task, episode.layout, episode.key, pad=self.view // 2 + 1)
+        self.task, self._episode_turns = episode.task, episode.max_turns
+        self.world = World(self.rules, episode.task, episode.layout, episode.key, self.view // 2 + 1,
+                           episode.inventory, episode.achieved)
         self.instruction = f"{self.task.about[0].upper()}{self.task.about[1:]}."
         self._recipes = self.rules.recipe_lines(self.task)
         return episode.task_id

@@ -20,7 +20,7 @@ from gymnasium.vector.utils import batch_space
 from turngym.envs.base import select_task
 from turngym.envs.craft.env import REWARDS
 from turngym.envs.craft.rules import ACTION_MODES, load_rules
-from turngym.envs.craft.tasks import new_episode, splits_for
+from turngym.envs.craft.tasks import TaskSpec, new_episode, parse_task_id, splits_for
 from turngym.envs.craft.world import (
     DO,
     MASK64,
@@ -87,6 +87,7 @@ class CraftVectorEnv(VectorEnv):
         self.key = np.zeros(n, np.uint64)
         self.dead = np.zeros(n, bool)
         self.turn = np.zeros(n, np.int64)
+        self.limit = np.full(n, self.max_turns, np.int64)  # each episode's turn budget (turns= modifiers)
         self.mask = np.zeros((n, len(rules.actions)), bool)
         self.task_ids = [""] * n
         self._needs_reset = np.zeros(n, bool)
@@ -118,8 +119,9 @@ class CraftVectorEnv(VectorEnv):
     # ---- Gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
         """Reset every env. `seed`: s (env i gets s + i) or one seed per env. `options`:
-        `{"task_ids": [...]}` with one task id per env, or a CraftEnv-style `{"split": ..., "index": i}`
-        (env j then gets index i + j)."""
+        `{"task_ids": [...]}` with one task id per env (evolved ids with `+start=`, `+spawn=`, `+turns=`
+        modifiers too; see envs/craft/tasks.py), or a CraftEnv-style `{"split": ..., "index": i}`
+        (env j then gets index i + j). A bad id raises ValueError before any env is reset."""
         if seed is not None:
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
             if len(seeds) != self.num_envs:
@@ -129,14 +131,17 @@ class CraftVectorEnv(VectorEnv):
         task_ids = options.pop("task_ids", None)
         if task_ids is not None and len(task_ids) != self.num_envs:
             raise ValueError(f"got {len(task_ids)} task_ids for {self.num_envs} envs")
+        requested = []
         for i in range(self.num_envs):
             if task_ids is not None:
-                requested = task_ids[i]
+                requested.append(task_ids[i])
             elif "index" in options:
-                requested = select_task(self.splits, {**options, "index": options["index"] + i}, self._rngs[i])
+                requested.append(select_task(self.splits, {**options, "index": options["index"] + i}, self._rngs[i]))
             else:
-                requested = select_task(self.splits, options, self._rngs[i])
-            self._reset_env(i, requested)
+                requested.append(select_task(self.splits, options, self._rngs[i]))
+        specs = [None if r is None else self._spec(r) for r in requested]  # every id is checked first
+        for i, spec in enumerate(specs):
+            self._reset_env(i, spec)
         self._needs_reset[:] = False
         self._update_mask()
         return self._observe(), {"valid": np.ones(self.num_envs, bool), "action_mask": self.mask.copy()}
@@ -153,7 +158,7 @@ class CraftVectorEnv(VectorEnv):
         self.turn[active] += 1
         success = active & ~self.dead & self._goal_reached()
         terminated = active & (self.dead | success)
-        truncated = active & ~terminated & (self.turn >= self.max_turns)
+        truncated = active & ~terminated & (self.turn >= self.limit)
         done = terminated | truncated
         reward = success.astype(np.float64)
         if self.reward_mode == "progress" and self.chain.size:
@@ -184,16 +189,26 @@ class CraftVectorEnv(VectorEnv):
                                bool(self.dead[i]))}
 
     # ---- the rules on arrays --------------------------------------------------------------
-    def _reset_env(self, i: int, task_id: str | None) -> None:
+    def _spec(self, task_id: str) -> TaskSpec:
+        """A task id parsed, or a ValueError: bad syntax, or a task this env does not play."""
+        spec = parse_task_id(self.rules, task_id)
+        if spec.task is not self.task:
+            raise ValueError(f"task id {task_id!r} is a {spec.task.name} task, but this CraftVectorEnv plays "
+                             f"{self.task.name}: make a CraftVectorEnv(task={spec.task.name!r}) for it")
+        return spec
+
+    def _reset_env(self, i: int, task_id: str | TaskSpec | None) -> None:
         episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size)
-        start = Start(self.rules, episode.layout, self.pad)  # as World starts, without its tables
+        # as World starts, without compiling its tables
+        start = Start(self.rules, episode.layout, self.pad, episode.inventory, episode.achieved)
         self.maps[i] = start.grid.reshape(-1)
         self.pos[i], self.facing[i] = start.pos, start.facing
-        self.inv[i] = 0
+        self.inv[i] = start.inventory
         self.vit[i] = start.vitals
         self.cow_pos[i] = start.cows
         self.cow_hp[i] = start.cow_health
-        self.ach[i] = False
+        self.ach[i] = start.achieved
+        self.limit[i] = episode.max_turns or self.max_turns
         self.tick[i], self.key[i], self.dead[i], self.turn[i] = 0, episode.key & MASK64, False, 0
         self.task_ids[i] = episode.task_id
 

@@ -12,6 +12,7 @@ are stepped beside it, which is what lets the batched engine reproduce it exactl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,9 +46,13 @@ def mix_np(key: np.ndarray, tick: np.ndarray, stream: int, index: np.ndarray) ->
 
 class Start:
     """The first state of a world, as both engines lay it out: the map padded with `edge` tiles,
-    the player's flat position and facing, full vitals, and every cow slot (-1: empty)."""
+    the player's flat position and facing, full vitals, every cow slot (-1: empty), the inventory
+    and the achievements done (empty, unless an evolved task starts further along; tasks.py)."""
 
-    def __init__(self, rules: Rules, layout: Layout, pad: int) -> None:
+    def __init__(self, rules: Rules, layout: Layout, pad: int, inventory: Sequence[int] | None = None,
+                 achieved: Sequence[str] = ()) -> None:
+        self.inventory = list(inventory) if inventory is not None else [0] * len(rules.items)
+        self.achieved = [a in achieved for a in rules.achievements]
         height, width = layout.grid.shape
         self.width = width + 2 * pad  # the row stride of the flat map
         self.grid = np.full((height + 2 * pad, self.width), rules.mat("edge"), np.uint8)
@@ -62,18 +67,19 @@ class Start:
 class World:
     """The state and rules of one world. `step(action_id)` returns None or why it was invalid."""
 
-    def __init__(self, rules: Rules, task: Task, layout: Layout, key: int, pad: int) -> None:
+    def __init__(self, rules: Rules, task: Task, layout: Layout, key: int, pad: int,
+                 inventory: Sequence[int] | None = None, achieved: Sequence[str] = ()) -> None:
         self.rules, self.task, self.pad = rules, task, pad
-        start = Start(rules, layout, pad)
+        start = Start(rules, layout, pad, inventory, achieved)
         self.width = start.width  # the row stride of the flat map
         self.map = bytearray(start.grid.tobytes())
         self.grid = np.frombuffer(self.map, np.uint8).reshape(start.grid.shape)  # shares memory with map
         self.offsets = (-self.width, self.width, 1, -1)  # north, south, east, west
         self.pos, self.facing = start.pos, start.facing
-        self.inventory = [0] * len(rules.items)
+        self.inventory = start.inventory
         self.health = self.food = self.drink = start.vitals[0]
         self.cows, self.cow_health = start.cows, start.cow_health
-        self.achieved = [False] * len(rules.achievements)
+        self.achieved = start.achieved
         self.tick = 0
         self.dead = False
         self.key = key & MASK64

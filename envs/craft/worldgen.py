@@ -169,6 +169,11 @@ def _component(passable: np.ndarray, spawn: tuple[int, int]) -> np.ndarray:
     return labels == labels[spawn]
 
 
+def reachable(rules: Rules, grid: np.ndarray, spawn: tuple[int, int]) -> np.ndarray:
+    """The tiles a player at `spawn` can walk to (never through lava)."""
+    return _component(_tables(rules)[0][grid], spawn)
+
+
 def _tables(rules: Rules) -> tuple[np.ndarray, np.ndarray]:
     """Per material: safe to walk on; safe or minable (ores may be dug to)."""
     safe = rules.tables["walkable"] & ~rules.tables["deadly"]
