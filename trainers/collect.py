@@ -61,8 +61,8 @@ class SymbolicActor:
         self.env = env
         self.names = env.rules.actions
 
-    def reset(self, seeds: list[int]) -> tuple[Any, Any]:
-        return self.env.reset(seed=seeds)
+    def reset(self, seeds: list[int], task_ids: list[str] | None = None) -> tuple[Any, Any]:
+        return self.env.reset(seed=seeds, options=None if task_ids is None else {"task_ids": task_ids})
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any], rows: np.ndarray,
@@ -109,18 +109,34 @@ class SymbolicActor:
         self.env.close()
 
 
+class TaskAtReset(gym.Wrapper):
+    """Resets with the task id in `next_task` when one is set, so that the envs of a SyncVectorEnv,
+    which hands all of them the same reset options, can each play a task of their own."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.next_task: str | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        if self.next_task is not None:
+            options = {"task_id": self.next_task}  # in place of the run's split or task: one task, not both
+        return self.env.reset(seed=seed, options=options)
+
+
 class TextActor:
     """Any turngym env (each in a SyncVectorEnv slot) + the text NeuralPolicy."""
 
     def __init__(self, policy: NeuralPolicy, env_fn: Callable[[], gym.Env], num_envs: int,
                  options: dict[str, Any] | None = None) -> None:
         self.policy = policy
-        self.env = gym.vector.SyncVectorEnv([env_fn] * num_envs)
+        self.env = gym.vector.SyncVectorEnv([lambda: TaskAtReset(env_fn())] * num_envs)
         self.propose = proposer(self.env.envs[0])
         self.n = num_envs
         self.options = options  # every reset's options (a task picked at reset: resolve_task)
 
-    def reset(self, seeds: list[int]) -> tuple[Any, Any]:
+    def reset(self, seeds: list[int], task_ids: list[str] | None = None) -> tuple[Any, Any]:
+        for env, task_id in zip(self.env.envs, task_ids or [None] * self.n, strict=True):
+            env.next_task = task_id
         return self.env.reset(seed=seeds, options=self.options)
 
     @torch.no_grad()
@@ -169,10 +185,12 @@ class TextActor:
 
 
 def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_size: int, env_id: str,
-                   generator: torch.Generator) -> Collected:
-    """Play one episode in every env: group g's G envs all reset with `seeds[g]`."""
+                   generator: torch.Generator, *, task_ids: list[str] | None = None) -> Collected:
+    """Play one episode in every env: group g's G envs all reset with `seeds[g]` (and play task
+    `task_ids[g]` where given, e.g. a curriculum's; else the run's task distribution)."""
     n = len(seeds) * group_size
-    obs, info = actor.reset([s for s in seeds for _ in range(group_size)])
+    per_env = None if task_ids is None else [t for t in task_ids for _ in range(group_size)]
+    obs, info = actor.reset([s for s in seeds for _ in range(group_size)], per_env)
     task_ids = [str(t) for t in np.asarray(info.get("task_id", [""] * n), dtype=object)] \
         if "task_id" in info else list(getattr(actor.env, "task_ids", [""] * n))
     trajs = [Trajectory(env_id=env_id, task_id=task_ids[i], seed=seeds[i // group_size]) for i in range(n)]

@@ -25,6 +25,8 @@ import gymnasium as gym
 from turngym.envs.base import VectorBackend, resolve_task
 from turngym.registry import env_class
 from turngym.rewards.estimators import ESTIMATORS, NEEDS
+from turngym.trainers.curriculum import METRICS as CURRICULUM_METRICS
+from turngym.trainers.curriculum import SIGNALS as CURRICULUM_SIGNALS
 
 LOSSES = ("ppo", "reinforce")
 
@@ -130,6 +132,22 @@ class NeuralTrainConfig(TrainConfig):
     prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
                                    "source), added to the env's reward", None)
+    curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
+                           "tasks whose groups' returns differ most, mixed with fresh draws; trainers/curriculum.py)",
+                           "none")
+    curriculum_metric: str = knob("eva: a task's informativeness from its group's returns: "
+                                  + ", ".join(CURRICULUM_METRICS) + " (p(1-p))", "max_min")
+    curriculum_signal: str = knob("eva: the graded signal the metric reads per rollout: return (the reward trained on, "
+                                  "a code reward included; Craft: -k reward=progress), score (the env's final score) "
+                                  "or progress (the score part); on 0/1 success max_min is 1 for any mixed group",
+                                  "return")
+    curriculum_sample_frac: float = knob("eva: parents sampled by informativeness each update, as a share of groups",
+                                         0.25)
+    curriculum_children: int = knob("eva: children evolved from each parent (an env that cannot evolve tasks "
+                                    "replays the parent)", 4)
+    curriculum_new_frac: float = knob("eva: share of groups that play the parents' children; the rest play fresh "
+                                      "draws of the run's tasks", 0.8)
+    curriculum_buffer: int = knob("eva: tasks remembered with their informativeness (the oldest dropped first)", 256)
 
     def check(self) -> None:
         super().check()
@@ -137,6 +155,11 @@ class NeuralTrainConfig(TrainConfig):
             raise ValueError("the neural-policy trainer needs an env-step budget: set steps")
         if self.prm_target not in ("td", "mc"):
             raise ValueError(f"unknown prm_target {self.prm_target!r}: use td or mc")
+        if self.curriculum not in ("none", "eva"):
+            raise ValueError(f"unknown curriculum {self.curriculum!r}: use none or eva")
+        if self.curriculum_signal not in CURRICULUM_SIGNALS:
+            raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
+                             + ", ".join(CURRICULUM_SIGNALS))
         self.vector_backend()  # a backend that cannot play these settings fails before any work
 
     def vector_backend(self) -> VectorBackend | None:

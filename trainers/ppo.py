@@ -1,7 +1,9 @@
 """PPO-clip (and REINFORCE) over turns for the small policies, with any advantage estimator.
 
 One update, top to bottom:
-  1. collect `groups` x `group_size` episodes (G rollouts per task from one seed; collect.py);
+  1. collect `groups` x `group_size` episodes (G rollouts per task from one seed; collect.py), the
+     tasks drawn from the run's distribution or, with `curriculum="eva"`, proposed by the
+     curriculum (trainers/curriculum.py), which then reads each group's returns;
   2. with `algo="prm"`, fit the process reward model on them first (AgentPRM's TD targets,
      re-estimated with the current PRM each epoch; trainers/prm.py);
   3. advantages per turn from the estimator (`turngym.rewards.estimators`), scaled by their std
@@ -13,9 +15,9 @@ One update, top to bottom:
      value loss only when the estimator uses the critic (gae, evpo), and gradient clipping;
   5. log a metrics row (JSONL + TensorBoard) and write the checkpoint atomically.
 
-The run resumes from its checkpoint (`resume=True`): policy, optimizer, PRM, random streams and
-the metrics file are restored to the last finished update, so a resumed run continues exactly as
-an uninterrupted one would. The config is `NeuralTrainConfig` (trainers/config.py).
+The run resumes from its checkpoint (`resume=True`): policy, optimizer, PRM, curriculum, random
+streams and the metrics file are restored to the last finished update, so a resumed run continues
+exactly as an uninterrupted one would. The config is `NeuralTrainConfig` (trainers/config.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds
 from turngym.trainers.config import NeuralTrainConfig
+from turngym.trainers.curriculum import all_equal_share, from_config, group_signals
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import atomic_write_bytes
@@ -149,6 +152,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     policy, actor, backend = build(config)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     prm = PRMTrainer(policy, config) if config.algo == "prm" else None
+    curriculum = from_config(config)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     update, env_steps = 0, 0
@@ -167,6 +171,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
         if prm is not None:
             prm.load_state_dict(state["prm"])
         rng.bit_generator.state = state["rng"]
+        if curriculum is not None:
+            curriculum.load_state_dict(state["curriculum"])
         generator.set_state(state["generator"])
         update, env_steps = state["update"], state["env_steps"]
         metrics.truncate(update)
@@ -182,8 +188,9 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                                completed=min(env_steps, config.steps))
             while env_steps < config.steps:
                 t0 = time.perf_counter()
+                per_group = {"task_ids": curriculum.propose(config.groups)} if curriculum is not None else {}
                 col = collect_groups(actor, group_seeds(rng, config.groups), config.group_size, config.env_id,
-                                     generator)
+                                     generator, **per_group)
                 t_collect = time.perf_counter() - t0
                 prm_stats, scores = {}, None
                 if prm is not None:
@@ -200,17 +207,23 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                        "success": float(np.mean([t.success for t in trajs])),
                        "return": float(np.mean([t.total_reward for t in trajs])),
                        "turns": float(np.mean([len(t.turns) for t in trajs])),
+                       # groups whose returns are all equal: zero group-relative advantage, wasted rollouts
+                       "zero_adv_groups": all_equal_share(group_signals(trajs, col.groups, "return")),
                        **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **prm_stats,
                        "collect_s": round(t_collect, 3), "update_s": round(time.perf_counter() - t0 - t_collect, 3),
                        "steps_per_s": round(col.env_steps / (time.perf_counter() - t0), 1)}
                 if isinstance(actor.env, EpisodeAnalysis):  # deaths, reward terms, stalls (rewards/analysis.py)
                     row.update(actor.env.pop())
+                if curriculum is not None:
+                    row.update(curriculum.update(per_group["task_ids"],
+                                                 group_signals(trajs, col.groups, config.curriculum_signal)))
                 metrics.log(row)
                 rows.append(row)
                 atomic_write_bytes(out / "analysis.json", json.dumps(summarize(rows), indent=1).encode())
                 save_checkpoint(checkpoint, {
                     "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                     "prm": prm.state_dict() if prm is not None else None, "rng": rng.bit_generator.state,
+                    "curriculum": curriculum.state_dict() if curriculum is not None else None,
                     "generator": generator.get_state(), "update": update, "env_steps": env_steps})
                 bar.update(job, completed=min(env_steps, config.steps),
                            description=f"{config.algo} on {config.task or config.env_id}: "

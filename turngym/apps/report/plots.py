@@ -1,4 +1,4 @@
-"""The report's plots: success by entry, score and turn distributions, learning curves."""
+"""The report's plots: success by entry, score and turn distributions, learning curves, task mix."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def write_plots(runs: list[Run], episodes: list[dict[str, Any]], folder: Path) -
     if curves:
         plots.append(_save(_curves_figure(curves), folder / "curves.png",
                            "Learning curves of the training runs in the folder (metrics.jsonl)"))
+    mixes = {label: rows for label, rows in curves.items() if any(k.startswith("mix/") for r in rows for k in r)}
+    if mixes:
+        plots.append(_save(_mix_figure(mixes), folder / "task_mix.png",
+                           "Task mix of the curriculum runs: share of groups by where their task came from, by "
+                           "modifier, and with all-equal returns (zero advantage)"))
     return plots
 
 
@@ -132,5 +137,30 @@ def _curves_figure(curves: dict[str, list[dict[str, Any]]]) -> Any:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _mix_figure(mixes: dict[str, list[dict[str, Any]]]) -> Any:
+    """Per training run with a curriculum (rows with `mix/<source>` shares): the sources stacked
+    over env steps, and the shares of groups by task modifier (`mod/<key>`) and with zero advantage."""
+    fig, axes = plt.subplots(len(mixes), 2, figsize=(11, 3.6 * len(mixes)), squeeze=False)
+    for (left, right), (label, rows) in zip(axes, mixes.items(), strict=True):
+        rows = [r for r in rows if "mix/fresh" in r]
+        x = [r.get("env_steps", r.get("update")) for r in rows]
+        sources = list(dict.fromkeys(k for r in rows for k in r if k.startswith("mix/")))
+        left.stackplot(x, *([r.get(k, 0.0) for r in rows] for k in sources),
+                       labels=[k.removeprefix("mix/") for k in sources], alpha=0.8)
+        left.set_title(f"{label}: task sources", fontsize=10)
+        for key in [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("mod/")]:
+            right.plot(x, [r.get(key, 0.0) for r in rows], label=key.removeprefix("mod/"), linewidth=1.4)
+        right.plot(x, [r.get("zero_adv_groups", np.nan) for r in rows], "k--", label="zero advantage", linewidth=1.4)
+        right.set_title(f"{label}: task modifiers, zero-advantage groups", fontsize=10)
+        for ax in (left, right):
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("share of groups")
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig

@@ -156,20 +156,27 @@ def parts_tables(runs: list[Run]) -> list[tuple[str, Table]]:
     return out
 
 
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
 def training_table(runs: list[Run]) -> Table | None:
-    """One row per training run found in the folders (its metrics.jsonl): updates, env steps, and
-    training success and return at the first and last update."""
+    """One row per training run found in the folders (its metrics.jsonl): updates, env steps,
+    training success and return at the first and last update, and the mean share of groups with
+    all-equal returns (zero group-relative advantage: wasted rollouts, what a curriculum cuts)."""
     curves = {label: rows for run in runs for label, rows in run.curves.items() if rows}
     if not curves:
         return None
     columns = [("updates", "updates"), ("env_steps", "env steps"), ("first", "success, first update"),
-               ("last", "success, last update"), ("return", "return, last update")]
+               ("last", "success, last update"), ("return", "return, last update"),
+               ("zero_adv", "zero-advantage groups")]
 
     def cells(rows: list[dict[str, Any]]) -> list[str]:
         first, last = rows[0], rows[-1]
         return [_number(last.get("update", len(rows)), "d"), _number(last.get("env_steps"), ",d"),
                 _number(first.get("success"), ".1%"), _number(last.get("success"), ".1%"),
-                _number(last.get("return"), ".3f")]
+                _number(last.get("return"), ".3f"), _number(_mean(rows, "zero_adv_groups"), ".1%")]
 
     return Table("training", ["training run"], [("", columns)],
                  [TableRow([label], cells(rows), {"curve": label}) for label, rows in curves.items()])
