@@ -44,6 +44,7 @@ def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP
             if te or tr:
                 ended += 1
                 assert info["_success"][i] and info["success"][i] == infos[i]["success"]
+                assert info["progress"][i] == infos[i]["score_parts"]["progress"]
                 if mode == AutoresetMode.SAME_STEP:
                     infos[i] = env.reset()[1]
         for i, env in enumerate(envs):

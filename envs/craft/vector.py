@@ -165,7 +165,10 @@ class CraftVectorEnv(VectorEnv):
             reward = np.where(done & ~self.dead, self.ach[:, self.chain].mean(axis=1), 0.0)
         info: dict[str, Any] = {"valid": valid}
         if done.any():
-            info.update(success=success, _success=done, score=success.astype(np.float64), _score=done)
+            # progress as CraftEnv's score_parts has it: the share of the goal's chain done, dead or alive
+            progress = self.ach[:, self.chain].mean(axis=1) if self.chain.size else success.astype(np.float64)
+            info.update(success=success, _success=done, score=success.astype(np.float64), _score=done,
+                        progress=progress, _progress=done)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
             info["final_obs"] = self._observe()
             for i in np.flatnonzero(done):
