@@ -16,8 +16,9 @@ log-prob and value).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +103,10 @@ class SymbolicActor:
         return [""] * len(rows), [self.names[a] for a in actions[rows]], keys
 
     @staticmethod
-    def take(inputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {k: np.concatenate([chunk[k] for chunk in inputs]) for k in inputs[0]}
+    def take(inputs: list[dict[str, np.ndarray]], order: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The chunks as one batch, its turns in `order` where given."""
+        return {k: np.concatenate([chunk[k] for chunk in inputs])[slice(None) if order is None else order]
+                for k in inputs[0]}
 
     def close(self) -> None:
         self.env.close()
@@ -177,17 +180,45 @@ class TextActor:
         return texts, [str(actions[r]) for r in rows], texts
 
     @staticmethod
-    def take(inputs: list[list[Any]]) -> list[Any]:
-        return [item for chunk in inputs for item in chunk]
+    def take(inputs: list[list[Any]], order: np.ndarray | None = None) -> list[Any]:
+        """The chunks as one batch, its turns in `order` where given."""
+        flat = [item for chunk in inputs for item in chunk]
+        return flat if order is None else [flat[i] for i in order]
 
     def close(self) -> None:
         self.env.close()
 
 
+def one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run on one torch thread (the caller's count restored after): a Ray worker has one, and
+    a matmul's low bits change with the thread count."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+@one_thread
 def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_size: int, env_id: str,
-                   generator: torch.Generator, *, task_ids: list[str] | None = None) -> Collected:
+                   streams: torch.Generator | Sequence[int], *, task_ids: list[str] | None = None) -> Collected:
     """Play one episode in every env: group g's G envs all reset with `seeds[g]` (and play task
-    `task_ids[g]` where given, e.g. a curriculum's; else the run's task distribution)."""
+    `task_ids[g]` where given, e.g. a curriculum's; else the run's task distribution).
+
+    Group g samples its actions from a random stream of its own (`streams[g]`; a generator
+    stands for the seeds `group_streams` draws from it), and the policy scores each group's turns
+    in a batch of their own on one thread, since a batch's size and the thread count change the
+    low bits of a CPU matmul. So what a group plays depends on its seed and stream alone: any
+    split of the groups, collected apart and joined by `join` (Ray workers,
+    trainers/distributed.py), gives exactly this result."""
+    if isinstance(streams, torch.Generator):
+        streams = group_streams(streams, len(seeds))
+    generators = [torch.Generator().manual_seed(s) for s in streams]
     n = len(seeds) * group_size
     per_env = None if task_ids is None else [t for t in task_ids for _ in range(group_size)]
     obs, info = actor.reset([s for s in seeds for _ in range(group_size)], per_env)
@@ -201,14 +232,19 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
     total, steps = 0, 0
     while alive.any():
         rows = np.flatnonzero(alive)
-        actions, chunk, idx, logp, v = actor.act(obs, info, rows, generator)
+        parts = by_group(rows, group_size)
+        chosen = [actor.act(obs, info, part, generators[part[0] // group_size]) for part in parts]
+        actions = chosen[0][0]
+        for part, (own, *_) in zip(parts, chosen, strict=True):
+            actions[part] = own[part]  # each call fills its group's rows (and the defaults elsewhere)
         texts, names, keys = actor.describe(obs, rows, actions)
         obs, reward, terminated, truncated, info = actor.env.step(actions)
         steps += len(rows)
-        inputs.append(chunk)
-        index.append(idx)
-        logprob.append(logp)
-        value.append(v)
+        for _, chunk, idx, logp, v in chosen:
+            inputs.append(chunk)
+            index.append(idx)
+            logprob.append(logp)
+            value.append(v)
         for k, r in enumerate(rows):
             turns[r].append(total + k)
             trajs[r].turns.append(Turn(text=texts[k], action=names[k], reward=float(reward[r]),
@@ -217,8 +253,8 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
         done = (terminated | truncated) & alive
         ended = np.flatnonzero(done)
         cut = ended[truncated[ended] & ~terminated[ended]]
-        if cut.size:  # a truncated episode's last state still has a value: bootstrap from it
-            for r, b in zip(cut, actor.value(obs, cut).tolist(), strict=True):
+        for part in by_group(cut, group_size):  # a truncated episode's last state still has a value
+            for r, b in zip(part, actor.value(obs, part).tolist(), strict=True):
                 bootstrap[r] = float(b)
         for r in ended:
             t = trajs[r]
@@ -226,10 +262,27 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
             t.success = bool(np.asarray(info.get("success", np.zeros(n, bool)))[r])
             t.score = float(np.asarray(info.get("score", np.zeros(n)))[r])
         alive &= ~done
-    return Collected(trajs, [i // group_size for i in range(n)], turns, actor.take(inputs), torch.cat(index),
-                     torch.cat(logprob), torch.cat(value), bootstrap, steps)
+    # trajectory by trajectory (not step by step), so that the turns of a split's parts, one after
+    # another, are the turns of the whole
+    order = torch.as_tensor(np.concatenate(turns), dtype=torch.long)
+    ends = np.cumsum([len(t) for t in turns])
+    turns = [list(range(end - len(t), end)) for t, end in zip(turns, ends, strict=True)]
+    return Collected(trajs, [i // group_size for i in range(n)], turns, actor.take(inputs, order.numpy()),
+                     torch.cat(index)[order], torch.cat(logprob)[order], torch.cat(value)[order], bootstrap, steps)
+
+
+def by_group(rows: np.ndarray, group_size: int) -> list[np.ndarray]:
+    """Ascending env rows cut into runs of one group each."""
+    return np.split(rows, np.flatnonzero(np.diff(rows // group_size)) + 1) if len(rows) else []
 
 
 def group_seeds(rng: np.random.Generator, groups: int) -> list[int]:
     """Training seeds for one update's groups."""
     return [int(s) for s in rng.integers(TRAIN_SEEDS, size=groups)]
+
+
+def group_streams(generator: torch.Generator, groups: int) -> list[int]:
+    """Sampling seeds for one update's groups: one draw from the trainer's generator (so that its
+    state, checkpointed, still says where a run is) spread into one seed per group index."""
+    update = int(torch.randint(2**62, (1,), generator=generator))
+    return [int(s) for s in np.random.SeedSequence(update).generate_state(groups, np.uint64) >> np.uint64(1)]

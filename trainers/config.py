@@ -148,6 +148,10 @@ class NeuralTrainConfig(TrainConfig):
     curriculum_new_frac: float = knob("eva: share of groups that play the parents' children; the rest play fresh "
                                       "draws of the run's tasks", 0.8)
     curriculum_buffer: int = knob("eva: tasks remembered with their informativeness (the oldest dropped first)", 256)
+    ray: str | None = knob("collect rollouts on Ray workers: local (a new instance on this machine), auto (the "
+                           "running cluster) or a cluster address; same results as without (none: this process)", None)
+    ray_workers: int | None = knob("Ray collection workers, each playing a share of the groups (none: one per CPU of "
+                                   "the cluster, at most one per group)", None)
 
     def check(self) -> None:
         super().check()
@@ -160,6 +164,8 @@ class NeuralTrainConfig(TrainConfig):
         if self.curriculum_signal not in CURRICULUM_SIGNALS:
             raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
                              + ", ".join(CURRICULUM_SIGNALS))
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError(f"ray_workers must be at least 1, got {self.ray_workers}")
         self.vector_backend()  # a backend that cannot play these settings fails before any work
 
     def vector_backend(self) -> VectorBackend | None:

@@ -38,9 +38,10 @@ from turngym.console import progress_bar
 from turngym.rewards.analysis import EpisodeAnalysis, recipe_path, summarize
 from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
-from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups, group_seeds
+from turngym.trainers.collect import Collected, SymbolicActor, TextActor, group_seeds, group_streams
 from turngym.trainers.config import NeuralTrainConfig
 from turngym.trainers.curriculum import all_equal_share, from_config, group_signals
+from turngym.trainers.distributed import collector
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import atomic_write_bytes
@@ -160,9 +161,10 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     checkpoint = out / "checkpoint.pt"
     if config.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        # a larger step budget extends the run; anything else but logging would mix two experiments
-        changed = sorted(k for k, v in asdict(config).items()
-                         if state["config"].get(k) != v and k not in ("steps", "resume", "tensorboard"))
+        # a larger step budget extends the run; anything else but logging (and where rollouts are
+        # collected: same results) would mix two experiments
+        changed = sorted(k for k, v in asdict(config).items() if state["config"].get(k) != v
+                         and k not in ("steps", "resume", "tensorboard", "ray", "ray_workers"))
         if changed:
             raise ValueError(f"cannot resume {out}: its config differs in {', '.join(changed)}; "
                              "use another out folder or the same options (only steps may grow)")
@@ -180,6 +182,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
         (out / "metrics.jsonl").unlink()  # a fresh run: no rows from an older one
     write_config(out, config)
     rows = read_metrics(out)
+    collect = collector(config, policy, actor)
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
     try:
@@ -189,8 +192,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
             while env_steps < config.steps:
                 t0 = time.perf_counter()
                 per_group = {"task_ids": curriculum.propose(config.groups)} if curriculum is not None else {}
-                col = collect_groups(actor, group_seeds(rng, config.groups), config.group_size, config.env_id,
-                                     generator, **per_group)
+                col = collect(group_seeds(rng, config.groups), group_streams(generator, config.groups), **per_group)
                 t_collect = time.perf_counter() - t0
                 prm_stats, scores = {}, None
                 if prm is not None:
@@ -229,6 +231,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                            description=f"{config.algo} on {config.task or config.env_id}: "
                                        f"success {row['success']:.0%}")
     finally:
+        collect.close()
         actor.close()
         metrics.close()
     meta = {"env_id": config.env_id, "task": config.task, "algo": config.algo, "backend": backend,
