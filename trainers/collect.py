@@ -261,6 +261,7 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
             t.terminated, t.truncated = bool(terminated[r]), bool(truncated[r] and not terminated[r])
             t.success = bool(np.asarray(info.get("success", np.zeros(n, bool)))[r])
             t.score = float(np.asarray(info.get("score", np.zeros(n)))[r])
+            t.score_parts = ended_parts(info, r)
         alive &= ~done
     # trajectory by trajectory (not step by step), so that the turns of a split's parts, one after
     # another, are the turns of the whole
@@ -274,6 +275,20 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
 def by_group(rows: np.ndarray, group_size: int) -> list[np.ndarray]:
     """Ascending env rows cut into runs of one group each."""
     return np.split(rows, np.flatnonzero(np.diff(rows // group_size)) + 1) if len(rows) else []
+
+
+def ended_parts(info: dict[str, Any], r: int) -> dict[str, float]:
+    """Env r's numeric score parts at the end of its episode: a vector env's `score_parts` (each
+    part an array over envs), and a fast backend's `progress` (CraftVectorEnv's)."""
+    parts = {key: values for key, values in (info.get("score_parts") or {}).items() if not key.startswith("_")}
+    if "progress" in info:
+        parts["progress"] = info["progress"]
+    out = {}
+    for key, values in parts.items():
+        value = np.asarray(values)[r]
+        if np.issubdtype(np.asarray(value).dtype, np.number):
+            out[key] = float(value)
+    return out
 
 
 def group_seeds(rng: np.random.Generator, groups: int) -> list[int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import types
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -42,7 +43,7 @@ def knob(help: str, default: Any = MISSING) -> Any:
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(ABC):
     """What every trainer reads. A subclass gives the fields without a default here their values
     (keyword-only fields, so a subclass may order its defaults freely)."""
 
@@ -101,9 +102,9 @@ class TrainConfig:
         """(gym.make kwargs, reset options) of the training env: `task` resolved for its class."""
         return resolve_task(self.env_id, self.task, self.env_kwargs)
 
+    @abstractmethod
     def trained(self) -> tuple[str, dict[str, Any]]:
         """The agent spec of the trained policy and the gym.make kwargs of an env it plays."""
-        raise NotImplementedError
 
 
 @dataclass(kw_only=True)

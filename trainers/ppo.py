@@ -208,17 +208,19 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                 row = {"update": update, "env_steps": env_steps, "episodes": len(trajs),
                        "success": float(np.mean([t.success for t in trajs])),
                        "return": float(np.mean([t.total_reward for t in trajs])),
+                       **({"progress": float(np.mean([t.score_parts["progress"] for t in trajs]))}
+                          if all("progress" in t.score_parts for t in trajs) else {}),
                        "turns": float(np.mean([len(t.turns) for t in trajs])),
                        # groups whose returns are all equal: zero group-relative advantage, wasted rollouts
                        "zero_adv_groups": all_equal_share(group_signals(trajs, col.groups, "return")),
                        **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **prm_stats,
                        "collect_s": round(t_collect, 3), "update_s": round(time.perf_counter() - t0 - t_collect, 3),
                        "steps_per_s": round(col.env_steps / (time.perf_counter() - t0), 1)}
-                if isinstance(actor.env, EpisodeAnalysis):  # deaths, reward terms, stalls (rewards/analysis.py)
-                    row.update(actor.env.pop())
                 if curriculum is not None:
                     row.update(curriculum.update(per_group["task_ids"],
                                                  group_signals(trajs, col.groups, config.curriculum_signal)))
+                if isinstance(actor.env, EpisodeAnalysis):  # deaths, reward terms, stalls (rewards/analysis.py)
+                    row.update(actor.env.pop())
                 metrics.log(row)
                 rows.append(row)
                 atomic_write_bytes(out / "analysis.json", json.dumps(summarize(rows), indent=1).encode())
