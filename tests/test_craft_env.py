@@ -104,6 +104,7 @@ def test_walking_into_lava_kills():
     _, reward, terminated, truncated, info = env.step("move north")
     assert terminated and not truncated and reward == 0.0
     assert info["success"] is False and info["score"] == 0.0 and info["score_parts"]["died"] == 1.0
+    assert info["score_parts"]["died_lava"] == 1.0  # the cause, for the lava ablation of code rewards
 
 
 @pytest.mark.parametrize(("sword", "hits"), [(None, 3), ("wood_sword", 2), ("stone_sword", 1)])

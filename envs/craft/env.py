@@ -55,7 +55,8 @@ class CraftEnv(TurnEnv):
     0 on every turn until the episode ends. Then, with `reward="success"`, 1 if the goal was
     reached alive, else 0 (the score); with `reward="progress"`, the fraction of the goal's
     prerequisite achievements done (0 after death): still paid only at the end, but with partial
-    credit. `score_parts`: `progress`, `died` and one 0/1 entry per achievement.
+    credit. `score_parts`: `progress`, `died`, `died_lava` (died by walking into lava) and one 0/1 entry per
+    achievement.
 
     ## Starting State
     A world of `size` x `size` tiles generated from the task id `<task>:<seed>` (a reset with no
@@ -192,7 +193,8 @@ class CraftEnv(TurnEnv):
         success = w.goal_reached() and not w.dead
         done = {a for a, got in zip(self.rules.achievements, w.achieved, strict=True) if got}
         progress = (sum(a in done for a in chain) / len(chain)) if chain else float(success)
-        parts = {"progress": progress, "died": float(w.dead)}
+        # died_lava tells the deaths Auto MC-Reward's lava term is about from starving or thirst
+        parts = {"progress": progress, "died": float(w.dead), "died_lava": float(w.dead and w.deadly[w.map[w.pos]])}
         parts.update({a: float(a in done) for a in self.rules.achievements})
         reward = progress * (not w.dead) if self.reward == "progress" else None
         return Outcome(success, 1.0 if success else 0.0, parts, reward)
