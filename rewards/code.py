@@ -109,7 +109,7 @@ def split_terms(value: Any) -> Value:
         if len(value) not in (2, 3) or (len(value) == 3 and not isinstance(value[2], dict)):
             raise ValueError(f"reward() returned a {type(value).__name__} of {len(value)} items: "
                              "return a float (dense), a pair (sparse, dense) or (sparse, dense, {name: term})")
-        sparse, dense = (_number(v, what) for v, what in zip(value[:2], ("sparse", "dense"), strict=True))
+        sparse, dense = _number(value[0], "sparse"), _number(value[1], "dense")
         return Value(sparse, dense, _terms(value[2]) if len(value) == 3 else {})
     return Value(0.0, _number(value, "value"), {})
 
@@ -118,7 +118,8 @@ def _terms(terms: dict[Any, Any]) -> dict[str, float]:
     bad = [k for k in terms if not isinstance(k, str)]
     if bad:
         raise ValueError(f"reward() returned terms with the key {bad[0]!r}: name each term with a string")
-    return {name: _number(v, f"term {name!r}") for name, v in terms.items()}
+    return {name: v if type(v) is float and v - v == 0.0 else _number(v, f"term {name!r}")  # finite floats first
+            for name, v in terms.items()}
 
 
 def split_reward(value: Any) -> tuple[float, float]:
@@ -131,10 +132,17 @@ def clip_reward(value: Any) -> tuple[float, float]:
     sparse' = sign(sparse) in {-1, 0, 1} (0 for a lone float), dense' = min(max(dense, -0.1), 0.1).
     ValueError on a value that is not a finite number or pair of finite numbers."""
     sparse, dense = split_reward(value)
-    return float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND)
+    return _sign(sparse), min(max(dense, -DENSE_BOUND), DENSE_BOUND)
+
+
+def _sign(x: float) -> float:
+    """sign(x) in {-1.0, 0.0, 1.0} for a finite x, as float(np.sign(x)) without NumPy's call overhead."""
+    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0
 
 
 def _number(value: Any, what: str) -> float:
+    if type(value) is float and value - value == 0.0:  # a finite float: the usual case, checked fast
+        return value
     if not isinstance(value, (int, float)):  # bool is an int: True counts as 1
         raise ValueError(f"reward() returned {type(value).__name__} as its {what}: "
                          "return a float (dense) or a pair of floats (sparse, dense), maybe with a dict of terms")
@@ -277,7 +285,7 @@ class RewardProgram:
                 info: dict[str, Any]) -> Value:
         """The Value of one call with sparse and dense clipped (the terms as the code returned them)."""
         sparse, dense, terms = self.evaluate(prev_state, action, state, info)
-        return Value(float(np.sign(sparse)), min(max(dense, -DENSE_BOUND), DENSE_BOUND), terms)
+        return Value(_sign(sparse), min(max(dense, -DENSE_BOUND), DENSE_BOUND), terms)
 
     def __call__(self, prev_state: dict[str, Any], action: str, state: dict[str, Any],
                  info: dict[str, Any]) -> tuple[float, float]:
@@ -475,6 +483,19 @@ def with_constants(source: str, **values: bool | int | float | str) -> str:
     return source
 
 
+class _Copies(Sequence[dict[str, Any]]):
+    """States read one env at a time (a vector env without `state_dicts()`): each read is a new copy."""
+
+    def __init__(self, states: list[dict[str, Any]]) -> None:
+        self.states = states
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return _copy(self.states[i])
+
+
 class VectorCodeReward(gym.vector.VectorWrapper):
     """CodeReward for a vector env whose worlds expose `state_dict(i)` (Craft's `CraftVectorEnv`).
 
@@ -502,7 +523,7 @@ class VectorCodeReward(gym.vector.VectorWrapper):
         self.program = RewardProgram(source, time_limit)
         self.source = source
         self.action_names = list(action_names) if action_names is not None else None
-        self._states: list[dict[str, Any]] | None = None
+        self._states: Sequence[dict[str, Any]] | None = None
         self._resets = np.zeros(self.num_envs, bool)  # envs whose next step is a reset
 
     def __getattr__(self, name: str) -> Any:
@@ -512,38 +533,53 @@ class VectorCodeReward(gym.vector.VectorWrapper):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self._states = [self.env.state_dict(i) for i in range(self.num_envs)]
+        self._states = self._read()
         self._resets[:] = False
         return obs, info
+
+    def _read(self) -> Sequence[dict[str, Any]]:
+        """Every env's state as it is now, as a sequence whose every read is a new copy (the code
+        may change what it gets; each state is read twice: as this step's state, next step's prev)."""
+        batch = getattr(self.env, "state_dicts", None)
+        if callable(batch):
+            return batch()
+        return _Copies([self.env.state_dict(i) for i in range(self.num_envs)])
 
     def step(self, actions: Any):
         if self._states is None:
             raise RuntimeError("VectorCodeReward.step() before reset(): call reset() first")
         obs, reward, terminated, truncated, info = self.env.step(actions)
         n = self.num_envs
-        sparse, dense = np.zeros(n), np.zeros(n)
-        terms: dict[str, np.ndarray] = {}
+        sparse, dense = [0.0] * n, [0.0] * n  # (lists: cheaper to fill one by one than arrays)
+        terms: dict[str, list[float]] = {}
         errors: dict[int, str] = {}
-        scalars = {k: v for k, v in info.items()
-                   if not k.startswith("_") and isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n}
-        masks = {k: info.get(f"_{k}") for k in scalars}  # success, score: only where an episode ended
-        for i, a in enumerate(np.asarray(actions).reshape(n).tolist()):
-            state = self.env.state_dict(i)
-            prev, self._states[i] = self._states[i], state
-            if self._resets[i]:
-                continue  # this step started a new episode: there is no transition to score
-            env_info = {k: v[i].item() for k, v in scalars.items() if masks[k] is None or masks[k][i]}
-            action = self.action_names[a] if self.action_names is not None else str(a)
-            try:  # the kept state is the next call's prev: the code gets a copy of it
-                sparse[i], dense[i], named = self.program.clipped(prev, action, _copy(state), env_info)
+        # per-env info: the 1-d arrays of the vector info (success, score: only where an episode ended)
+        columns = [(k, v.tolist(), None if info.get(f"_{k}") is None else info[f"_{k}"].tolist())
+                   for k, v in info.items()
+                   if not k.startswith("_") and isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n]
+        prevs, states = self._states, self._read()
+        self._states = states
+        ids = np.asarray(actions).reshape(n).tolist()
+        names = self.action_names
+        for i in np.flatnonzero(~self._resets).tolist():  # a reset step has no transition to score
+            env_info = {k: v[i] for k, v, mask in columns if mask is None or mask[i]}
+            action = names[ids[i]] if names is not None else str(ids[i])
+            try:
+                sparse[i], dense[i], named = self.program.clipped(prevs[i], action, states[i], env_info)
             except RewardCodeError as exc:
                 errors[i] = str(exc)
                 continue
             for name, value in named.items():
-                terms.setdefault(name, np.zeros(n))[i] = value
+                column = terms.get(name)
+                if column is None:
+                    column = terms[name] = [0.0] * n
+                column[i] = value
         self._resets = np.asarray(terminated | truncated, bool).copy()
         info = dict(info)
-        info["code_reward"] = {"sparse": sparse, "dense": dense, "terms": terms}
+        clipped = {"sparse": np.array(sparse), "dense": np.array(dense),
+                   "terms": {name: np.array(column) for name, column in terms.items()}}
+        info["code_reward"] = clipped
         if errors:
             info["code_reward_error"] = np.array([errors.get(i, "") for i in range(n)], dtype=object)
-        return obs, np.asarray(reward, np.float64) + sparse + dense, terminated, truncated, info
+        return (obs, np.asarray(reward, np.float64) + clipped["sparse"] + clipped["dense"], terminated, truncated,
+                info)

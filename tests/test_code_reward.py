@@ -12,16 +12,19 @@ import signal
 import threading
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import turngym  # noqa: F401  (registers the envs)
 from turngym.agents import make_agent
+from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.rewards.code import (
     CodeReward,
     Report,
     Transition,
+    VectorCodeReward,
     check_reward_source,
     clip_reward,
     record_transitions,
@@ -397,3 +400,41 @@ def test_same_seed_same_shaped_rewards() -> None:
 
     first = play()
     assert first == play() and len(first) == 80
+
+
+# reads much of both states, then vandalises them: no later call may see the changes
+MEDDLER = '''
+def reward(prev_state, action, state, info):
+    seen = (len(prev_state["map"]), prev_state["map"][3], len(state["cows"]), state["player"]["pos"][0],
+            sorted(prev_state["inventory"].items()), len(prev_state["legend"]), state["tick"], state["turn"])
+    prev_state["map"].append("x")
+    prev_state["legend"].clear()
+    state["cows"].append({"pos": [0, 0], "health": 1})
+    state["player"]["pos"][0] += 100
+    state["inventory"]["wood"] = 99
+    state["achievements"].append("none")
+    moved = 0.01 if prev_state["player"]["pos"] != state["player"]["pos"] else 0.0
+    return len(state["achievements"]) - 1, moved, {"seen": len(repr(seen)), "cows": len(state["cows"])}
+'''
+
+
+def test_vector_code_reward_batched_reads_match_per_env_reads() -> None:
+    class PerEnv(CraftVectorEnv):  # no batched state_dicts(): the wrapper reads state_dict(i) and copies
+        def state_dict(self, i: int) -> dict:
+            return super().state_dicts([i])[0]
+
+        state_dicts = None
+
+    def play(env_class: type) -> list:
+        venv = VectorCodeReward(env_class(5, task="collect_coal", max_turns=20), MEDDLER)
+        _, info = venv.reset(seed=4)
+        rng, out = np.random.default_rng(4), []
+        for _ in range(70):
+            _, reward, _, _, info = venv.step(np.array([rng.choice(np.flatnonzero(m)) for m in info["action_mask"]]))
+            terms = info["code_reward"]["terms"]
+            out.append((reward.tolist(), {k: v.tolist() for k, v in terms.items()}, "code_reward_error" in info))
+        return out
+
+    batched = play(CraftVectorEnv)
+    assert batched == play(PerEnv)
+    assert not any(error for _, _, error in batched) and any(any(r) for r, _, _ in batched)

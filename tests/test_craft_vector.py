@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -131,3 +132,33 @@ def test_spaces_options_and_validation():
         CraftVectorEnv(2, autoreset_mode=AutoresetMode.DISABLED)
     with pytest.raises(ValueError):
         venv.reset(seed=[1, 2])
+
+
+def encoded_afresh(venv: CraftVectorEnv, i: int) -> dict:
+    """World i's state encoded from scratch: a shallow copy of the env without its cache of map rows."""
+    clone = copy.copy(venv)
+    vars(clone).pop("_map_text", None)
+    return clone.state_dict(i)
+
+
+def test_state_dicts_keep_encoded_rows_that_match_a_fresh_encoding():
+    # short episodes: resets, mining, placing and cows moving all change the cached rows
+    venv = CraftVectorEnv(6, task="collect_coal", max_turns=25)
+    _, info = venv.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for t in range(120):
+        masks = info["action_mask"]
+        _, _, _, _, info = venv.step(np.array([rng.choice(np.flatnonzero(m)) for m in masks]))
+        states = venv.state_dicts() if t % 3 else venv.state_dicts([4, 1])  # every world, or some
+        worlds = range(6) if t % 3 else (4, 1)
+        assert len(states) == len(worlds)
+        for j, i in enumerate(worlds):
+            assert states[j] == encoded_afresh(venv, i) == venv.state_dict(i), (t, i)
+    first, again = venv.state_dicts()[2], venv.state_dicts()[2]
+    assert first == again and first is not again
+    first["map"][0] = "?"  # each read is new, down to the lists and dicts inside
+    first["cows"][0]["pos"][0] = -1
+    first["legend"].clear()
+    assert venv.state_dicts()[2] == again and venv.state_dicts()[-1] == venv.state_dict(5)
+    with pytest.raises(IndexError):
+        venv.state_dicts()[6]

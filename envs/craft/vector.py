@@ -29,12 +29,48 @@ from turngym.envs.craft.world import (
     STREAM_COLLECT,
     STREAM_COW,
     Start,
-    encode_state,
+    StateEncoder,
+    States,
     mix_np,
     symbolic_spaces,
 )
 
 HEALTH, FOOD, DRINK = 0, 1, 2
+
+
+class MapText:
+    """Every world's map as rows of legend characters, encoded again only where tiles changed: a
+    copy of the tiles as last encoded finds the stale rows, whatever changed them (steps, resets)."""
+
+    def __init__(self, encoder: StateEncoder, num_envs: int, width: int, pad: int) -> None:
+        self.encoder, self.width, self.pad = encoder, width, pad
+        self.seen = np.full((num_envs, width * width), 255, np.uint8)  # 255 is no material: all rows start stale
+        self.rows = [[""] * (width - 2 * pad) for _ in range(num_envs)]
+        # maps are compared a word of tiles at a time (8, 4 or 2 tiles, as the map size divides)
+        self.word = next(b for b in (8, 4, 2, 1) if width * width % b == 0)
+        self.dtype = np.dtype(f"u{self.word}")
+
+    def update(self, maps: np.ndarray, envs: np.ndarray | None = None) -> None:
+        """Encode again the stale rows of worlds `envs` (default: all); `maps` holds every world's tiles."""
+        new, old = maps.view(self.dtype), self.seen.view(self.dtype)
+        if envs is None:  # (flatnonzero is many times faster than a 2-d nonzero)
+            world, at = np.divmod(np.flatnonzero(new != old), new.shape[1])
+        else:
+            world, at = np.divmod(np.flatnonzero(new[envs] != old[envs]), new.shape[1])
+            world = envs[world]
+        if not world.size:
+            return
+        old[world, at] = new[world, at]
+        w, first = self.width, at * self.word
+        stale = np.zeros(len(maps) * w, bool)  # the rows of each changed word's first and last tile
+        stale[world * w + first // w] = True
+        stale[world * w + (first + self.word - 1) // w] = True
+        world, row = np.divmod(np.flatnonzero(stale), w)
+        inside = (row >= self.pad) & (row < w - self.pad)  # the border is not in the state
+        world, row = world[inside], row[inside]
+        tiles = maps.reshape(len(maps), w, w)[world, row, self.pad:w - self.pad]
+        for i, r, line in zip(world.tolist(), (row - self.pad).tolist(), self.encoder.text(tiles), strict=True):
+            self.rows[i][r] = line
 
 
 class CraftVectorEnv(VectorEnv):
@@ -181,15 +217,26 @@ class CraftVectorEnv(VectorEnv):
 
     def state_dict(self, i: int) -> dict[str, Any]:
         """World i's true state in the format of `CraftEnv.state_dict()`."""
-        y, x = divmod(int(self.pos[i]), self.width)
-        cows = [(divmod(int(p), self.width), int(h)) for p, h in zip(self.cow_pos[i], self.cow_hp[i], strict=True)
-                if p >= 0]
-        cows = [((cy - self.pad, cx - self.pad), h) for (cy, cx), h in cows]
-        return {"task_id": self.task_ids[i], "turn": int(self.turn[i]),
-                **encode_state(self.rules, self.task, self.maps[i].reshape(self.width, self.width), self.pad,
-                               (y - self.pad, x - self.pad), int(self.facing[i]), self.inv[i].tolist(),
-                               tuple(self.vit[i]), cows, self.ach[i].tolist(), int(self.tick[i]),
-                               bool(self.dead[i]))}
+        return self.state_dicts([i])[0]
+
+    def state_dicts(self, envs: Sequence[int] | None = None) -> States:
+        """The states of worlds `envs` (default: all) as they are now, read in one batched pass:
+        a sequence whose `[j]` is `state_dict(envs[j])`, a new dict on every read. Each world's map
+        rows stay encoded between calls and only the rows whose tiles changed are encoded again, so
+        reading every world every step (code rewards) stays cheap."""
+        text = self.__dict__.get("_map_text")
+        if text is None:
+            text = self._map_text = MapText(StateEncoder(self.rules, self.task), self.num_envs, self.width, self.pad)
+        idx = self.rows if envs is None else np.asarray(envs, dtype=np.int64).reshape(-1)
+        text.update(self.maps, None if envs is None else idx)
+        corner = self.pad * (self.width + 1)  # flat index of map tile (0, 0)
+        pos = np.stack(np.divmod(self.pos[idx] - corner, self.width), axis=1)
+        cow_pos = self.cow_pos[idx]
+        cows = np.stack(np.divmod(cow_pos - corner, self.width), axis=2)
+        ids = idx.tolist()
+        return text.encoder.batch([text.rows[i] for i in ids], pos, self.facing[idx], self.inv[idx], self.vit[idx],
+                                  cows, self.cow_hp[idx], cow_pos >= 0, self.ach[idx], self.tick[idx], self.dead[idx],
+                                  [self.task_ids[i] for i in ids], self.turn[idx])
 
     # ---- the rules on arrays --------------------------------------------------------------
     def _spec(self, task_id: str) -> TaskSpec:

@@ -271,24 +271,135 @@ class World:
 
 
 def encode_state(rules: Rules, task: Task, grid: np.ndarray, pad: int, pos: tuple[int, int], facing: int,
-                 inventory: list[int], vitals: tuple[int, int, int], cows: list[tuple[tuple[int, int], int]],
-                 achieved: list[bool], tick: int, dead: bool) -> dict[str, Any]:
+                 inventory: Sequence[int], vitals: Sequence[int], cows: list[tuple[tuple[int, int], int]],
+                 achieved: Sequence[bool], tick: int, dead: bool) -> dict[str, Any]:
     """The state of one world as plain data: the map as rows of legend characters."""
-    chars = np.frombuffer("".join(rules.chars).encode(), np.uint8)
-    inner = grid[pad:grid.shape[0] - pad, pad:grid.shape[1] - pad]
-    return {
-        "task": task.name,
-        "goal": task.goal,
-        "map": [row.tobytes().decode() for row in chars[inner]],
-        "legend": dict(zip(rules.chars, rules.materials, strict=True)),
-        "player": {"pos": [int(pos[0]), int(pos[1])], "facing": DIRECTIONS[int(facing)]},
-        "inventory": {name: int(n) for name, n in zip(rules.items, inventory, strict=True) if n},
-        "vitals": dict(zip(("health", "food", "drink"), (int(v) for v in vitals), strict=True)),
-        "cows": [{"pos": [int(y), int(x)], "health": int(h)} for (y, x), h in cows],
-        "achievements": [a for a, done in zip(rules.achievements, achieved, strict=True) if done],
-        "tick": int(tick),
-        "dead": bool(dead),
-    }
+    encoder = StateEncoder.of(rules, task)
+    return encoder.state(encoder.rows(grid, pad), (int(pos[0]), int(pos[1])), DIRECTIONS[int(facing)],
+                         [(name, int(n)) for name, n in zip(rules.items, inventory, strict=True) if n],
+                         [int(v) for v in vitals], [(int(y), int(x), int(h)) for (y, x), h in cows],
+                         [a for a, done in zip(rules.achievements, achieved, strict=True) if done], int(tick),
+                         bool(dead))
+
+
+class StateEncoder:
+    """`encode_state` for the worlds of one task: the legend and the character table made once,
+    and `batch()` for many worlds read from NumPy arrays (`CraftVectorEnv.state_dicts`)."""
+
+    def __init__(self, rules: Rules, task: Task) -> None:
+        self.task, self.goal = task.name, task.goal
+        chars = rules.chars
+        self.legend = dict(zip(chars, rules.materials, strict=True))
+        # material id -> its legend character, for bytes.translate (one ASCII byte per material)
+        self.table = bytes(ord(chars[m]) if m < len(chars) else 0 for m in range(256))
+        self.items = np.array(rules.items, object)
+        self.achievements = np.array(rules.achievements, object)
+        self.directions = np.array(DIRECTIONS, object)
+
+    @classmethod
+    def of(cls, rules: Rules, task: Task) -> StateEncoder:
+        """The encoder of `rules` and `task`, made once (a single world's state() asks every turn)."""
+        key = (id(rules), task.name, task.goal)  # the rules stay referenced below, so their id stays theirs
+        if key not in ENCODERS:
+            if len(ENCODERS) >= 64:
+                ENCODERS.clear()
+            ENCODERS[key] = (rules, cls(rules, task))
+        return ENCODERS[key][1]
+
+    def rows(self, grid: np.ndarray, pad: int) -> list[str]:
+        """The map inside its `pad` border as rows of legend characters."""
+        return self.text(grid[pad:grid.shape[0] - pad, pad:grid.shape[1] - pad])
+
+    def text(self, tiles: np.ndarray) -> list[str]:
+        """Each row of a 2-d array of material ids as a string of legend characters."""
+        width = tiles.shape[1]
+        if not width:
+            return [""] * len(tiles)
+        text = np.ascontiguousarray(tiles, np.uint8).tobytes().translate(self.table).decode()
+        return [text[i:i + width] for i in range(0, len(text), width)]
+
+    def state(self, rows: Sequence[str], pos: tuple[int, int], facing: str, inventory: Sequence[tuple[str, int]],
+              vitals: Sequence[int], cows: Sequence[tuple[int, int, int]], achievements: Sequence[str], tick: int,
+              dead: bool) -> dict[str, Any]:
+        """One world's state from plain values: its map rows, the player's (y, x) and facing, the
+        (item, count) pairs held, (health, food, drink), each cow's (y, x, health) and the names
+        of the achievements done. Every list and dict in it is new: a reader may change them."""
+        health, food, drink = vitals
+        return {
+            "task": self.task,
+            "goal": self.goal,
+            "map": list(rows),
+            "legend": self.legend.copy(),
+            "player": {"pos": [pos[0], pos[1]], "facing": facing},
+            "inventory": dict(inventory),
+            "vitals": {"health": health, "food": food, "drink": drink},
+            "cows": [{"pos": [y, x], "health": h} for y, x, h in cows],
+            "achievements": list(achievements),
+            "tick": tick,
+            "dead": dead,
+        }
+
+    def batch(self, rows: Sequence[Sequence[str]], pos: np.ndarray, facing: np.ndarray, inventory: np.ndarray,
+              vitals: np.ndarray, cows: np.ndarray, cow_health: np.ndarray, cow_alive: np.ndarray,
+              achieved: np.ndarray, tick: np.ndarray, dead: np.ndarray, task_ids: Sequence[str] | None = None,
+              turns: np.ndarray | None = None) -> States:
+        """The states of k worlds: `rows[j]` world j's map rows, `pos` (k, 2) and `cows` (k, slots, 2)
+        (y, x) tiles, `cow_health` and `cow_alive` (k, slots), `inventory` (k, items), `vitals` (k, 3),
+        `achieved` (k, achievements), `facing`, `tick` and `dead` (k,); with `task_ids` and `turns`
+        (k,), each state starts with its task_id and turn (as `CraftEnv.state_dict()`)."""
+        return States(self, rows, pos, facing, inventory, vitals, cows, cow_health, cow_alive, achieved, tick, dead,
+                      task_ids, turns)
+
+
+ENCODERS: dict[tuple[int, str, str], tuple[Rules, StateEncoder]] = {}  # StateEncoder.of's
+
+
+class States(Sequence[dict[str, Any]]):
+    """The states of a batch of worlds as read at one moment, built on demand: each `states[j]` is
+    a new dict, with new lists and dicts inside, so a reader may change what it got without
+    touching another read. The batch keeps flat lists of plain numbers and strings only, so one
+    that outlives a step costs the garbage collector next to nothing."""
+
+    def __init__(self, encoder: StateEncoder, rows: Sequence[Sequence[str]], pos: np.ndarray, facing: np.ndarray,
+                 inventory: np.ndarray, vitals: np.ndarray, cows: np.ndarray, cow_health: np.ndarray,
+                 cow_alive: np.ndarray, achieved: np.ndarray, tick: np.ndarray, dead: np.ndarray,
+                 task_ids: Sequence[str] | None, turns: np.ndarray | None) -> None:
+        k = self.k = len(rows)
+
+        def runs(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+            # the columns of a (k, m) mask's True cells, world by world, and where each world's run starts
+            world, col = np.divmod(np.flatnonzero(mask), mask.shape[1])
+            return col, np.searchsorted(world, np.arange(k + 1)).tolist()
+
+        self.encoder = encoder
+        self.rows = [tuple(lines) for lines in rows]
+        self.pos = list(zip(pos[:, 0].tolist(), pos[:, 1].tolist(), strict=True))
+        self.facing = encoder.directions[facing].tolist()
+        col, self.held_at = runs(inventory != 0)
+        self.held = list(zip(encoder.items[col].tolist(), inventory[inventory != 0].tolist(), strict=True))
+        self.vitals = list(zip(*vitals.T.tolist(), strict=True))
+        _, self.cows_at = runs(cow_alive)
+        self.cows = list(zip(*cows[cow_alive].T.tolist(), cow_health[cow_alive].tolist(), strict=True))
+        col, self.done_at = runs(achieved)
+        self.done = encoder.achievements[col].tolist()
+        self.tick, self.dead = tick.tolist(), dead.tolist()
+        self.task_ids = list(task_ids) if task_ids is not None else None
+        self.turns = turns.tolist() if turns is not None else None
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        if not -self.k <= j < self.k:
+            raise IndexError(f"world {j} of a batch of {self.k}")
+        j %= self.k
+        state = self.encoder.state(self.rows[j], self.pos[j], self.facing[j],
+                                   self.held[self.held_at[j]:self.held_at[j + 1]], self.vitals[j],
+                                   self.cows[self.cows_at[j]:self.cows_at[j + 1]],
+                                   self.done[self.done_at[j]:self.done_at[j + 1]], self.tick[j], self.dead[j])
+        if self.task_ids is None:
+            return state
+        return {"task_id": self.task_ids[j], "turn": self.turns[j], **state}
 
 
 def symbolic_spaces(rules: Rules, view: int) -> dict[str, spaces.Space]:
