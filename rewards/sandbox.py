@@ -189,9 +189,16 @@ def run_limited(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> An
 
 
 def _run_alarm(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
+    running = [True]
+
     def expire(signum: int, frame: Any) -> None:
+        if not running[0]:
+            return  # a late alarm once the code has returned: nothing to interrupt
         signal.setitimer(signal.ITIMER_REAL, 0.001)  # keep interrupting until the code has let go
-        raise RewardTimeout
+        # raise only inside the reward code: raised in the clean-up below, the timeout would skip
+        # disarming the timer and restoring the handler, and a later alarm would end the process
+        if frame is not None and frame.f_code.co_filename == FILENAME:
+            raise RewardTimeout
 
     start = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
@@ -200,6 +207,7 @@ def _run_alarm(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any
         try:
             return fn(*args)
         finally:
+            running[0] = False
             signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
         signal.signal(signal.SIGALRM, previous)
