@@ -48,7 +48,8 @@ def test_each_reference_program_passes_the_checker_and_loads(task):
     assert report.stats["term_fired_rate"]["approach"] > 0 and report.stats["term_fired_rate"]["craft"] > 0
     wrapped = CodeReward(env, source(task))
     wrapped.reset(seed=0)
-    assert set(wrapped.step("noop")[-1]["code_reward"]["terms"]) == {"approach", "collect", "craft", "lava"}
+    assert set(wrapped.step("noop")[-1]["code_reward"]["terms"]) == {"approach", "explore", "collect", "craft",
+                                                                       "vitals", "lava"}
 
 
 def start(task: str = "collect_diamond") -> dict:
@@ -105,6 +106,17 @@ def test_approach_pays_for_moving_toward_the_next_missing_resource():
     assert terms(program, *moved(start("stone_pickaxe"), 1, {(0, 3): "#"})).terms["approach"] == 0
 
 
+def with_tables(state: dict, *offsets: tuple[int, int]) -> dict:
+    """A copy of `state` with tables at these offsets from the player."""
+    state = copy.deepcopy(state)
+    y, x = state["player"]["pos"]
+    rows = [list(row) for row in state["map"]]
+    for dy, dx in offsets:
+        rows[y + dy][x + dx] = "t"
+    state["map"] = ["".join(row) for row in rows]
+    return state
+
+
 def test_collecting_crafting_and_a_spare_table_net_out():
     program = RewardProgram(source("stone_pickaxe"))
     prev = start("stone_pickaxe")
@@ -112,16 +124,46 @@ def test_collecting_crafting_and_a_spare_table_net_out():
     got = copy.deepcopy(prev)
     got["inventory"] = {"wood": 3}
     assert terms(program, prev, got, "do").terms["collect"] == pytest.approx(0.03)
-    placed = copy.deepcopy(got)
+    placed = with_tables(got, (0, 1))
     placed["inventory"], placed["achievements"] = {}, ["collect_wood", "place_table"]
     craft = terms(program, got, placed, "place table").terms["craft"]
     assert craft == pytest.approx(0.1)  # the step done; its 3 wood were needed for it, so nothing is lost
     spare = copy.deepcopy(placed)
-    spare["inventory"] = {"wood": 3}
+    spare["inventory"] = {"wood": 3}  # the path still counts 3 wood for a spare table near the stone
     lost = copy.deepcopy(spare)
     lost["inventory"] = {}
-    # a second table spends 3 needed wood: what collecting them paid is taken back
-    assert terms(program, spare, lost, "place table").terms["collect"] == pytest.approx(-0.06)
+    # 3 needed wood gone with no second table standing: what collecting them paid is taken back
+    assert terms(program, spare, lost, "do").terms["collect"] == pytest.approx(-0.09)
+    # the spare table gives back its wood, wherever it stands: only the stone pickaxe made at it pays
+    assert terms(program, spare, with_tables(lost, (0, 1), (1, 0)), "place table").terms["collect"] == \
+        pytest.approx(-0.09)
+    # without a spare (SPARE = 0) the path needs 2 wood after the table, so a second table gives back 2 units
+    plain = RewardProgram(with_constants(source("stone_pickaxe"), SPARE=0))
+    assert terms(plain, spare, lost, "place table").terms["collect"] == pytest.approx(-0.06)
+
+
+def test_explore_pays_for_leaving_the_table_while_the_target_is_out_of_sight():
+    program = RewardProgram(source("stone_pickaxe"))
+    state = with_tables(start("stone_pickaxe"), (0, -1))  # stone is next, and none in sight
+    state["inventory"], state["achievements"] = {"wood": 5, "wood_pickaxe": 1}, ["place_table", "make_wood_pickaxe"]
+    away = terms(program, *moved(state, 1))
+    assert away.terms["explore"] == pytest.approx(0.01) and away.terms["approach"] == 0
+    assert terms(program, *moved(state, -1)).terms["explore"] == pytest.approx(-0.01)
+    # with stone in sight approach takes over
+    sighted = terms(program, *moved(state, 1, {(0, 3): "#"}))
+    assert sighted.terms["explore"] == 0 and sighted.terms["approach"] == pytest.approx(0.01)
+
+
+def test_vitals_pay_for_drinking_when_low_only():
+    program = RewardProgram(source("stone_pickaxe"))
+    prev = start("stone_pickaxe")
+    for before, after, paid in ((2, 3, 0.03), (5, 6, 0.0), (3, 2, -0.03)):
+        prev["vitals"] = {**prev["vitals"], "drink": before}
+        now = copy.deepcopy(prev)
+        now["vitals"]["drink"] = after
+        assert terms(program, prev, now, "do").terms["vitals"] == pytest.approx(paid)
+    prev["vitals"]["drink"] = 2  # thirsty: water becomes the approach target
+    assert terms(program, *moved(prev, 1, {(0, 3): "~"})).terms["approach"] == pytest.approx(0.01)
 
 
 def test_with_constants_overrides_and_names_what_is_missing():
@@ -242,7 +284,24 @@ def test_symbolic_training_with_reward_code_logs_the_analysis(tmp_path):
     assert sum(v for row in rows for k, v in row.items() if k.startswith("stall_")) == sum(r["failures"] for r in rows)
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     assert analysis["updates"] == len(rows) and analysis["episodes"] == 4 * len(rows)
-    assert set(analysis["terms"]) == {"approach", "collect", "craft", "lava"}
+    assert set(analysis["terms"]) == {"approach", "explore", "collect", "craft", "vitals", "lava"}
+
+
+def test_cli_reward_set_trains_a_variant_of_the_program(tmp_path):
+    from typer.testing import CliRunner
+
+    from turngym.apps.cli import app
+
+    out = tmp_path / "run"
+    args = ["train", "turngym/Craft-v0", "--task", "stone_pickaxe", "--backend", "symbolic", "--steps", "80",
+            "--groups", "2", "--group-size", "2", "-k", "max_turns=20", "--eval", "0", "--no-tensorboard",
+            "--reward-code", str(REWARDS / "collect_diamond.py"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--reward-set", "LAVA_TERM=false", "--reward-set", "SPARE=0"])
+    assert result.exit_code == 0, result.output
+    code = json.loads((out / "config.json").read_text())["reward_code"]
+    assert "LAVA_TERM = False  #" in code and "SPARE = 0  #" in code  # the run records the variant it trained
+    result = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "other"), "--reward-set", "NOPE=1"])
+    assert result.exit_code != 0 and "does not assign NOPE" in result.output
 
 
 def test_the_report_shows_a_training_analysis_table(tmp_path):

@@ -275,7 +275,10 @@ def _train_parameters() -> list[inspect.Parameter]:
             Path | None, typer.Option(help="a YAML file of train options (a run's config.json works too); the "
                                            "options on the command line override it")]),
         inspect.Parameter("evaluate", inspect.Parameter.KEYWORD_ONLY, default=100, annotation=Annotated[
-            int, typer.Option("--eval", min=0, help="test tasks to evaluate the trained policy on (0: skip)")])]
+            int, typer.Option("--eval", min=0, help="test tasks to evaluate the trained policy on (0: skip)")]),
+        inspect.Parameter("reward_set", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            list[str] | None, typer.Option(help="NAME=VALUE: set a top-level constant of the --reward-code "
+                                                "program (e.g. LAVA_TERM=false); repeatable", show_default=False)])]
     for knob in knobs():
         if knob.name == "env_id":
             continue
@@ -295,7 +298,8 @@ def _train_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def train(env_id: str | None = None, *, config: Path | None = None, evaluate: int = 100, **given: Any) -> None:
+def train(env_id: str | None = None, *, config: Path | None = None, evaluate: int = 100,
+          reward_set: list[str] | None = None, **given: Any) -> None:
     """Train a policy (PPO or REINFORCE with any advantage estimator) and evaluate it on the test split.
 
     --policy picks the trainer; options left out keep its defaults; OUT/config.json records the run's options.
@@ -323,6 +327,16 @@ def train(env_id: str | None = None, *, config: Path | None = None, evaluate: in
     code = values.get("reward_code")
     if code and "\n" not in code and Path(code).is_file():  # a file of reward code: the config keeps its source
         values["reward_code"] = Path(code).read_text()
+    if reward_set:  # a variant of the program (an ablation) without a copy of its file
+        if not values.get("reward_code"):
+            raise typer.BadParameter("--reward-set changes the --reward-code program: give one",
+                                     param_hint="--reward-set")
+        from turngym.rewards.code import with_constants
+
+        try:
+            values["reward_code"] = with_constants(values["reward_code"], **parse_kwargs(reward_set, "--reward-set"))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--reward-set") from None
     if "env_id" not in values:
         raise typer.BadParameter("give ENV_ID (or env_id in --config), e.g. turngym/Craft-v0", param_hint="ENV_ID")
     run = _train_config(values)

@@ -10,7 +10,14 @@ reward(prev_state, action, state, info) reads Craft's state_dict() and returns
 - craft: CRAFT per recipe step of the path done;
 
   both are the change of one potential, COLLECT x (needed units held + units spent on the steps
-  done) + CRAFT x (steps done), so no loop pays: a spare table takes back what its wood paid;
+  done) + CRAFT x (steps done), so no loop pays. The path counts the wood of a spare table (SPARE)
+  while a step after the wood pickaxe is left: the player cannot remember where its first table
+  stands, so it carries wood for a second one to the stone. Placing it gives that wood back (a
+  table placed early is a loss), and the stone pickaxe made at it pays for it;
+- explore: when the resource to fetch is not in sight, EXPLORE per tile farther from the nearest
+  table (up to RANGE tiles), a potential too: it sends the player away from a worked-out spot;
+- vitals: VITALS per point of food and drink up to LOW (a potential: drinking and eating pay when
+  low, decay takes it back), and the approach target turns to water or a cow while one is low;
 - lava: one block that LAVA_TERM switches off: sparse -1 for stepping into lava, and -LAVA_NEAR
   for a move that ends next to lava;
 
@@ -25,6 +32,11 @@ CRAFT = 0.1  # per recipe step done
 SIGHT = 4  # tiles each way the player sees (Craft's default 9x9 view)
 LAVA_TERM = True  # False switches the lava block off
 LAVA_NEAR = 0.05  # for a move that ends next to lava
+SPARE = 3  # wood for a second table near the stone (0 switches the spare table off)
+EXPLORE = 0.01  # per tile farther from the nearest table while the target is out of sight
+RANGE = 24  # tiles from the table beyond which exploring pays no more
+VITALS = 0.03  # per point of food or drink up to LOW
+LOW = 3  # food or drink at or below this sends the player to water or a cow
 
 STEPS = ("place_table", "make_wood_pickaxe", "make_stone_pickaxe", "place_furnace", "make_iron_pickaxe")
 COSTS = {
@@ -65,13 +77,25 @@ def progress(state):
                 need[item] = need.get(item, 0) + n
     if last is not None and "collect_" + last not in done:
         need[last] = need.get(last, 0) + 1
+    if SPARE and any(step not in done for step in steps[2:]):
+        need["wood"] = need.get("wood", 0) + SPARE
     held = sum(min(inventory.get(item, 0), n) for item, n in need.items())
     return need, finished, COLLECT * (held + spent) + CRAFT * finished
 
 
+def fed(state):
+    """The vitals potential: food and drink, each counted up to LOW."""
+    vitals = state["vitals"]
+    return VITALS * (min(vitals.get("food", 0), LOW) + min(vitals.get("drink", 0), LOW))
+
+
 def target(state, need):
     """The material to walk to: the first missing resource the player can mine now, else the table."""
-    inventory = state["inventory"]
+    inventory, vitals = state["inventory"], state["vitals"]
+    if VITALS and vitals.get("drink", 0) <= LOW:
+        return "water"
+    if VITALS and vitals.get("food", 0) <= LOW:
+        return "cow"
     for item in RESOURCES:
         tool = TOOL[item]
         if inventory.get(item, 0) < need.get(item, 0) and (tool is None or inventory.get(tool, 0) > 0):
@@ -79,15 +103,15 @@ def target(state, need):
     return "table" if need else None  # every step left is crafted near a table
 
 
-def nearest(state, material):
-    """Manhattan distance to the nearest `material` tile within SIGHT, or None."""
+def nearest(state, material, sight=SIGHT):
+    """Manhattan distance to the nearest `material` tile within `sight` tiles each way, or None."""
     chars = [c for c, m in state["legend"].items() if m == material]
     if not chars:
         return None
     rows, (y, x) = state["map"], state["player"]["pos"]
     best = None
-    for row_y in range(max(0, y - SIGHT), min(len(rows), y + SIGHT + 1)):
-        row, lo, hi = rows[row_y], max(0, x - SIGHT), x + SIGHT + 1
+    for row_y in range(max(0, y - sight), min(len(rows), y + sight + 1)):
+        row, lo, hi = rows[row_y], max(0, x - sight), x + sight + 1
         i = row.find(chars[0], lo, hi)
         while i >= 0:
             d = abs(row_y - y) + abs(i - x)
@@ -109,12 +133,16 @@ def reward(prev_state, action, state, info):
     crafted = now_finished != finished
     craft, collect = (after - before, 0.0) if crafted else (0.0, after - before)
 
-    approach = 0.0
+    approach = explore = 0.0
     goal = target(prev_state, need)
     if goal is not None and not crafted and state["inventory"] == prev_state["inventory"]:
         before, after = nearest(prev_state, goal), nearest(state, goal)
         if before is not None and after is not None:
             approach = APPROACH * (before - after)
+        elif before is None and goal != "table" and EXPLORE:
+            before, after = nearest(prev_state, "table", RANGE), nearest(state, "table", RANGE)
+            if before is not None:
+                explore = EXPLORE * ((RANGE if after is None else after) - before)
 
     sparse, lava = 0.0, 0.0
     if LAVA_TERM:
@@ -124,6 +152,8 @@ def reward(prev_state, action, state, info):
         elif moved and any(tile(state, dy, dx) == "lava" for dy, dx in NEIGHBORS):
             lava = -LAVA_NEAR
 
-    dense = approach + collect + craft + (lava if lava > -1.0 else 0.0)
+    vitals = fed(state) - fed(prev_state)
+    dense = approach + explore + collect + craft + vitals + (lava if lava > -1.0 else 0.0)
     dense = max(-CLIP, min(CLIP, dense))
-    return sparse, dense, {"approach": approach, "collect": collect, "craft": craft, "lava": lava}
+    return sparse, dense, {"approach": approach, "explore": explore, "collect": collect, "craft": craft,
+                           "vitals": vitals, "lava": lava}
