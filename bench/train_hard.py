@@ -50,10 +50,11 @@ TEST_EPISODES = 100
 
 def reward_source(task: str, lava: bool = True) -> str:
     """The reference reward program of `task`, as an LLM designer's reply would hand it over."""
+    from turngym.rewards.code import with_constants
+
     source = resources.files("turngym.assets").joinpath(f"craft/rewards/{task}.py").read_text()
-    if not lava:  # the same program with its lava block switched off (the file's own switch)
-        source += "\nLAVA_TERM = False\n"
-    return source
+    # without lava: the same program with its lava block switched off (the file's own switch)
+    return source if lava else with_constants(source, LAVA_TERM=False)
 
 
 def settings(method: str, task: str) -> dict:
