@@ -3,7 +3,9 @@
 A spec is `name` or `name:argument` (`random`, `oracle`, `neural:runs/policy.pt`, ...). Each name
 is registered for an env class (family agents such as a family's oracle) or for every env; the
 most specific registration wins, so a family plugs its agents in without touching the CLI.
-Keyword options (sampling settings of language-model agents, say) go to the factory as keywords.
+Keyword options (sampling settings of language-model agents, say) go to the factory as keywords,
+given to `make_agent` or written into the spec after a `?` (`hf:smollm2?mode=score&temperature=0`,
+YAML values), so that one suite or one eval can hold two settings of the same agent side by side.
 
 Family agents load lazily. `register_family("pkg.envs.foo:FooEnv", "pkg.agents.foo")` says that
 the module `pkg.agents.foo` registers (with `register_agent`) the agents for envs of that class;
@@ -29,6 +31,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 
 AgentFactory = Callable[..., "Agent"]  # (env, spec argument, **options) -> agent
 _REGISTRY: dict[str, list[tuple[type | None, AgentFactory]]] = {}
@@ -149,9 +152,29 @@ def available_agents(env: gym.Env | type) -> list[str]:
     return sorted(name for name in _REGISTRY if _factory(name, env_cls) is not None)
 
 
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`"hf:m?mode=score&temperature=0"` -> ("hf:m", {"mode": "score", "temperature": 0})."""
+    base, sep, query = spec.partition("?")
+    if not sep:
+        return spec, {}
+    options = {}
+    for pair in query.split("&"):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.isidentifier():
+            raise ValueError(f"agent spec {spec!r}: options after `?` are key=value pairs joined by `&`, "
+                             f"got {pair!r}")
+        try:
+            options[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            options[key] = value
+    return base, options
+
+
 def make_agent(spec: str, env: gym.Env, **options: Any) -> Agent:
     """Build the agent named by `spec` (e.g. "random", "oracle", "neural:PATH") for `env`;
     `options` are the agent's keyword settings (e.g. `temperature=0.7` for `hf:` agents)."""
+    spec, written = split_spec(spec)
+    options = {**written, **options}
     name, _, argument = spec.partition(":")
     factory = _factory(name, _env_class(env))
     if factory is None:
