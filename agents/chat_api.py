@@ -38,14 +38,22 @@ class OpenAIAgent(LMAgent):
     `max_context`, the prompt budget is the server's `max_model_len` (vLLM lists it under
     /models) less `max_new_tokens`, else 8192 tokens; tokens are estimated at 3 characters each
     until the server's `usage` shows how its tokenizer counts.
+
+    `prompt`, `example`, `prefill` and `resample` choose the prompt style as for `hf:` (see `LMAgent`), except
+    that the model's size is unknown here, so `prompt=auto` is the full prompt, and that a prefill
+    is not sent (chat-completions servers do not generally continue an assistant turn): with
+    `prefill=Action:` the system message still asks for a one-line `Action:` reply, and the reply
+    is parsed as any other.
     """
 
     def __init__(self, env: gym.Env, model: str, base_url: str, *, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
                  timeout: float = 60.0, retries: int = 3, api_key_env: str = "OPENAI_API_KEY",
-                 logprobs: bool = False) -> None:
+                 logprobs: bool = False, prompt: str = "auto", example: bool | None = None,
+                 prefill: str | None = None, resample: int | None = None) -> None:
         super().__init__(env, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                         max_context=max_context, images=images)
+                         max_context=max_context, images=images, prompt=prompt, example=example, prefill=prefill,
+                         resample=resample)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -61,11 +69,18 @@ class OpenAIAgent(LMAgent):
         self.chars_per_token = 3.0  # until the server's usage tells how its tokenizer counts
 
     def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Completion:
+        return self._chat(messages, image, seed, self.temperature)
+
+    def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
+                      temperature: float) -> Completion:
+        return self._chat(messages, image, seed, temperature)  # no prefill: see the class docstring
+
+    def _chat(self, messages: list[Message], image: np.ndarray | None, seed: int, temperature: float) -> Completion:
         chat: list[dict[str, Any]] = [dict(m) for m in messages]
         if image is not None:
             chat[-1]["content"] = [{"type": "image_url", "image_url": {"url": image_data_url(image)}},
                                    {"type": "text", "text": chat[-1]["content"]}]
-        body: dict[str, Any] = {"model": self.model, "messages": chat, "temperature": self.temperature,
+        body: dict[str, Any] = {"model": self.model, "messages": chat, "temperature": temperature,
                                 "top_p": self.top_p, "max_tokens": self.max_new_tokens, "seed": seed}
         if self.logprobs:
             body["logprobs"] = True

@@ -7,6 +7,7 @@ env with it, and the chat server (`turngym/serve/lm_server.py`) serves it over H
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -19,12 +20,24 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
 )
 from transformers.utils import logging as hf_logging
 
-from turngym.agents.lm import DEFAULT_CONTEXT, Completion, LMAgent, Message
+from turngym.agents.lm import (
+    ACTION_REPLY_TOKENS,
+    DEFAULT_CONTEXT,
+    SMALL_MODEL,
+    Completion,
+    LMAgent,
+    Message,
+    action_line_done,
+)
+from turngym.agents.models import resolve
 
 hf_logging.disable_progress_bar()  # a bar per checkpoint load would break into turngym's own progress bars
+MIN_SHARED_PREFIX = 16  # prompt tokens shared with the cached prefix before it is worth reusing
 
 
 class HFModel:
@@ -36,9 +49,18 @@ class HFModel:
     temperature (1 when greedy), taken before top-p: the smooth policy a trainer differentiates,
     not the truncated one the token was drawn from (they agree on every token top-p keeps, up to
     the renormalizing constant of the nucleus).
+
+    A `prefill` is text the assistant's reply starts with (`Action:`, say): it is appended to the
+    prompt after the generation prompt, its tokens end the prompt ids, and the completion ids are
+    exactly the tokens the model generated after it. With `reuse_prefix=True` the key/value cache
+    of the previous call is kept and its longest common prefix with the next prompt is not
+    computed again (the agent's prompts of one episode share their head); `reset_prefix(base)`
+    starts over from the cache of the token ids `base` alone (the part every episode's prompts
+    share), computed once, so that an episode's replies never depend on the episodes before it.
     """
 
     def __init__(self, path: str) -> None:
+        path = resolve(path)  # a short name such as `smollm2` becomes its converted local folder
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError):
@@ -69,27 +91,38 @@ class HFModel:
         if pad is None:
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.pad_id = pad
+        self.parameters = sum(p.numel() for p in self.model.parameters())
         self._image_tokens: dict[tuple[int, ...], int] = {}
+        self._prefix: tuple[Any, list[int]] | None = None  # (cache, the token ids it holds)
+        self._wanted: list[int] | None = None  # the base prefix asked for by reset_prefix
+        self._base: tuple[Any, list[int], tuple[int, int]] | None = None  # reset_prefix's, and the weights' version
+
 
     def _chat_template(self) -> str | None:
         return getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
 
-    def prompt_text(self, messages: list[Message], image: np.ndarray | None = None) -> str:
-        """The chat template applied to `messages`, ending with the assistant's turn opener."""
+    def prompt_text(self, messages: list[Message], image: np.ndarray | None = None, prefill: str = "") -> str:
+        """The chat template applied to `messages`, ending with the assistant's turn opener (and
+        the `prefill` the reply starts with)."""
         if not self.vision:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
         chat = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in messages]
         if image is not None:
             chat[-1]["content"].insert(0, {"type": "image"})
-        return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + prefill
 
-    def encode(self, messages: list[Message], image: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs (token ids, attention mask, pixels) for `messages` and an optional image."""
-        text = self.prompt_text(messages, image)
+    def encode(self, messages: list[Message], image: np.ndarray | None = None,
+               prefill: str = "") -> dict[str, torch.Tensor]:
+        """Model inputs (token ids, attention mask, pixels) for `messages` and an optional image;
+        a text-only prompt ends with exactly the tokens of `prefill` on its own."""
         if image is not None and self.vision:
+            text = self.prompt_text(messages, image, prefill)
             inputs = self.processor(text=[text], images=[Image.fromarray(image)], return_tensors="pt")
         else:
-            inputs = self.tokenizer([text], add_special_tokens=False, return_tensors="pt")
+            inputs = self.tokenizer([self.prompt_text(messages)], add_special_tokens=False, return_tensors="pt")
+            if prefill:
+                extra = self.tokenizer([prefill], add_special_tokens=False, return_tensors="pt")
+                inputs = {k: torch.cat([inputs[k], extra[k]], dim=1) for k in ("input_ids", "attention_mask")}
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     def count(self, messages: list[Message]) -> int:
@@ -105,10 +138,41 @@ class HFModel:
             self._image_tokens[image.shape] = with_image - self.encode(probe)["input_ids"].shape[1]
         return self._image_tokens[image.shape]
 
+    def reset_prefix(self, base: list[int] | None = None) -> None:
+        """Forget the cached prompt prefix; the next call that reuses one starts from (a copy of)
+        the cache of the token ids `base` alone, computed when first needed and again whenever
+        the weights change (a trainer's update between episodes)."""
+        self._prefix = None
+        self._wanted = list(base) if base and len(base) >= MIN_SHARED_PREFIX else None
+
+    def _base_prefix(self) -> tuple[Any, list[int]] | None:
+        """A copy of the cache of `reset_prefix`'s base, or None (none asked for, or no cache that
+        can be cut back)."""
+        if self._wanted is None:
+            return None
+        weights = self._weights_version()
+        if self._base is None or self._base[1:] != (self._wanted, weights):
+            self._base = None
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([self._wanted], device=self.device), use_cache=True)
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            if not _croppable(cache):
+                self._wanted = None
+                return None
+            self._base = (cache, self._wanted, weights)
+        return copy.deepcopy(self._base[0]), list(self._base[1])
+
+    def _weights_version(self) -> tuple[int, int]:
+        """Changes whenever a weight does: the model object, and the sum of its parameters' version
+        counters (torch bumps a tensor's on every in-place change, an optimizer step included)."""
+        return id(self.model), sum(p._version for p in self.model.parameters())
+
     def generate(self, messages: list[Message], image: np.ndarray | None = None, *, seed: int = 0,
-                 temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256) -> Completion:
-        """Sample a reply; the same `seed` and inputs give the same reply."""
-        inputs = self.encode(messages, image if self.vision else None)
+                 temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256, prefill: str = "",
+                 stop_after_action: bool = False, reuse_prefix: bool = False) -> Completion:
+        """Sample a reply (after `prefill`); the same `seed`, inputs and cached prefix give the
+        same reply. `stop_after_action` ends it with the line that completes its `Action:`."""
+        inputs = self.encode(messages, image if self.vision else None, prefill)
         prompt_len = inputs["input_ids"].shape[1]
         if self.context_length is not None:
             if prompt_len >= self.context_length:
@@ -118,22 +182,71 @@ class HFModel:
         # Exactly temperature and top-p: the checkpoint's own top-k and min-p are switched off.
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": 0.0} \
             if temperature > 0 else {"do_sample": False}
+        stop = StoppingCriteriaList([_ActionLineEnd(self.tokenizer, prompt_len, prefill)] if stop_after_action else [])
+        reuse = reuse_prefix and "pixel_values" not in inputs
+        cache = self._cached_prefix(inputs["input_ids"][0].tolist()) if reuse else None
+        self._prefix = None  # until this call succeeds
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             out = self.model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens, repetition_penalty=1.0,
                                       no_repeat_ngram_size=0, num_beams=1, pad_token_id=self.pad_id,
                                       eos_token_id=sorted(self.eos_ids), output_logits=True,
-                                      return_dict_in_generate=True)
+                                      return_dict_in_generate=True, stopping_criteria=stop,
+                                      **({"cache": cache} if cache is not None else {}))
+        if reuse and getattr(out, "cache", None) is not None:
+            held = out.cache.get_seq_length()
+            self._prefix = (out.cache, out.sequences[0, :held].tolist())
         ids = out.sequences[0, prompt_len:]
         logits = torch.stack(out.logits)[:, 0].float() / (temperature or 1.0)
         logprobs = torch.log_softmax(logits, dim=-1).gather(1, ids[:, None])[:, 0]
         completion_ids = ids.tolist()
-        finish = "stop" if completion_ids and completion_ids[-1] in self.eos_ids else "length"
+        text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
+        stopped = completion_ids and (completion_ids[-1] in self.eos_ids
+                                      or (stop_after_action and action_line_done(prefill + text)))
         usage = {"prompt_tokens": prompt_len, "completion_tokens": len(completion_ids),
                  "total_tokens": prompt_len + len(completion_ids)}
-        return Completion(self.tokenizer.decode(completion_ids, skip_special_tokens=True),
-                          inputs["input_ids"][0].tolist(), completion_ids, logprobs.tolist(), usage, finish)
+        return Completion(text, inputs["input_ids"][0].tolist(), completion_ids, logprobs.tolist(), usage,
+                          "stop" if stopped else "length", prefill=prefill)
+
+    def _cached_prefix(self, ids: list[int]) -> Any:
+        """The cache of the previous call cut to its common prefix with `ids` (leaving at least
+        one prompt token to compute), or None when too little is shared to be worth it."""
+        if self._prefix is None:
+            self._prefix = self._base_prefix()
+        if self._prefix is None:
+            return None
+        cache, held = self._prefix
+        shared = 0
+        for a, b in zip(held, ids[:-1], strict=False):
+            if a != b:
+                break
+            shared += 1
+        if shared < MIN_SHARED_PREFIX or not _croppable(cache):
+            return None
+        if shared < cache.get_seq_length():
+            cache.crop(shared - cache.get_seq_length())  # negative: tokens to drop from the end
+        return cache
+
+
+def _croppable(cache: Any) -> bool:
+    """Whether every layer of `cache` can be cut back to a prefix (a sliding-window layer past its
+    window cannot: it no longer holds the early tokens)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(getattr(layer, "is_croppable", False) and not getattr(layer, "is_sliding", False)
+                                for layer in layers)
+
+
+class _ActionLineEnd(StoppingCriteria):
+    """Stops a reply at the end of the line that holds its action (see `lm.action_line_done`)."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, prefill: str) -> None:
+        self.tokenizer, self.prompt_len, self.prefill = tokenizer, prompt_len, prefill
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        text = self.tokenizer.decode(input_ids[0, self.prompt_len:], skip_special_tokens=True)
+        return torch.full((input_ids.shape[0],), action_line_done(self.prefill + text), dtype=torch.bool,
+                          device=input_ids.device)
 
 
 class HFAgent(LMAgent):
@@ -141,20 +254,49 @@ class HFAgent(LMAgent):
 
     `images` (default: on for a vision-language checkpoint) sends the current observation's
     image with the last message; earlier turns go as text only, to keep the prompt short.
+
+    Each turn starts the reply with the prefill (see `LMAgent`); with the compact style the reply
+    ends with its `Action:` line, and after an `Action:` prefill it is at most ACTION_REPLY_TOKENS
+    tokens. The head every prompt of an episode shares (the system message and example) is
+    computed once, and within an episode each prompt's common prefix with the previous one (with
+    the full style: the earlier turns too) is read from the key/value cache rather than computed
+    again; greedy replies are the same either way (log-probs to float rounding).
     """
 
     def __init__(self, env: gym.Env, path: str, *, temperature: float = 1.0, top_p: float = 1.0,
-                 max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None) -> None:
+                 max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
+                 prompt: str = "auto", example: bool | None = None, prefill: str | None = None,
+                 resample: int | None = None) -> None:
         super().__init__(env, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                         max_context=max_context, images=images)
+                         max_context=max_context, images=images, prompt=prompt, example=example, prefill=prefill,
+                         resample=resample)
         self.model = HFModel(path)
         if images and not self.model.vision:
             raise ValueError(f"{path} is a text-only model: leave the images option off")
         self.images = self.model.vision if images is None else images
 
+    def small_model(self) -> bool:
+        return self.model.parameters in SMALL_MODEL
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        super().reset(obs, info, seed=seed)
+        # Every prompt of the episode starts with the system message (and example): computed once.
+        head = [{"role": "system", "content": self.system}, *self.example_messages()]
+        base = None if self.model.vision else self.model.tokenizer(
+            self.model.tokenizer.apply_chat_template(head, tokenize=False), add_special_tokens=False)["input_ids"]
+        self.model.reset_prefix(base)
+
     def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Completion:
         return self.model.generate(messages, image, seed=seed, temperature=self.temperature, top_p=self.top_p,
                                    max_new_tokens=self.max_new_tokens)
+
+    def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
+                      temperature: float) -> Completion:
+        prefill = self.prefill
+        limit = min(self.max_new_tokens, ACTION_REPLY_TOKENS) if prefill == "Action:" else self.max_new_tokens
+        return self.model.generate(messages, image, seed=seed, temperature=temperature, top_p=self.top_p,
+                                   max_new_tokens=limit, prefill=prefill, stop_after_action=self.compact,
+                                   reuse_prefix=True)
 
     def estimate_tokens(self, text: str) -> int:
         return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])

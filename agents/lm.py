@@ -7,6 +7,18 @@ model's reply. `parse_action` takes the action out of the reply. When the conver
 the token budget, the oldest turns shrink to one summary line each, so the prompt keeps the whole
 episode in view without ever cutting a turn in half.
 
+Small models (50M to 1B parameters, such as SmolLM2-135M) get the compact style by default
+(`prompt=auto`): a two-line system message; no earlier turns (the observation is self-contained,
+and the feedback on the previous action carries over); a one-shot example from the family
+(`assets/<family>/lm_example.yaml`) as the first chat turns; templates shown as `search[...]`; a
+reply that starts after `Action:` in the assistant turn (`prefill`) and stops when the action is
+written; and a reply whose action is not admissible asked again (`resample`). SmolLM2-135M given
+the full prompt echoed the observation's last line on every WebShop turn (0% valid actions); in
+the compact style 97-98% of its actions were valid (10 test episodes, greedy and sampled alike),
+at a third of the prompt tokens a turn (bench/lm_agents.py). Bigger models keep the full prompt:
+nothing measured here says the compact one serves them as well (a model that can use the
+history loses it), so it is theirs only when asked for (`prompt=compact`).
+
 This module imports neither torch nor transformers (it is imported with `turngym.agents`); the
 agents themselves (`agents/hf.py`, `agents/chat_api.py`) load when an `hf:` or `openai:` spec is made.
 """
@@ -17,10 +29,13 @@ import math
 import re
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 
 from turngym.agents.base import Agent, register_agent
 from turngym.registry import describe
@@ -30,6 +45,15 @@ Message = dict[str, Any]  # {"role": "system" | "user" | "assistant", "content":
 REPLY_FORMAT = "Thought: <one or two sentences of reasoning>\nAction: <exactly one action>"
 CUT_MARKER = "\n[... {n} characters cut to fit the context ...]\n"
 DEFAULT_CONTEXT = 8192  # prompt tokens when neither the option nor the model says otherwise
+COMPACT_CONTEXT = 2048  # the compact style's prompt budget unless max_context says otherwise
+PROMPTS = ("auto", "compact", "full")
+PREFILLS = ("Thought:", "Action:", "")
+ACTION_REPLY_TOKENS = 48  # a reply after an `Action:` prefill is one action: longer is a runaway
+# prompt=auto picks the compact style for a model of this many parameters: a real small chat model
+# (SmolLM2-135M/360M, Qwen2.5-0.5B); below it is a toy such as turngym.agents.tiny's 0.24M-parameter
+# test models, which were trained on the full prompt and keep it.
+SMALL_MODEL = range(50_000_000, 1_000_000_000)
+MAX_RESAMPLE = 8
 
 
 @dataclass
@@ -42,6 +66,7 @@ class Completion:
     logprobs: list[float] | None = None  # one per completion token
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens
     finish_reason: str | None = None
+    prefill: str = ""  # text the reply continues, sent as the start of the assistant turn (not in `text`)
 
 
 @dataclass
@@ -64,16 +89,29 @@ class Exchange:
 _ACTION_LINE = re.compile(r"^[\s>*_#-]*action[\s*_]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _ACTION_ANYWHERE = re.compile(r"\baction[*_]*\s*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _WRAPPERS = ("**", "__", "```", "`", '"', "'", "*", "_")
+_PLACEHOLDER = re.compile(r"<[^<>]*>")
+_COPIED_PLACEHOLDERS = re.compile(r"(?:(?:<[^<>]*>|\.\.\.|…)[\s,]*)+")  # `<query>` or `...` copied
 
 
-def parse_action(reply: str) -> tuple[str | None, str | None]:
+def parse_action(reply: str, actions: list[str] | None = None) -> tuple[str | None, str | None]:
     """The action of a `Thought: ... / Action: ...` reply, as (action, None) or (None, error).
 
     The last `Action:` line wins (models revise themselves); markdown bold, quotes and backticks
     around the action are dropped; text after the closing bracket of `name[...]` is dropped and
     an unclosed bracket is closed (`search[red shoes` -> `search[red shoes]`). When the line holds
-    only `Action:`, the next non-empty line is the action. Never raises.
+    only `Action:`, the next non-empty line is the action. Given the admissible `actions`, a reply
+    with no usable `Action:` line is still taken when it is itself an admissible action, or names
+    exactly one (see `find_admissible`). Never raises.
     """
+    action, error = _action_line(reply)
+    if action is None and actions:
+        found = find_admissible(reply, actions)
+        if found is not None:
+            return found, None
+    return action, error
+
+
+def _action_line(reply: str) -> tuple[str | None, str | None]:
     matches = list(_ACTION_LINE.finditer(reply)) or list(_ACTION_ANYWHERE.finditer(reply))
     if not matches:
         return None, "the reply has no `Action:` line"
@@ -86,6 +124,80 @@ def parse_action(reply: str) -> tuple[str | None, str | None]:
     if not action:
         return None, "the `Action:` line of the reply is empty"
     return action, None
+
+
+def find_admissible(reply: str, actions: list[str]) -> str | None:
+    """The one admissible action a reply without an `Action:` line means, or None.
+
+    The reply (wrappers stripped) may be an action itself, or mention exactly one distinct
+    admissible action among other words. A template such as `search[<query>]` stands for any
+    `search[...]` whose argument is not a copied `<placeholder>`; a fixed action such as `move
+    north` must stand as whole words. Matching ignores case and returns the env's spelling of a
+    fixed action. Never raises.
+    """
+    whole = _strip(reply)
+    if _balance(whole).startswith(whole):  # an unclosed bracket closed, nothing after it cut
+        whole = _strip(_balance(whole))
+    found: dict[str, None] = {}
+    for action in actions:
+        for hit in _admissible_hits(reply, action):
+            if hit.lower() == whole.lower():
+                return hit
+            found[hit] = None
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _admissible_hits(reply: str, action: str) -> list[str]:
+    """Every mention of `action` (a fixed action or a template) in `reply`, as the action to take."""
+    action = action.strip()
+    if len(action.splitlines()) != 1:  # empty, or not one line: no env lists such an action
+        return []
+    template = re.fullmatch(r"([^\[\]<>]+?)\s*\[.*<[^<>]*>.*\]", action, re.DOTALL)
+    if template is not None:  # `verb[<...>]`: any verb[argument] on one line, brackets balanced
+        verb = template.group(1).strip()
+        hits = []
+        for m in re.finditer(rf"(?<![\w\-]){re.escape(verb)}\s*\[", reply, re.IGNORECASE):
+            raw = _balance(reply[m.end() - 1:].splitlines()[0])[1:-1]
+            argument = _strip(raw)
+            if argument and not _COPIED_PLACEHOLDERS.fullmatch(raw.strip("`'\"*_ ")):
+                hits.append(f"{verb}[{argument}]")
+        return hits
+    if "<" in action and ">" in action:  # a template without brackets: placeholders are single words
+        parts = re.split(r"<[^<>]*>", action)
+        pattern = r"(\S+)".join(re.escape(part) for part in parts)
+        return [m.group(0) for m in re.finditer(rf"(?<!\w){pattern}(?!\w)", reply, re.IGNORECASE)
+                if not any("<" in g for g in m.groups())]
+    words = r"\s+".join(re.escape(word) for word in action.split())
+    return [action for _ in re.finditer(rf"(?<![\w\[]){words}(?![\w\]])", reply, re.IGNORECASE)]
+
+
+def is_admissible(action: str, actions: list[str]) -> bool:
+    """Whether `action` is one of `actions` (ignoring case), or fills one of its templates."""
+    return any(hit.lower() == action.lower() for a in actions for hit in _admissible_hits(action, a))
+
+
+def action_line_done(text: str) -> bool:
+    """Whether a reply has written its action in full: an `Action:` line with an action on it (or
+    on the next non-empty line) that a newline ends, or whose `name[...]` bracket has closed
+    (`parse_action` drops what follows). Generation can stop there."""
+    m = _ACTION_LINE.search(text) or _ACTION_ANYWHERE.search(text)
+    if m is None:
+        return False
+    rest = m.group(1) + text[m.end():]
+    line, newline, _ = (rest.lstrip(" \t") if _strip(m.group(1)) else rest.lstrip()).partition("\n")
+    if not _strip(line):
+        return False
+    return bool(newline) or ("[" in line and _closed(line))
+
+
+def _closed(line: str) -> bool:
+    """Whether the first `[` of `line` has its closing `]`."""
+    depth = 0
+    for char in line[line.index("["):]:
+        depth += (char == "[") - (char == "]" and depth > 0)
+        if depth == 0:
+            return True
+    return False
 
 
 def _strip(text: str) -> str:
@@ -152,6 +264,51 @@ def user_message(turn: int, text: str, actions: list[str], feedback: str | None)
     return "\n\n".join(parts)
 
 
+def compact_system_prompt(prefill: str) -> str:
+    """The compact style's system message: the game and the reply format, nothing else (the
+    observation states the task, the user message lists the actions)."""
+    reply = ("Reply with one line: Action: <one admissible action>" if prefill == "Action:" else
+             "Reply in exactly this format:\n" + REPLY_FORMAT.replace("one or two sentences", "one short sentence"))
+    return ("You play a text game: each turn, choose one of the admissible actions. Where an action shows ..., "
+            "write your own words instead.\n" + reply)
+
+
+def compact_user_message(text: str, actions: list[str], feedback: str | None) -> str:
+    """The compact style's user message: feedback on the previous turn, the observation, the
+    actions, a template's `<placeholder>` shown as `...` (small models copy `<query>` verbatim)."""
+    parts = [feedback] if feedback else []
+    parts.append(text.strip())
+    if actions:
+        parts.append("Admissible actions now: " + ", ".join(_PLACEHOLDER.sub("...", a) for a in actions))
+    return "\n\n".join(parts)
+
+
+def reply_text(thought: str, action: str, prefill: str) -> str:
+    """A reply in the format the model is asked for (an `Action:` prefill asks for the action alone)."""
+    return f"Action: {action}" if prefill == "Action:" else f"Thought: {thought}\nAction: {action}"
+
+
+@cache
+def _examples(family: str) -> tuple[dict[str, Any], ...]:
+    path = resources.files("turngym.assets").joinpath(f"{family}/lm_example.yaml")
+    if not path.is_file():
+        return ()
+    return tuple(yaml.safe_load(path.read_text())["examples"])
+
+
+def family_example(env: gym.Env) -> list[dict[str, Any]] | None:
+    """The one-shot example for this env (its turns: observation, actions, thought, action), from
+    `assets/<family>/lm_example.yaml`: the first example whose `when` settings the env has."""
+    module = type(env.unwrapped).__module__.split(".")
+    if module[:2] != ["turngym", "envs"] or len(module) < 3:
+        return None
+    unwrapped = env.unwrapped
+    for example in _examples(module[2]):
+        if all(getattr(unwrapped, key, None) == value for key, value in (example.get("when") or {}).items()):
+            return list(example["turns"])
+    return None
+
+
 def shorten(text: str, max_chars: int) -> str:
     """`text` cut to about `max_chars` characters, keeping the head and the tail, with a marker."""
     if len(text) <= max_chars:
@@ -181,9 +338,28 @@ def check_flag(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-def turn_seed(episode_seed: int, turn: int) -> int:
-    """A 31-bit seed for one turn of one episode: same (seed, turn), same sample."""
-    return int(np.random.SeedSequence([episode_seed, turn]).generate_state(1)[0] & 0x7FFFFFFF)
+def check_style(prompt: Any, prefill: Any) -> str | None:
+    """Raise ValueError, in one sentence, on a bad prompt or prefill option; return the prefill
+    spelled as one of PREFILLS (None: the style's default). `action`, `thought` and `none` are
+    accepted too, and so is the mapping YAML makes of `-o prefill=Action:`."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be auto, compact or full, got {prompt!r}")
+    if isinstance(prefill, dict) and len(prefill) == 1 and next(iter(prefill.values())) is None:
+        prefill = f"{next(iter(prefill))}:"  # YAML reads `Action:` as {"Action": None}
+    if prefill is None:
+        return None
+    spelled = {"action": "Action:", "action:": "Action:", "thought": "Thought:", "thought:": "Thought:",
+               "": "", "none": ""}
+    if not isinstance(prefill, str) or prefill.strip().lower() not in spelled:
+        raise ValueError(f"prefill must be one of {', '.join(map(repr, PREFILLS))} (none), got {prefill!r}")
+    return spelled[prefill.strip().lower()]
+
+
+def turn_seed(episode_seed: int, turn: int, attempt: int = 0) -> int:
+    """A 31-bit seed for one turn of one episode (and a resampled reply's `attempt`): same
+    (seed, turn, attempt), same sample."""
+    entropy = [episode_seed, turn, attempt] if attempt else [episode_seed, turn]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 # --- the agent --------------------------------------------------------------------------------
@@ -196,25 +372,82 @@ class LMAgent(Agent):
     `max_context` bounds the prompt tokens: recent turns stay verbatim, older ones shrink to
     `Turn k: action -> valid` lines in one message, and an observation too long on its own keeps
     its head and tail around a visible cut marker.
+
+    The style (see the module docstring): `prompt` is "compact", "full" or "auto" (compact for a
+    small model: `small_model()`); `example` adds the family's one-shot example (default: with the
+    compact prompt); `prefill` ("Thought:", "Action:" or "") starts the reply (default: "Action:"
+    with the compact prompt, else none). A backend that cannot prefill (`complete_turn` not
+    overridden) ignores it, and the reply is parsed the same way. `resample` (default: 2 with the
+    compact prompt, else 0) asks again, up to that many times, when a reply's action is not one
+    of the turn's admissible actions (info["actions"]), with a new seed and, if decoding is greedy,
+    at temperature 1 (greedy would only repeat itself); the turn keeps the first admissible reply,
+    else the last one, and `extras["rejected"]` lists the replies it passed over. A small model's
+    invalid action otherwise tends to come back turn after turn (greedily: identically).
     """
 
     def __init__(self, env: gym.Env, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256,
-                 max_context: int | None = None, images: bool | None = None) -> None:
+                 max_context: int | None = None, images: bool | None = None, prompt: str = "auto",
+                 example: bool | None = None, prefill: str | None = None, resample: int | None = None) -> None:
         check_options(temperature, top_p, max_new_tokens, max_context)
         check_flag("images", images)
+        check_flag("example", example)
+        if resample is not None and (not isinstance(resample, int) or isinstance(resample, bool)
+                                     or not 0 <= resample <= MAX_RESAMPLE):
+            raise ValueError(f"resample must be a whole number from 0 to {MAX_RESAMPLE}, got {resample!r}")
+        self.resample_option = resample
+        self.prefill_option = check_style(prompt, prefill)
         self.temperature, self.top_p, self.max_new_tokens = float(temperature), float(top_p), max_new_tokens
         self.max_context = max_context
         self.images = bool(images)
+        self.prompt, self.example_option = prompt, example
+        self.example_turns = family_example(env)
+        if example and self.example_turns is None:
+            raise ValueError(f"{env.spec.id if env.spec else 'this env'} has no one-shot example (no "
+                             "assets/<family>/lm_example.yaml entry for its settings): leave example off")
         self.description = _describe(env)
         self.seed = 0
         self.system = system_prompt(self.description, {}, {})
         self.history: list[Exchange] = []
+
+    # The style, settled once the backend can tell whether its model is small.
+
+    def small_model(self) -> bool:
+        """Whether the model is small enough for the compact style (unknown here: no)."""
+        return False
+
+    @property
+    def compact(self) -> bool:
+        return self.prompt == "compact" or (self.prompt == "auto" and self.small_model())
+
+    @property
+    def prefill(self) -> str:
+        if self.prefill_option is not None:
+            return self.prefill_option
+        return "Action:" if self.compact else ""
+
+    @property
+    def resample(self) -> int:
+        if self.resample_option is not None:
+            return self.resample_option
+        return 2 if self.compact else 0
+
+    @property
+    def example(self) -> bool:
+        wanted = self.compact if self.example_option is None else self.example_option
+        return wanted and self.example_turns is not None
 
     # What a backend provides.
 
     @abstractmethod
     def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Completion:
         """The model's reply to `messages`; `image` goes with the last message; `seed` fixes sampling."""
+
+    def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
+                      temperature: float) -> Completion:
+        """The reply of one turn of play, sampled at `temperature`: a backend that can start the
+        assistant turn with `self.prefill`, and stop after the action, does so here (and says so
+        in `Completion.prefill`); this default sends the plain chat at the agent's temperature."""
+        return self.complete(messages, image, seed)
 
     def estimate_tokens(self, text: str) -> int:
         return math.ceil(len(text) / 3)
@@ -235,7 +468,8 @@ class LMAgent(Agent):
     def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
         # Without an episode seed each episode samples afresh; with one it replays exactly.
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-        self.system = system_prompt(self.description, obs, info)
+        self.system = compact_system_prompt(self.prefill) if self.compact else system_prompt(self.description, obs,
+                                                                                                info)
         self.history = []
         self.last_record = {}
 
@@ -245,13 +479,26 @@ class LMAgent(Agent):
         image = obs.get("image") if self.images else None
         messages, user = self.build_messages(turn, str(obs.get("text", "")), list(info.get("actions") or []), feedback,
                                              reserve=self.image_cost(image) if image is not None else 0)
-        completion = self.complete(messages, image, turn_seed(self.seed, turn))
-        action, error = parse_action(completion.text)
-        self.history.append(Exchange(turn, user, completion.text, action,
-                                     self.estimate_tokens(user) + self.estimate_tokens(completion.text) + 8,
+        admissible = list(info.get("actions") or [])
+        rejected: list[str] = []
+        for attempt in range(self.resample + 1):
+            temperature = self.temperature if attempt == 0 or self.temperature > 0 else 1.0
+            completion = self.complete_turn(messages, image, turn_seed(self.seed, turn, attempt), temperature)
+            reply = completion.prefill + completion.text  # the whole assistant turn
+            action, error = parse_action(reply, admissible)
+            if not admissible or attempt == self.resample or (action is not None
+                                                              and is_admissible(action, admissible)):
+                break
+            rejected.append(reply)
+        self.history.append(Exchange(turn, user, reply, action,
+                                     self.estimate_tokens(user) + self.estimate_tokens(reply) + 8,
                                      outcome=f"invalid: {error}" if error else "?"))
-        extras: dict[str, Any] = {"reply": completion.text, "usage": completion.usage,
+        extras: dict[str, Any] = {"reply": reply, "usage": completion.usage,
                                   "finish_reason": completion.finish_reason}
+        if completion.prefill:
+            extras["prefill"] = completion.prefill  # the reply's start, part of the prompt ids
+        if rejected:
+            extras["rejected"] = rejected
         if error:
             extras["parse_error"] = error
         self.last_record = {"prompt_ids": completion.prompt_ids, "completion_ids": completion.completion_ids,
@@ -279,38 +526,59 @@ class LMAgent(Agent):
     def build_messages(self, turn: int, text: str, actions: list[str], feedback: str | None,
                        reserve: int = 0) -> tuple[list[Message], str]:
         """The chat for this turn within `context_budget()` less `reserve` tokens (an image's), and
-        the user message it ends with."""
+        the user message it ends with. The compact style shows no earlier turn (the observation is
+        self-contained; only the feedback on the previous action carries over) and budgets at most
+        COMPACT_CONTEXT tokens unless `max_context` is set."""
         budget = self.context_budget() - reserve
-        system = {"role": "system", "content": self.system}
-        user = user_message(turn, text, actions, feedback)
-        fixed = self.count_tokens([system, {"role": "user", "content": user}])
+        if self.compact and self.max_context is None:
+            budget = min(budget, COMPACT_CONTEXT - reserve)
+        head = [{"role": "system", "content": self.system}, *self.example_messages()]
+        user = self.user_message(turn, text, actions, feedback)
+        fixed = self.count_tokens([*head, {"role": "user", "content": user}])
         while fixed > budget:  # the observation alone is too long: cut its middle, visibly
             shorter = shorten(text, int(len(text) * budget / fixed * 0.9))
             if len(shorter) >= len(text):  # nothing left to cut: the system prompt alone is too long
                 break
-            text, user = shorter, user_message(turn, shorter, actions, feedback)
-            fixed = self.count_tokens([system, {"role": "user", "content": user}])
+            text, user = shorter, self.user_message(turn, shorter, actions, feedback)
+            fixed = self.count_tokens([*head, {"role": "user", "content": user}])
         room = budget - fixed
-        keep = len(self.history)
+        keep = 0 if self.compact else len(self.history)
         while keep and sum(e.tokens for e in self.history[-keep:]) + self._summary_cost(keep) > room:
             keep -= 1
         while True:  # the estimate chose `keep`; the exact count has the last word
-            messages = self._assemble(system, user, keep, room)
+            messages = self._assemble(head, user, keep, room)
             if keep == 0 or self.count_tokens(messages) <= budget:
                 return messages, user
             keep -= 1
 
+    def user_message(self, turn: int, text: str, actions: list[str], feedback: str | None) -> str:
+        return compact_user_message(text, actions, feedback) if self.compact else \
+            user_message(turn, text, actions, feedback)
+
+    def example_messages(self) -> list[Message]:
+        """The one-shot example as earlier chat turns, each reply in the format asked for."""
+        if not self.example:
+            return []
+        messages: list[Message] = []
+        for k, step in enumerate(self.example_turns or []):
+            user = self.user_message(k, str(step["observation"]).strip(), list(step["actions"]), None)
+            messages += [{"role": "user", "content": ("Example episode.\n\n" if k == 0 else "") + user},
+                         {"role": "assistant", "content": reply_text(step["thought"], step["action"], self.prefill)}]
+        return messages
+
     def _summary_cost(self, keep: int) -> int:
-        older = self.history[:len(self.history) - keep]
+        older = [] if self.compact else self.history[:len(self.history) - keep]
         return sum(self.estimate_tokens(e.summary()) + 1 for e in older) + 12 if older else 0
 
-    def _assemble(self, system: Message, user: str, keep: int, room: int) -> list[Message]:
+    def _assemble(self, head: list[Message], user: str, keep: int, room: int) -> list[Message]:
         kept = self.history[len(self.history) - keep:]
-        older = self.history[:len(self.history) - keep]
+        older = [] if self.compact else self.history[:len(self.history) - keep]
         turns: list[Message] = []
         for e in kept:
             turns += [{"role": "user", "content": e.user}, {"role": "assistant", "content": e.reply}]
         turns.append({"role": "user", "content": user})
+        if head[1:] and not older:  # after the example, say where this episode starts
+            turns[0] = {"role": "user", "content": "Your episode.\n\n" + turns[0]["content"]}
         if older:
             # The summary opens the first user message (roles must alternate in many chat templates);
             # when even the summary is too long, its oldest lines go first.
@@ -319,9 +587,11 @@ class LMAgent(Agent):
             while len(lines) > 1 and sum(self.estimate_tokens(line) + 1 for line in lines) + 12 > room:
                 lines.pop(0)
             omitted = len(older) - len(lines)
-            head = f"Summary of earlier turns{f' ({omitted} oldest omitted)' if omitted else ''}:\n"
-            turns[0] = {"role": "user", "content": head + "\n".join(lines) + "\n\n" + turns[0]["content"]}
-        return [system, *turns]
+            summary = f"Summary of earlier turns{f' ({omitted} oldest omitted)' if omitted else ''}:\n"
+            opener = "Your episode. " if head[1:] else ""
+            turns[0] = {"role": "user",
+                        "content": opener + summary + "\n".join(lines) + "\n\n" + turns[0]["content"]}
+        return [*head, *turns]
 
 
 def _describe(env: gym.Env) -> str:
@@ -334,22 +604,37 @@ def _describe(env: gym.Env) -> str:
 # --- registration -----------------------------------------------------------------------------
 
 @register_agent("hf")
-def _hf_agent(env: gym.Env, argument: str, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256,
-              max_context: int | None = None, images: bool | None = None) -> Agent:
-    """`hf:PATH_OR_NAME`: a local Hugging Face checkpoint (a folder, or a name in the local cache)."""
+def _hf_agent(env: gym.Env, argument: str, *, mode: str = "generate", temperature: float = 1.0, top_p: float = 1.0,
+              max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
+              prompt: str = "auto", example: bool | None = None, prefill: str | None = None,
+              resample: int | None = None, **score_options: Any) -> Agent:
+    """`hf:PATH_OR_NAME`: a local Hugging Face checkpoint (a folder, a name in the local cache, or a
+    packaged model such as `smollm2`); `mode=generate` writes replies, `mode=score` picks among the
+    env's proposed actions by their likelihood (`agents/hf_score.py`)."""
     if not argument:
-        raise ValueError("the hf agent needs a checkpoint: use hf:PATH (a folder saved with save_pretrained)")
+        raise ValueError("the hf agent needs a checkpoint: use hf:PATH (a folder saved with save_pretrained) "
+                         "or hf:smollm2")
+    if mode == "score":
+        from turngym.agents.hf_score import HFScoreAgent
+
+        return HFScoreAgent(env, argument, temperature=temperature, max_context=max_context, **score_options)
+    if mode != "generate":
+        raise ValueError(f"unknown mode {mode!r} for an hf agent: use generate or score")
+    if score_options:
+        raise ValueError(f"option(s) {', '.join(sorted(score_options))} apply to mode=score only")
     from turngym.agents.hf import HFAgent
 
     return HFAgent(env, argument, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                   max_context=max_context, images=images)
+                   max_context=max_context, images=images, prompt=prompt, example=example, prefill=prefill,
+                   resample=resample)
 
 
 @register_agent("openai")
 def _openai_agent(env: gym.Env, argument: str, *, temperature: float = 1.0, top_p: float = 1.0,
                   max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
                   timeout: float = 60.0, retries: int = 3, api_key_env: str = "OPENAI_API_KEY",
-                  logprobs: bool = False) -> Agent:
+                  logprobs: bool = False, prompt: str = "auto", example: bool | None = None,
+                  prefill: str | None = None, resample: int | None = None) -> Agent:
     """`openai:MODEL@BASE_URL`: any OpenAI-compatible chat-completions server (vLLM, OpenAI, ...)."""
     match = re.fullmatch(r"(.+?)@(https?://\S+)", argument)
     if match is None:
@@ -359,4 +644,5 @@ def _openai_agent(env: gym.Env, argument: str, *, temperature: float = 1.0, top_
 
     return OpenAIAgent(env, match.group(1), match.group(2), temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, max_context=max_context, images=images, timeout=timeout,
-                       retries=retries, api_key_env=api_key_env, logprobs=logprobs)
+                       retries=retries, api_key_env=api_key_env, logprobs=logprobs, prompt=prompt, example=example,
+                       prefill=prefill, resample=resample)

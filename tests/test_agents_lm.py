@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from turngym.agents import make_agent
-from turngym.agents.lm import parse_action
+from turngym.agents.lm import (
+    ACTION_REPLY_TOKENS,
+    action_line_done,
+    check_style,
+    find_admissible,
+    is_admissible,
+    parse_action,
+)
 from turngym.rollout import rollout
 from turngym.trajectory import read_jsonl, write_jsonl
 
@@ -160,6 +167,75 @@ def test_parse_action_never_raises(reply: str) -> None:
         assert "[" not in action or action.endswith("]")
 
 
+WEBSHOP_RESULTS = ["click[Back to Search]", "click[Next >]", "click[B0PKBIGETV]", "click[Buy Now]"]
+CRAFT_ACTIONS = ["move north", "move south", "do", "noop", "place table", "make wood_pickaxe"]
+
+
+@pytest.mark.parametrize(("reply", "actions", "action"), [
+    ("search[red usb cable]", ["search[<query>]"], "search[red usb cable]"),  # the reply is the action
+    ("  `search[red usb cable`  ", ["search[<query>]"], "search[red usb cable]"),
+    ("move north", CRAFT_ACTIONS, "move north"),
+    ("MOVE  North.", CRAFT_ACTIONS, "move north"),  # the env's spelling comes back
+    ("I will click[Buy Now] since it matches.", WEBSHOP_RESULTS, "click[Buy Now]"),  # exactly one mentioned
+    ("The tree is near, so make wood_pickaxe", CRAFT_ACTIONS, "make wood_pickaxe"),
+    ("Answer is answer[42]!", ["zoom[<x0>, <y0>, <x1>, <y1>]", "answer[<number>]"], "answer[42]"),
+    ("zoom[0, 0, 0.5, 0.5]", ["zoom[<x0>, <y0>, <x1>, <y1>]", "answer[<number>]"], "zoom[0, 0, 0.5, 0.5]"),
+    ("goto tree", ["goto <target>"], "goto tree"),  # a template without brackets
+    # Well-formed replies keep parse_action's behaviour, admissible or not.
+    ("Thought: north.\nAction: move west", CRAFT_ACTIONS, "move west"),
+    ("Action: click[B0PKBIGETV] or click[Buy Now]", WEBSHOP_RESULTS, "click[B0PKBIGETV]"),
+])
+def test_lenient_parsing_takes_a_reply_that_names_one_admissible_action(reply: str, actions: list[str],
+                                                                        action: str) -> None:
+    assert parse_action(reply, actions) == (action, None)
+
+
+@pytest.mark.parametrize(("reply", "actions"), [
+    ("Admissible actions now: search[<query>]", ["search[<query>]"]),  # a copied placeholder is no query
+    ("search[...]", ["search[<query>]"]),
+    ("click[Back to Search], click[Next >]", WEBSHOP_RESULTS),  # two different actions: no choice made
+    ("search[red] or search[blue]", ["search[<query>]"]),
+    ("The door is open, I'd not move.", CRAFT_ACTIONS),  # `do` and `move north` only as parts of words
+    ("", CRAFT_ACTIONS),
+    ("I am not sure.", []),
+])
+def test_lenient_parsing_leaves_ambiguous_replies_alone(reply: str, actions: list[str]) -> None:
+    action, error = parse_action(reply, actions)
+    assert action is None and "`Action:`" in error
+    assert find_admissible(reply, actions) is None
+
+
+TEMPLATES = st.sampled_from(["search[<query>]", "click[Buy Now]", "zoom[<x0>, <y0>, <x1>, <y1>]", "goto <target>",
+                             "move north", "do", "answer[<answer>]", "a[<b>]]", "[<x>]", "<odd", "*", "(", "["])
+
+
+@given(st.text() | st.builds(lambda a, b: a + "Action:" + b, st.text(), st.text())
+       | st.builds(lambda a, b: f"{a} {b}", st.text(), TEMPLATES),
+       st.lists(TEMPLATES | st.text(max_size=12), max_size=6))
+def test_lenient_parse_action_never_raises(reply: str, actions: list[str]) -> None:
+    action, error = parse_action(reply, actions)
+    assert (action is None) != (error is None)
+    if action is not None:
+        assert action == action.strip() and action and "\n" not in action
+    action_line_done(reply)
+    is_admissible(reply, actions)
+
+
+@pytest.mark.parametrize(("text", "done"), [
+    ("Action: search[red shoes", False), ("Action: search[red shoes]", True), ("Action: a[b [c]", False),
+    ("Action: move north", False), ("Action: move north\n", True), ("Action:\n", False), ("Action:\ndo\n", True),
+    ("Thought: I see [a tree]\n", False), ("Thought: go.\nAction: do\nThought: more", True),
+])
+def test_a_reply_is_done_once_its_action_line_is(text: str, done: bool) -> None:
+    assert action_line_done(text) is done
+
+
+def test_admissible_means_listed_or_filling_a_template() -> None:
+    assert is_admissible("Move North", CRAFT_ACTIONS) and not is_admissible("move up", CRAFT_ACTIONS)
+    assert is_admissible("search[red shoes]", ["search[<query>]"])
+    assert not is_admissible("search[<query>]", ["search[<query>]"]) and not is_admissible("search[]", ["search[<q>]"])
+
+
 # --- options ----------------------------------------------------------------------------------
 
 def test_bad_specs_and_options_fail_in_one_clear_sentence(lm: str) -> None:
@@ -172,12 +248,44 @@ def test_bad_specs_and_options_fail_in_one_clear_sentence(lm: str) -> None:
         make_agent(f"hf:{lm}", env, temperature=-1)
     with pytest.raises(ValueError, match="top_p must be"):
         make_agent(f"hf:{lm}", env, top_p=0)
-    with pytest.raises(ValueError, match="takes no option"):
+    with pytest.raises(ValueError, match="beam_width"):  # not an option of mode=generate (nor of mode=score)
         make_agent(f"hf:{lm}", env, beam_width=4)
     with pytest.raises(ValueError, match="text-only model"):
         make_agent(f"hf:{lm}", env, images=True)
     with pytest.raises(ValueError, match="retries must be"):
         make_agent("openai:m@http://127.0.0.1:9/v1", env, retries=-1)
+
+
+def test_prompt_style_options_are_checked(lm: str) -> None:
+    env = gym.make("turngym/Craft-v0")
+    for options, message in [({"prompt": "tiny"}, "prompt must be auto, compact or full"),
+                             ({"prefill": "Go:"}, "prefill must be"), ({"prefill": 3}, "prefill must be"),
+                             ({"example": "yes"}, "example must be true or false"),
+                             ({"resample": -1}, "resample must be a whole number"),
+                             ({"resample": 1.5}, "resample must be a whole number")]:
+        with pytest.raises(ValueError, match=message):
+            make_agent(f"hf:{lm}", env, **options)
+        with pytest.raises(ValueError, match=message):
+            make_agent("openai:m@http://127.0.0.1:9/v1", env, **options)
+    html = gym.make("turngym/WebShop-v0", obs_mode="html")  # the example is written for obs_mode=text
+    with pytest.raises(ValueError, match="has no one-shot example"):
+        make_agent(f"hf:{lm}", html, example=True)
+    assert not make_agent(f"hf:{lm}", html, prompt="compact").example  # by default: silently none
+    # The CLI reads `-o prefill=Action:` as YAML, which makes it a mapping; the plain words work too.
+    assert [check_style("auto", p) for p in ({"Action": None}, "action", "Thought:", "none", "", None)] == \
+        ["Action:", "Action:", "Thought:", "", "", None]
+
+
+def test_the_style_follows_the_model_size_unless_chosen(lm: str) -> None:
+    """prompt=auto: the toy checkpoint (0.24M parameters) keeps the full prompt it was trained on;
+    the compact style brings its example, the `Action:` prefill and resampling."""
+    env = gym.make("turngym/WebShop-v0")
+    toy = make_agent(f"hf:{lm}", env)
+    assert (toy.compact, toy.prefill, toy.example, toy.resample) == (False, "", False, 0)
+    compact = make_agent(f"hf:{lm}", env, prompt="compact")
+    assert (compact.compact, compact.prefill, compact.example, compact.resample) == (True, "Action:", True, 2)
+    chosen = make_agent(f"hf:{lm}", env, prompt="compact", prefill="", example=False, resample=0)
+    assert (chosen.prefill, chosen.example, chosen.resample) == ("", False, 0)
 
 
 # --- hf: --------------------------------------------------------------------------------------
@@ -204,6 +312,108 @@ def test_hf_agent_is_reproducible_from_the_episode_seed(lm: str) -> None:
         return [(t.action, t.completion_ids) for t in traj.turns]
 
     assert play(3) == play(3)
+
+
+@pytest.mark.parametrize("prefill", ["Action:", "Thought:"])
+def test_a_prefill_ends_the_prompt_ids_and_the_completion_is_only_generated_tokens(lm: str, prefill: str) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    prefill_ids = tokenizer(prefill, add_special_tokens=False)["input_ids"]
+    env = gym.make("turngym/WebShop-v0", max_turns=3)
+    agent = make_agent(f"hf:{lm}", env, prompt="compact", prefill=prefill, resample=0, **SHORT)
+    traj = rollout(env, agent, seed=0)
+    check_records(traj)
+    for turn in traj.turns:
+        assert turn.prompt_ids[-len(prefill_ids):] == prefill_ids
+        generated = tokenizer.decode(turn.completion_ids, skip_special_tokens=True)
+        assert turn.extras["prefill"] == prefill and turn.extras["reply"] == prefill + generated
+    # The prompt ids are the chat template's, then the prefill's own tokens, nothing else.
+    obs, info = env.reset(seed=0)
+    agent.reset(obs, info, seed=0)
+    messages, _ = agent.build_messages(0, obs["text"], info["actions"], None)
+    completion = agent.model.generate(messages, prefill=prefill, max_new_tokens=4)
+    template = tokenizer(agent.model.prompt_text(messages), add_special_tokens=False)["input_ids"]
+    assert completion.prompt_ids == template + prefill_ids and completion.prefill == prefill
+    assert agent.model.prompt_text(messages, prefill=prefill) == agent.model.prompt_text(messages) + prefill
+
+
+def test_action_prefilled_replies_stop_after_the_action(lm: str) -> None:
+    env = gym.make("turngym/WebShop-v0", max_turns=4)
+    agent = make_agent(f"hf:{lm}", env, prompt="compact", max_new_tokens=256)
+    for turn in rollout(env, agent, seed=1).turns:
+        assert len(turn.completion_ids) <= ACTION_REPLY_TOKENS
+        reply = turn.extras["reply"]
+        assert reply.startswith("Action:") and (turn.extras["finish_reason"] == "length" or action_line_done(reply)
+                                                or turn.completion_ids[-1] in agent.model.eos_ids)
+
+
+def test_the_one_shot_example_opens_the_chat_in_the_reply_format(lm: str) -> None:
+    env = gym.make("turngym/Craft-v0", action_mode="skills")
+    obs, info = env.reset(seed=0)
+    for prefill, first_reply in [("Action:", "Action: goto tree"),
+                                 ("", "Thought: I need wood, so I go to the tree.\nAction: goto tree")]:
+        agent = make_agent(f"hf:{lm}", env, prompt="compact", example=True, prefill=prefill)
+        agent.reset(obs, info, seed=0)
+        messages, user = agent.build_messages(0, obs["text"], info["actions"], None)
+        assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 4 + ["user"]
+        assert messages[1]["content"].startswith("Example episode.\n\nTask: Make a wood pickaxe.")
+        assert messages[2]["content"] == first_reply
+        assert messages[-1]["content"] == "Your episode.\n\n" + user and obs["text"].strip() in user
+        assert "Action: <one admissible action>" in messages[0]["content"] or prefill != "Action:"
+    agent = make_agent(f"hf:{lm}", env, prompt="compact", example=False)
+    agent.reset(obs, info, seed=0)
+    assert [m["role"] for m in agent.build_messages(0, obs["text"], info["actions"], None)[0]] == ["system", "user"]
+    assert make_agent(f"hf:{lm}", env, example=True).example_messages()[0]["content"].startswith(
+        "Example episode.\n\nTurn 0. Observation:\nTask:")  # the full style shows it in its own format
+
+
+def test_the_compact_prompt_shows_templates_as_dots_and_no_earlier_turns(lm: str) -> None:
+    env = gym.make("turngym/WebShop-v0", max_turns=3)
+    agent = make_agent(f"hf:{lm}", env, prompt="compact", example=False, **SHORT)
+    traj = rollout(env, agent, seed=0)
+    assert len(traj) == 3
+    messages, _ = agent.build_messages(3, "Instruction: [SEP] red shoes [SEP] Search", ["search[<query>]"], None)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[1]["content"].endswith("Admissible actions now: search[...]")
+    assert "<placeholder>" not in messages[0]["content"] and "..." in messages[0]["content"]
+
+
+def test_reusing_the_prompt_prefix_changes_no_reply(gpt2_lm: str) -> None:
+    """The cached head of the prompt gives the same greedy tokens and log-probs (to float
+    rounding) as computing the whole prompt; an episode's replies do not depend on the one before."""
+    from turngym.agents.hf import HFModel
+
+    model = HFModel(gpt2_lm)
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    obs, _ = env.reset(seed=0)
+    messages = [{"role": "system", "content": "Reply with an action. " * 8},
+                {"role": "user", "content": obs["text"][:400]}]
+    plain = model.generate(messages, temperature=0, max_new_tokens=12)
+    model.reset_prefix(model.encode(messages[:1])["input_ids"][0].tolist()[:40])
+    for _ in range(2):  # from the base prefix, then from the previous call's cache
+        cached = model.generate(messages, temperature=0, max_new_tokens=12, reuse_prefix=True)
+        assert cached.completion_ids == plain.completion_ids and cached.prompt_ids == plain.prompt_ids
+        assert max(abs(a - b) for a, b in zip(cached.logprobs, plain.logprobs, strict=True)) < 1e-4
+
+    import torch
+
+    with torch.no_grad():  # a trainer's update: the base prefix is computed again, not served stale
+        model.model.get_input_embeddings().weight.mul_(1.5)
+    changed = model.generate(messages, temperature=0, max_new_tokens=12)
+    model.reset_prefix(model.encode(messages[:1])["input_ids"][0].tolist()[:40])
+    again = model.generate(messages, temperature=0, max_new_tokens=12, reuse_prefix=True)
+    assert max(abs(a - b) for a, b in zip(again.logprobs, changed.logprobs, strict=True)) < 1e-4
+
+    agent = make_agent(f"hf:{gpt2_lm}", env, **SHORT)
+
+    def play(seed: int) -> list[list[int] | None]:
+        return [t.completion_ids for t in rollout(env, agent, seed=seed).turns]
+
+    first = play(4)
+    play(5)
+    assert play(4) == first == [t.completion_ids for t in rollout(env, make_agent(f"hf:{gpt2_lm}", env, **SHORT),
+                                                                    seed=4).turns]
 
 
 def test_the_tiny_model_usually_answers_in_the_reply_format(lm: str) -> None:
@@ -438,6 +648,43 @@ def test_a_reply_without_an_action_costs_the_turn_and_is_explained(monkeypatch: 
     assert traj.turns[0].info["valid"] is False and "parse_error" in traj.turns[0].extras
     last_user = seen[1]["body"]["messages"][-1]["content"]
     assert last_user.startswith("Your previous reply was not used (the reply has no `Action:` line)")
+
+
+def test_openai_agent_ignores_the_prefill_and_resamples_an_inadmissible_action() -> None:
+    """A chat-completions server is sent no prefill (the reply is parsed as usual); a reply whose
+    action is not admissible is asked again with a new seed, at temperature 1 when greedy."""
+    seen: list[dict[str, Any]] = []
+    replies = [(200, {}, "Action: fly away"), (200, {}, "I think move north is best.")]
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    obs, info = env.reset(seed=0)
+    with serving(scripted_app(replies, seen)) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, prompt="compact", prefill="Action:", resample=1,
+                           temperature=0, max_context=4096)
+        agent.reset(obs, info, seed=0)
+        assert agent.act(obs, info) == "move north"
+    assert len(seen) == 2 and seen[0]["body"]["messages"][-1]["role"] == "user"
+    assert seen[0]["body"]["messages"][0]["content"].endswith("Reply with one line: Action: <one admissible action>")
+    assert (seen[0]["body"]["temperature"], seen[1]["body"]["temperature"]) == (0, 1.0)
+    assert seen[0]["body"]["seed"] != seen[1]["body"]["seed"]
+    extras = agent.last_record["extras"]
+    assert extras["rejected"] == ["Action: fly away"] and "prefill" not in extras and "parse_error" not in extras
+
+
+# --- a real small model -----------------------------------------------------------------------
+
+def test_smollm2_plays_webshop_with_mostly_valid_actions(one_thread: None) -> None:
+    """SmolLM2-135M-Instruct (`hf:smollm2`, when installed) in the default compact style, greedy:
+    with the full prompt it echoed the observation's last line on every turn."""
+    from turngym.agents.models import MODELS, models_dir
+
+    if not (models_dir() / MODELS["smollm2"].folder / "config.json").exists():
+        pytest.skip("hf:smollm2 is not converted here: run `python -m turngym.agents.models smollm2`")
+    env = gym.make("turngym/WebShop-v0", max_turns=3)
+    agent = make_agent("hf:smollm2", env, temperature=0)
+    assert agent.compact and agent.prefill == "Action:" and agent.example
+    traj = rollout(env, agent, seed=0, options={"split": "test", "index": 1})
+    assert sum(bool(t.info["valid"]) for t in traj.turns) >= 2
+    assert traj.turns[0].action.startswith("search[") and "<" not in traj.turns[0].action
 
 
 # --- the CLI ----------------------------------------------------------------------------------
