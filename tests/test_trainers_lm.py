@@ -31,17 +31,20 @@ from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 from turngym.rewards.estimators import Rollouts, estimate
 from turngym.rollout import rollout
 from turngym.trainers.lm import (
+    Choice,
     LMTrainConfig,
     Sample,
     add_reference,
+    choice_logpi,
+    choice_terms,
     collate,
     collect,
     loss_terms,
     make_policy,
+    make_samples,
     optimize,
     token_logprobs,
     train_lm,
-    turn_samples,
 )
 from turngym.trainers.runlog import read_metrics
 
@@ -135,13 +138,14 @@ def config(model: str, tmp_path: Path, **overrides: Any) -> LMTrainConfig:
     return LMTrainConfig(**{**settings, **overrides})
 
 
-def samples_of(model_config: LMTrainConfig, update: int = 1) -> tuple[Any, list[Any], list[Sample]]:
-    """A policy, the trajectories of one update's rollouts and their samples (GRPO advantages)."""
+def samples_of(model_config: LMTrainConfig, update: int = 1) -> tuple[Any, list[Any], list[Any]]:
+    """A policy, the trajectories of one update's rollouts and their samples (GRPO advantages):
+    Samples in generate mode, Choices in score mode."""
     env = gym.make(model_config.env_id, **model_config.env_kwargs)
     policy = make_policy(model_config, env)
     trajectories, groups = collect(env, policy.agent, model_config, update)
     advantages = estimate(model_config.algo, Rollouts(trajectories, groups))
-    return policy, trajectories, turn_samples(trajectories, advantages.advantages)
+    return policy, trajectories, make_samples(policy, trajectories, advantages.advantages)
 
 
 def mean_terms(policy: Any, samples: list[Sample], **options: Any) -> dict[str, float]:
@@ -244,6 +248,10 @@ def test_lm_policies_refuse_estimators_that_need_a_critic_or_a_prm(tmp_path: Pat
         config("unused", tmp_path, loss="a2c").check()
     with pytest.raises(ValueError, match="temperature must be > 0"):
         config("unused", tmp_path, temperature=0).check()
+    with pytest.raises(ValueError, match="unknown mode 'beam': use generate or score"):
+        config("unused", tmp_path, mode="beam").check()
+    with pytest.raises(ValueError, match="unknown score_reduce 'max': use sum or mean"):
+        config("unused", tmp_path, mode="score", score_reduce="max").check()
 
 
 # --- learning ---------------------------------------------------------------------------------
@@ -368,3 +376,83 @@ def test_cli_trains_an_hf_policy_with_its_options_and_evaluates_it(lm: str, tmp_
     test = json.loads((out / "test.json").read_text())
     assert test["agent"] == f"hf:{out / 'model'}" and test["episodes"] == 2
     assert (out / "curve.png").exists() and (out / "model" / "config.json").exists()
+
+
+# --- score mode: the policy is the distribution over proposed actions ---------------------------
+
+def choice_means(policy: Any, choices: list[Choice], run: LMTrainConfig) -> dict[str, float]:
+    """Per-turn means of the score-mode loss terms over `choices`, without gradients."""
+    with torch.no_grad():
+        terms = choice_terms(policy, choices, run)
+    return {key: float(value) / len(choices) for key, value in terms.items()}
+
+
+@pytest.mark.parametrize("which", ["lm", "gpt2_lm"])
+def test_score_mode_ratios_start_at_one(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The trainer's recomputation of pi over the candidates (several turns' prompts left-padded
+    into one batch) gives the log-prob and entropy the agent sampled with (its cache reused across
+    turns): every ratio is 1 and nothing is clipped at the first step."""
+    run = config(request.getfixturevalue(which), tmp_path, mode="score", env_id="turngym/Craft-v0",
+                 env_kwargs={"max_turns": 3, "image": False, "action_mode": "skills"}, group_size=2,
+                 temperature=0.7, entropy_coef=0.01)
+    policy, trajectories, choices = samples_of(run)
+    turns = [turn for t in trajectories for turn in t.turns]
+    assert len(choices) == len(turns) > 4 and all(isinstance(c, Choice) for c in choices)
+    assert len({len(c.prompt_ids) for c in choices}) > 1
+    with torch.no_grad():
+        logpis = choice_logpi(policy.model, choices, policy)
+    for choice, logpi, turn in zip(choices, logpis, turns, strict=True):
+        assert len(logpi) == len(choice.candidate_ids) == len(turn.extras["candidates"])
+        assert math.isclose(float(logpi[choice.chosen]), choice.logprob, abs_tol=1e-4)
+        assert math.isclose(float(-(logpi.exp() * logpi).sum()), turn.extras["entropy"], abs_tol=1e-4)
+    means = choice_means(policy, choices, run)
+    assert abs(means["approx_kl"]) < 1e-6 and means["clip_frac"] == 0 and means["entropy"] > 0
+
+
+def test_a_score_mode_update_favours_the_rewarded_action(lm: str, tmp_path: Path) -> None:
+    """One PPO step in score mode on North (the update's 16 rollouts as one minibatch): the
+    surrogate loss falls and pi(move north), the rewarded action, rises over the update's turns.
+    Mean-reduced scores: with sums the tiny model prefers the one-token `do` and `noop` so much
+    that it rarely tries `move north` (about 0.03 a turn), and GRPO then sees few wins."""
+    run = config(lm, tmp_path, mode="score", score_reduce="mean", group_size=8, minibatch_size=64, lr=2e-4)
+    policy, _, choices = samples_of(run)
+    winners = [c for c in choices if c.advantage > 0]
+    assert winners and [c for c in choices if c.advantage < 0]  # groups with wins and losses
+
+    @torch.no_grad()
+    def north() -> float:
+        """The mean over the turns of pi(move north)."""
+        logpis = choice_logpi(policy.model, choices, policy)
+        return float(np.mean([float(lp[MOVES.index("move north")].exp()) for lp in logpis]))
+
+    before = choice_means(policy, choices, run)["loss"], north()
+    optimize(policy, torch.optim.AdamW(policy.parameters(), lr=run.lr), choices, run, update=1)
+    after = choice_means(policy, choices, run)["loss"], north()
+    assert after[0] < before[0] and after[1] > before[1]
+
+
+def test_score_mode_runs_resume_exactly_and_the_saved_model_scores(lm: str, tmp_path: Path) -> None:
+    """Score mode with LoRA, the exact KL, an entropy bonus and micro-batches:
+    2 updates in one go equal 1 then resumed to 2 (same rows, same weights); the KL is 0 at first
+    and > 0 once the adapters moved; `hf:OUT/model` plays in score mode."""
+    options = {"mode": "score", "lora": True, "kl_coef": 0.05, "entropy_coef": 0.01,
+               "lr": 5e-3, "groups": 1, "micro_batch_size": 3}
+    whole = train_lm(config(lm, tmp_path / "a", updates=2, **options), progress=False)
+    train_lm(config(lm, tmp_path / "b", updates=1, **options), progress=False)
+    resumed = train_lm(config(lm, tmp_path / "b", updates=2, resume=True, **options), progress=False)
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+    assert strip(resumed) == strip(whole) and len(whole) == 2
+    assert whole[0]["kl"] == pytest.approx(0.0, abs=1e-7) and whole[1]["kl"] > 0
+    assert all(row["candidates"] == len(MOVES) and math.isfinite(row["loss"]) for row in whole)
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / part / "run" / "model" / "model.safetensors") for part in ("a", "b")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    env = gym.make(NORTH)
+    agent = make_agent(f"hf:{tmp_path / 'a' / 'run' / 'model'}", env, mode="score")
+    traj = rollout(env, agent, seed=0)
+    assert all(turn.info["valid"] and turn.extras["mode"] == "score" for turn in traj.turns)

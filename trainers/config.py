@@ -193,7 +193,8 @@ class NeuralTrainConfig(TrainConfig):
 
 @dataclass(kw_only=True)
 class LMTrainConfig(TrainConfig):
-    """Token-level PPO (or REINFORCE) for `hf:` language models (trainers/lm.py)."""
+    """PPO (or REINFORCE) for `hf:` language models (trainers/lm.py), on their reply tokens or, in
+    score mode, on their choice among the env's proposed actions."""
 
     policies: ClassVar[tuple[str, ...]] = ("hf",)
     trainer: ClassVar[str] = "turngym.trainers.lm:train_lm"
@@ -208,6 +209,10 @@ class LMTrainConfig(TrainConfig):
     max_grad_norm: float = 1.0
     updates: int | None = knob("update budget; the run stops at whichever of steps and updates comes first "
                                "(neither given: 100 updates)", None)
+    mode: str = knob("generate (token-level PPO on replies) or score (the policy is the distribution over proposed "
+                     "actions)", "generate")
+    score_reduce: str = knob("score mode: a candidate's logit is the sum (sum) or the per-token mean (mean) of its "
+                             "tokens' log-likelihoods", "sum")
     weight_decay: float = knob("AdamW's weight decay", 0.0)
     micro_batch_size: int | None = knob("turns per forward pass, gradients accumulating over a minibatch "
                                         "(none: the whole minibatch)", None)
@@ -250,9 +255,16 @@ class LMTrainConfig(TrainConfig):
                              f"got {self.temperature}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.mode not in ("generate", "score"):
+            raise ValueError(f"unknown mode {self.mode!r}: use generate or score")
+        if self.score_reduce not in ("sum", "mean"):
+            raise ValueError(f"unknown score_reduce {self.score_reduce!r}: use sum or mean")
 
     def trained(self) -> tuple[str, dict[str, Any]]:
-        return f"hf:{Path(self.out) / 'model'}", self.env_setup()[0]
+        spec = f"hf:{Path(self.out) / 'model'}"
+        if self.mode == "score":  # the trained policy is the choice among proposals: evaluate it so
+            spec += f"?mode=score&reduce={self.score_reduce}&temperature={self.temperature}"
+        return spec, self.env_setup()[0]
 
 
 CONFIGS: tuple[type[TrainConfig], ...] = (NeuralTrainConfig, LMTrainConfig)

@@ -1,22 +1,29 @@
-"""Reinforcement learning for `hf:` policies at the token level: PPO-clip or REINFORCE over turns.
+"""Reinforcement learning for `hf:` policies: PPO-clip or REINFORCE over turns, on the reply
+tokens (`mode=generate`) or on the choice among proposed actions (`mode=score`).
 
-A language model plays an env as a chat (`turngym.agents.hf.HFAgent`); every turn it samples a
-reply and records the prompt's token ids, the reply's token ids and each reply token's log-prob.
+In generate mode a language model plays an env as a chat (`turngym.agents.hf.HFAgent`); every
+turn it samples a reply and records the prompt's token ids, the reply's token ids and each reply
+token's log-prob. In score mode (`turngym.agents.hf_score.HFScoreAgent`, GLAM) it scores each of
+the env's proposed actions by its likelihood as the reply and samples one from the softmax of the
+scores; it records the prompt, every candidate's tokens, the chosen index and its log-prob.
 Top to bottom, one update:
 
 1. `collect`: `groups` training tasks, each from a fresh env seed, played G = `group_size` times
    with that same env seed and G different agent seeds (so a group differs only in what the model
    sampled, which group-relative estimators need).
-2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn; `turn_samples` turns each
-   turn into one sequence prompt + reply whose reply tokens all carry the turn's A.
+2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn; `make_samples` turns each
+   turn into a `Sample` (generate: the sequence prompt + reply, every reply token carrying the
+   turn's A) or a `Choice` (score: the prompt, the candidates, the choice and A).
 3. `optimize`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
-   one clipped gradient step each, on the loss of `loss_terms`. Only reply tokens enter the loss:
-   the prompt (system message, observations, earlier turns) is context, not the policy's choice.
+   one clipped gradient step each, on the loss of `loss_terms`. Only the policy's choices enter the
+   loss (reply tokens, or the chosen candidate): the prompt (system message, observations, earlier
+   turns) is context.
 4. checkpoint (atomic), metrics row (JSONL and TensorBoard), progress bar.
 
-The policy is the model at the agent's sampling temperature T, pi(y_t) = softmax(z_t / T)[y_t] with
-z_t the logits, the very distribution whose log-probs the agent recorded; so the first minibatch's
-ratios are 1 up to float noise. For reply token t of a turn with advantage A:
+Generate mode. The policy is the model at the agent's sampling temperature T, pi(y_t) =
+softmax(z_t / T)[y_t] with z_t the logits, the very distribution whose log-probs the agent
+recorded; so the first minibatch's ratios are 1 up to float noise. For reply token t of a turn
+with advantage A:
 
     rho_t = exp(log pi_theta(y_t) - log pi_old(y_t))                     pi_old: recorded when sampled
     PPO:        l_t = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps) A)
@@ -28,16 +35,30 @@ ratios are 1 up to float noise. For reply token t of a turn with advantage A:
 k3 (Schulman's estimator) is >= 0 per token and unbiased for KL(pi_theta || pi_ref) as y_t is drawn
 from pi_theta. The means run over every reply token of the minibatch (a token-level mean: each
 token weighs the same, so long replies are not diluted as a per-sequence mean would dilute them).
+
+Score mode. A turn offers candidates c_1..c_N; s_theta(c) is the model's log-likelihood of c's
+tokens after the prompt (summed, or averaged with `score_reduce=mean`), recomputed with gradients
+(one forward over the prompt, one over all candidates reading its key/value cache), and the policy
+is pi_theta(c) = softmax(s_theta / T)(c). For a turn that chose c* with advantage A:
+
+    rho = exp(log pi_theta(c*) - log pi_old(c*))
+    l = -min(rho A, clip(rho, 1 - eps, 1 + eps) A)   (REINFORCE: -A log pi_theta(c*))
+    H = -sum_c pi_theta(c) log pi_theta(c)           exact, over the candidates
+    KL = sum_c pi_theta(c) log(pi_theta(c) / pi_ref(c))   exact, over the candidates
+    loss = mean_turns (l - c_H H + c_KL KL)
+
 The reference is a frozen copy of the starting model, or with LoRA the same model with its
 adapters switched off (no second copy in memory).
 
 After each step the agent samples from the updated weights: it holds the very model object being
 trained. The final model goes to `OUT/model` in a form `hf:OUT/model` loads (with LoRA, the
-adapters merged into the base; the adapters alone also go to `OUT/adapter`).
+adapters merged into the base; the adapters alone also go to `OUT/adapter`); a score-mode policy
+plays as `make_agent("hf:OUT/model", env, mode="score")`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import shutil
@@ -76,12 +97,14 @@ def pick_device(name: str) -> torch.device:
 class Policy:
     """The model being trained, the agent that samples from it, and the KL reference."""
 
-    agent: Any  # turngym.agents.hf.HFAgent; its `model.model` is `model`
+    agent: Any  # turngym.agents.hf.HFAgent (HFScoreAgent in score mode); its `model.model` is `model`
     model: torch.nn.Module  # the checkpoint's model, or with LoRA the peft model wrapping it
     reference: torch.nn.Module | None  # a frozen copy; None with LoRA (adapters off) or without KL
     lora: bool
     temperature: float
     device: torch.device
+    mode: str = "generate"  # or "score"
+    reduce: str = "sum"  # score mode: a candidate's score is the sum or the mean of its token log-likelihoods
 
     @property
     def pad_id(self) -> int:
@@ -96,9 +119,14 @@ def make_policy(config: LMTrainConfig, env: gym.Env) -> Policy:
     the KL reference. The model stays in eval mode while it trains: dropout stays off, so the
     log-probs recomputed for the loss are those the agent sampled with."""
     from turngym.agents.hf import HFAgent  # torch and transformers load only when an hf: policy trains
+    from turngym.agents.hf_score import HFScoreAgent
 
-    agent = HFAgent(env, config.model, temperature=config.temperature, top_p=config.top_p,
-                    max_new_tokens=config.max_new_tokens, max_context=config.max_context, images=False)
+    if config.mode == "score":
+        agent: Any = HFScoreAgent(env, config.model, temperature=config.temperature, max_context=config.max_context,
+                                  reduce=config.score_reduce)
+    else:
+        agent = HFAgent(env, config.model, temperature=config.temperature, top_p=config.top_p,
+                        max_new_tokens=config.max_new_tokens, max_context=config.max_context, images=False)
     if agent.model.vision:
         raise ValueError(f"{config.model} is a vision-language checkpoint: the LM trainer takes text-only "
                          "checkpoints for now")
@@ -111,7 +139,7 @@ def make_policy(config: LMTrainConfig, env: gym.Env) -> Policy:
         agent.model.model = model  # the agent samples from the adapted model
     elif config.kl_coef > 0:
         reference = copy.deepcopy(model).requires_grad_(False).eval()
-    return Policy(agent, model, reference, config.lora, config.temperature, device)
+    return Policy(agent, model, reference, config.lora, config.temperature, device, config.mode, config.score_reduce)
 
 
 def add_lora(model: torch.nn.Module, config: LMTrainConfig) -> torch.nn.Module:
@@ -183,6 +211,11 @@ class Sample:
     @property
     def reply_len(self) -> int:
         return len(self.ids) - self.prompt_len
+
+    @property
+    def units(self) -> int:
+        """What the loss's means count: the reply's tokens."""
+        return self.reply_len
 
 
 def turn_samples(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray]) -> list[Sample]:
@@ -262,15 +295,23 @@ def token_logprobs(model: torch.nn.Module, batch: Batch, temperature: float,
     return logp, entropy
 
 
-@torch.no_grad()
-def reference_logprobs(policy: Policy, batch: Batch) -> torch.Tensor:
-    """log pi_ref(y_t) for every target of `batch`: the frozen copy, or with LoRA the base model."""
+@contextlib.contextmanager
+def reference_model(policy: Policy) -> Iterator[torch.nn.Module]:
+    """The KL reference: the frozen copy, or with LoRA the base model (adapters off meanwhile)."""
     if policy.lora:
         with policy.model.disable_adapter():
-            return token_logprobs(policy.model, batch, policy.temperature)[0]
+            yield policy.model
+        return
     if policy.reference is None:
         raise ValueError("this policy has no reference model: set kl_coef > 0 (or use LoRA)")
-    return token_logprobs(policy.reference, batch, policy.temperature)[0]
+    yield policy.reference
+
+
+@torch.no_grad()
+def reference_logprobs(policy: Policy, batch: Batch) -> torch.Tensor:
+    """log pi_ref(y_t) for every target of `batch`."""
+    with reference_model(policy) as model:
+        return token_logprobs(model, batch, policy.temperature)[0]
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
@@ -278,8 +319,12 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start:start + size])
 
 
-def add_reference(policy: Policy, samples: Sequence[Sample], batch_size: int) -> None:
-    """Fill each sample's `ref_logprobs` (once per update: the reference does not change)."""
+def add_reference(policy: Policy, samples: Sequence[Sample] | Sequence[Choice], batch_size: int) -> None:
+    """Fill each sample's `ref_logprobs` (score mode: each choice's `ref_logpi`), once per update:
+    the reference does not change."""
+    if policy.mode == "score":
+        add_choice_reference(policy, samples, batch_size)
+        return
     for part in chunks(samples, batch_size):
         batch = collate(part, policy.pad_id, policy.device)
         ref = reference_logprobs(policy, batch).cpu()
@@ -287,10 +332,99 @@ def add_reference(policy: Policy, samples: Sequence[Sample], batch_size: int) ->
             s.ref_logprobs = ref[b, ref.shape[1] - s.reply_len:].tolist()
 
 
+# --- score mode: choices among proposed actions ---------------------------------------------
+
+@dataclass
+class Choice:
+    """One score-mode turn as the loss sees it: the prompt, every candidate's tokens, the chosen
+    one with its recorded log pi_old, the turn's advantage and (with KL) log pi_ref over the
+    candidates."""
+
+    prompt_ids: list[int]
+    candidate_ids: list[list[int]]
+    chosen: int
+    logprob: float
+    advantage: float
+    ref_logpi: list[float] | None = None
+
+    @property
+    def units(self) -> int:
+        """What the loss's means count: one decision per turn."""
+        return 1
+
+
+def turn_choices(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray]) -> list[Choice]:
+    """One Choice per turn, from what HFScoreAgent recorded."""
+    choices = []
+    for traj, turn_advantages in zip(trajectories, advantages, strict=True):
+        for turn, a in zip(traj.turns, turn_advantages, strict=True):
+            if turn.extras.get("mode") != "score" or not turn.prompt_ids or not turn.logprobs:
+                raise ValueError(f"a turn of {traj.task_id} has no candidate record: score mode needs trajectories "
+                                 "played by an hf: agent with mode=score")
+            choices.append(Choice(list(turn.prompt_ids), [list(c) for c in turn.extras["candidate_ids"]],
+                                  int(turn.extras["choice"]), float(turn.logprobs[0]), float(a)))
+    return choices
+
+
+def make_samples(policy: Policy, trajectories: Sequence[Trajectory],
+                 advantages: Sequence[np.ndarray]) -> list[Sample] | list[Choice]:
+    """The turns as the loss of the policy's mode sees them."""
+    return turn_choices(trajectories, advantages) if policy.mode == "score" else turn_samples(trajectories, advantages)
+
+
+def choice_logpi(model: torch.nn.Module, choices: Sequence[Choice], policy: Policy) -> list[torch.Tensor]:
+    """log pi(c) over each turn's candidates under `model`: one forward over the turns' prompts
+    (left-padded), one over all their candidates (reading the prompts' key/value cache)."""
+    from turngym.agents.hf_score import candidate_scores, policy_logprobs, prompt_cache
+
+    prompts = prompt_cache(model, [c.prompt_ids for c in choices], policy.pad_id, policy.device)
+    scores = candidate_scores(model, prompts, [c.candidate_ids for c in choices], policy.pad_id, policy.reduce)
+    return [policy_logprobs(s, policy.temperature) for s in scores]
+
+
+@torch.no_grad()
+def add_choice_reference(policy: Policy, choices: Sequence[Choice], batch_size: int) -> None:
+    """Fill each choice's `ref_logpi`: log pi_ref over its candidates."""
+    with reference_model(policy) as model:
+        for part in chunks(choices, batch_size):
+            for choice, logpi in zip(part, choice_logpi(model, part, policy), strict=True):
+                choice.ref_logpi = logpi.tolist()
+
+
+@dataclass
+class ChoiceBatch:
+    """The per-turn figures `loss_terms` reads, shaped (B, 1): one decision per turn."""
+
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    ref_logprobs: None = None  # the KL is exact here, passed to loss_terms as `kl`
+
+
+def choice_terms(policy: Policy, choices: Sequence[Choice], config: LMTrainConfig) -> dict[str, torch.Tensor]:
+    """`loss_terms` of score-mode turns: log pi_theta(c*), the exact entropy over the candidates and
+    (with reference log-probs) the exact KL, each (B, 1)."""
+    logp, entropy, kl = [], [], []
+    for choice, logpi in zip(choices, choice_logpi(policy.model, choices, policy), strict=True):
+        pi = logpi.exp()
+        logp.append(logpi[choice.chosen])
+        entropy.append(-(pi * logpi).sum())
+        if choice.ref_logpi is not None:
+            kl.append((pi * (logpi - torch.tensor(choice.ref_logpi, device=logpi.device))).sum())
+    column = {"device": policy.device, "dtype": torch.float32}
+    batch = ChoiceBatch(torch.ones((len(choices), 1), dtype=torch.bool, device=policy.device),
+                        torch.tensor([[c.logprob] for c in choices], **column),
+                        torch.tensor([[c.advantage] for c in choices], **column))
+    return loss_terms(torch.stack(logp)[:, None], torch.stack(entropy)[:, None], batch, loss=config.loss,
+                      clip_eps=config.clip_eps, entropy_coef=config.entropy_coef, kl_coef=config.kl_coef,
+                      kl=torch.stack(kl)[:, None] if kl else None)
+
+
 # --- the loss ---------------------------------------------------------------------------------
 
-def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss: str = "ppo", clip_eps: float = 0.2,
-               entropy_coef: float = 0.0, kl_coef: float = 0.0) -> dict[str, torch.Tensor]:
+def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch | ChoiceBatch, *, loss: str = "ppo",
+               clip_eps: float = 0.2, entropy_coef: float = 0.0, kl_coef: float = 0.0,
+               kl: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Sums over the reply tokens of `batch` (divide by the minibatch's token count for the means of
     the module docstring; sums let micro-batches add up to one minibatch):
 
@@ -299,7 +433,8 @@ def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss:
     and the sums of l_t (`pg_loss`), H_t (`entropy`), k_t (`kl`, with reference log-probs), the
     clipped tokens (`clip_frac`: |rho_t - 1| > eps) and (rho_t - 1) - log rho_t (`approx_kl`, the k3
     distance from the sampling policy) for the logs. Off-mask positions hold padding or a prompt's
-    tail; they are selected away with `where`, never multiplied by 0 (which would let a NaN through)."""
+    tail; they are selected away with `where`, never multiplied by 0 (which would let a NaN through).
+    An exact `kl` (score mode's, per turn) replaces the k3 estimate."""
     mask, zero = batch.mask, torch.zeros((), device=logp.device)
     log_ratio = torch.where(mask, logp - batch.old_logprobs, zero)
     ratio = log_ratio.exp()
@@ -310,9 +445,10 @@ def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss:
         pg = -advantage * logp
     total = pg - entropy_coef * entropy if entropy_coef else pg
     terms = {}
-    if batch.ref_logprobs is not None:
+    if kl is None and batch.ref_logprobs is not None:
         delta = torch.where(mask, batch.ref_logprobs - logp, zero)  # log r_t
         kl = delta.exp() - delta - 1
+    if kl is not None:
         total = total + kl_coef * kl
         terms["kl"] = kl[mask].sum()
     terms.update(loss=total[mask].sum(), pg_loss=pg[mask].sum(), entropy=entropy[mask].sum(),
@@ -321,10 +457,22 @@ def loss_terms(logp: torch.Tensor, entropy: torch.Tensor, batch: Batch, *, loss:
     return terms
 
 
-def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sample], config: LMTrainConfig,
-             update: int) -> dict[str, float]:
+def part_terms(policy: Policy, part: Sequence[Sample] | Sequence[Choice],
+               config: LMTrainConfig) -> dict[str, torch.Tensor]:
+    """The loss terms (sums) of one micro-batch, with gradients, in the policy's mode."""
+    if policy.mode == "score":
+        return choice_terms(policy, part, config)
+    batch = collate(part, policy.pad_id, policy.device)
+    logp, entropy = token_logprobs(policy.model, batch, policy.temperature, config.entropy_coef > 0)
+    return loss_terms(logp, entropy, batch, loss=config.loss, clip_eps=config.clip_eps,
+                      entropy_coef=config.entropy_coef, kl_coef=config.kl_coef)
+
+
+def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sample] | list[Choice],
+             config: LMTrainConfig, update: int) -> dict[str, float]:
     """`config.epochs` passes of shuffled minibatches, one clipped gradient step each; returns the
-    token means of the loss terms (over every step) and the mean gradient norm before clipping."""
+    means of the loss terms (per reply token, or per turn in score mode; over every step) and the
+    mean gradient norm before clipping."""
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, update]).generate_state(1)[0]))
     micro = config.micro_batch_size or config.minibatch_size
     sums: dict[str, float] = {}
@@ -333,13 +481,10 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sam
     for _ in range(config.epochs):
         order = torch.randperm(len(samples), generator=generator).tolist()
         for minibatch in chunks([samples[k] for k in order], config.minibatch_size):
-            count = sum(s.reply_len for s in minibatch)
+            count = sum(s.units for s in minibatch)
             optimizer.zero_grad(set_to_none=True)
             for part in chunks(minibatch, micro):
-                batch = collate(part, policy.pad_id, policy.device)
-                logp, entropy = token_logprobs(policy.model, batch, policy.temperature, config.entropy_coef > 0)
-                terms = loss_terms(logp, entropy, batch, loss=config.loss, clip_eps=config.clip_eps,
-                                   entropy_coef=config.entropy_coef, kl_coef=config.kl_coef)
+                terms = part_terms(policy, part, config)
                 (terms["loss"] / count).backward()
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -388,7 +533,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-RESUME_KEYS = ("env_id", "policy", "lora", "lora_rank", "lora_targets")  # what fixes the checkpoint's layout
+RESUME_KEYS = ("env_id", "policy", "mode", "lora", "lora_rank", "lora_targets")  # what the checkpoint depends on
 
 
 def check_resumable(config: LMTrainConfig, saved: dict[str, Any], out: Path) -> None:
@@ -420,6 +565,18 @@ def save_model(policy: Policy, folder: Path) -> Path:
 
 
 # --- the loop ---------------------------------------------------------------------------------
+
+def scored_tokens(samples: Sequence[Sample] | Sequence[Choice]) -> int:
+    """Tokens the loss scores: reply tokens, or in score mode every candidate's tokens."""
+    return sum(s.reply_len if isinstance(s, Sample) else sum(map(len, s.candidate_ids)) for s in samples)
+
+
+def candidate_stats(samples: Sequence[Sample] | Sequence[Choice]) -> dict[str, float]:
+    """Score mode's candidates per turn (nothing in generate mode)."""
+    if not samples or isinstance(samples[0], Sample):
+        return {}
+    return {"candidates": float(np.mean([len(s.candidate_ids) for s in samples]))}
+
 
 def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
     """Train `config.model` on `config.env_id`; returns every metric row of the run (a resumed run's
@@ -465,7 +622,7 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                 trajectories, groups = collect(env, policy.agent, config, update, options, bar, episodes_job)
                 collected = time.perf_counter()
                 advantages = estimate(config.algo, Rollouts(trajectories, groups), **config.algo_options)
-                samples = turn_samples(trajectories, advantages.advantages)
+                samples = make_samples(policy, trajectories, advantages.advantages)
                 if config.kl_coef > 0:
                     add_reference(policy, samples, config.micro_batch_size or config.minibatch_size)
                 stats = optimize(policy, optimizer, samples, config, update)
@@ -478,7 +635,7 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                        "turns": turns / len(trajectories),
                        "invalid": float(np.mean([not turn.info.get("valid", True)
                                                  for t in trajectories for turn in t.turns])),
-                       "tokens": sum(s.reply_len for s in samples),
+                       "tokens": scored_tokens(samples), **candidate_stats(samples),
                        "adv_abs": float(np.mean([abs(s.advantage) for s in samples])),
                        **stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
                        "rollout_s": collected - started, "learn_s": time.perf_counter() - collected,

@@ -1,0 +1,257 @@
+"""Scoring mode for `hf:` agents (GLAM, Carta et al. 2023): the policy is a distribution over the
+env's proposed actions, each weighed by how likely the language model finds it as its reply.
+
+Each turn the family's `propose_actions(obs, info)` gives the candidates c_1..c_N (admissible and
+complete, so every action is valid by construction). The prompt is `LMAgent`'s compact chat (its
+system message asking for `Action: <one admissible action>`, the family's one-shot example where
+it has one, the feedback on the previous action, the observation, the candidates listed as the
+admissible actions) with the assistant's reply opened by `Action:`. A candidate c is scored as the
+rest of that reply, its tokens t_1..t_m being ` c` and the chat template's end-of-turn token:
+
+    s(c) = sum_k log p_LM(t_k | prompt, t_<k)          reduce="sum" (the default)
+    s(c) = (1 / m) sum_k log p_LM(t_k | prompt, t_<k)   reduce="mean"
+    pi(c) = softmax(s / T)(c)                           sampled per (episode seed, turn); T = 0: argmax
+
+Why `Action:` in the prompt and the end-of-turn token in the scored reply: `Action: <action>` is
+the reply the system message asks for and the example shows, so the scored text is exactly what a
+chat model (SmolLM2 included) would write there, rather than a bare action it was never asked for;
+`Action:` is shared by every candidate, so scoring it would add the same constant to every sum and
+only blur the per-token means; and the end-of-turn token makes s(c) the likelihood of the complete
+reply, so that `make wood_pickaxe` does not win just for being the start of a longer reply.
+
+Speed: one forward pass over the prompt, where only the tokens after its common prefix with the
+previous turn's prompt go through the model (within an episode the prompts share their head, the
+system message and example, whose keys and values are kept and cropped to that prefix), then ONE
+batched forward over all candidates, right-padded, that reads the prompt's keys and values copied
+along the batch dimension.
+
+`prompt_cache` and `candidate_scores` are the same computation for the trainer (trainers/lm.py),
+with gradients and for many turns at once (left-padded prompts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from turngym.agents.hf import HFAgent
+from turngym.agents.lm import Exchange, Message, turn_seed
+from turngym.agents.neural import proposer
+
+REDUCES = ("sum", "mean")
+OPENER = "Action:"  # the reply's start, in the prompt; a candidate's tokens follow it
+OPTIONS = ("temperature", "max_context", "reduce", "max_candidates")
+
+
+# --- the computation (shared with the trainer) ------------------------------------------------
+
+@dataclass
+class PromptCache:
+    """What a forward pass over B prompts leaves for their candidates: each layer's keys and values
+    (B, heads, L, dim; left-padded), the attention mask (B, L), each prompt's length (the position
+    of its first candidate token) and the log-probs of the token after each prompt (B, V)."""
+
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    next_logprobs: torch.Tensor
+    reused: int = 0  # leading tokens whose keys and values came from an earlier prompt
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def prompt_cache(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
+                 device: torch.device) -> PromptCache:
+    """One forward pass over `prompts`, left-padded (positions start at 0 at each prompt's first
+    token); only the last position goes through the output layer."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for b, prompt in enumerate(prompts):
+        ids[b, length - len(prompt):] = torch.tensor(prompt)
+        mask[b, length - len(prompt):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    cache = DynamicCache()  # no config: full layers (a sliding window's would drop what later turns reuse)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache,
+                use_cache=True, logits_to_keep=1)
+    return PromptCache(_layers(cache), mask, mask.sum(1), torch.log_softmax(out.logits[:, -1].float(), -1))
+
+
+def extend_prompt(model: torch.nn.Module, ids: Sequence[int], previous: tuple[list[int], PromptCache] | None,
+                  pad_id: int, device: torch.device) -> PromptCache:
+    """`prompt_cache` of one prompt, reusing the keys and values of `previous` (its token ids and
+    cache) up to their common prefix: only the tokens after it go through the model."""
+    common = 0
+    if previous is not None:
+        old = previous[0]
+        limit = min(len(old), len(ids) - 1)  # at least one new token: its logits predict the reply
+        while common < limit and old[common] == ids[common]:
+            common += 1
+    if common == 0:
+        return prompt_cache(model, [ids], pad_id, device)
+    cache = DynamicCache(ddp_cache_data=[(k[:, :, :common], v[:, :, :common]) for k, v in previous[1].keys_values])
+    new = torch.tensor([list(ids[common:])], device=device)
+    out = model(input_ids=new, attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+                position_ids=torch.arange(common, len(ids), device=device)[None], cache=cache, use_cache=True,
+                logits_to_keep=1)
+    return PromptCache(_layers(cache), torch.ones((1, len(ids)), dtype=torch.long, device=device),
+                       torch.tensor([len(ids)], device=device), torch.log_softmax(out.logits[:, -1].float(), -1),
+                       common)
+
+
+def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: Sequence[Sequence[Sequence[int]]],
+                     pad_id: int, reduce: str = "sum") -> list[torch.Tensor]:
+    """s(c) for every candidate of every prompt (one tensor of N_b scores per prompt b), in ONE
+    forward pass: the candidates of all prompts are the rows of a batch, right-padded, each row
+    reading its prompt's keys and values (copied along the batch) at the positions after it."""
+    device = prompts.mask.device
+    owner = torch.tensor([b for b, group in enumerate(candidates) for _ in group], device=device)
+    rows = [list(c) for group in candidates for c in group]
+    width = max(len(c) for c in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, c in enumerate(rows):
+        ids[r, :len(c)] = torch.tensor(c)
+        mask[r, :len(c)] = True
+    ids, mask = ids.to(device), mask.to(device)
+    # The first token's log-prob comes from the prompt's last position; the others from the rows.
+    token_logp = prompts.next_logprobs[owner].gather(1, ids[:, :1])
+    if width > 1:
+        if len(candidates) == 1:  # the agent's one prompt: a view, which the cache's concatenation copies once
+            layers = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                      for k, v in prompts.keys_values]
+        else:
+            layers = [(k.index_select(0, owner), v.index_select(0, owner)) for k, v in prompts.keys_values]
+        cache = DynamicCache(ddp_cache_data=layers)
+        attention = torch.cat([prompts.mask[owner], mask[:, :-1].long()], 1)
+        positions = prompts.lengths[owner, None] + torch.arange(width - 1, device=device)
+        logits = model(input_ids=ids[:, :-1], attention_mask=attention, position_ids=positions, cache=cache,
+                       use_cache=True).logits.float()
+        rest = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits, -1)
+        token_logp = torch.cat([token_logp, rest], 1)
+    total = torch.where(mask, token_logp, torch.zeros((), device=device)).sum(1)
+    if reduce == "mean":
+        total = total / mask.sum(1)
+    return list(total.split([len(group) for group in candidates]))
+
+
+def policy_logprobs(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi = log softmax(s / T) over one turn's candidates (T = 0: the smooth policy at T = 1,
+    as the generating agent records its greedy tokens)."""
+    return torch.log_softmax(scores / (temperature or 1.0), -1)
+
+
+# --- the agent --------------------------------------------------------------------------------
+
+class HFScoreAgent(HFAgent):
+    """Chooses among the env's proposed actions by the model's likelihood of each as its reply.
+
+    The prompt is `LMAgent`'s compact style with an `Action:` prefill whatever the model's size
+    (the style's choices of example, feedback and history apply: scoring needs the task, the
+    observation and what just happened, and a short prompt keeps each turn cheap).
+
+    Options: `temperature` (>= 0; 0 takes the most likely candidate), `max_context` (the prompt's
+    token budget; default 2048 within the model's context), `reduce` (`sum` or `mean` of a
+    candidate's token log-likelihoods) and `max_candidates` (keep the first N proposals; default
+    all). `last_record` holds per turn the prompt's token ids, the chosen candidate's tokens as the
+    completion, [log pi(chosen)] as the log-probs, and in extras every candidate (`candidates`,
+    `candidate_ids`), its score s(c) (`scores`), the chosen index (`choice`) and the entropy of pi.
+    """
+
+    def __init__(self, env: gym.Env, path: str, *, temperature: float = 1.0, max_context: int | None = None,
+                 **options: Any) -> None:
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for mode=score: use {', '.join(OPTIONS)}")
+        reduce, max_candidates = options.get("reduce", "sum"), options.get("max_candidates")
+        if reduce not in REDUCES:
+            raise ValueError(f"reduce must be sum or mean, got {reduce!r}")
+        if max_candidates is not None and (not isinstance(max_candidates, int) or isinstance(max_candidates, bool)
+                                           or max_candidates < 1):
+            raise ValueError(f"max_candidates must be a whole number >= 1 (none: all), got {max_candidates!r}")
+        super().__init__(env, path, temperature=temperature, max_context=max_context, images=False, prompt="compact",
+                         prefill=OPENER)
+        if self.model.vision:
+            raise ValueError(f"{path} is a vision-language checkpoint: mode=score takes text-only checkpoints")
+        self.reduce, self.max_candidates = reduce, max_candidates
+        self.propose = proposer(env)
+        self.end_of_turn = self._end_of_turn()
+        self.cached: tuple[list[int], PromptCache] | None = None
+
+    def _end_of_turn(self) -> int:
+        """The token that ends an assistant turn in the chat template (SmolLM2: <|im_end|>)."""
+        tokenizer, marker = self.model.tokenizer, "\x00REPLY\x00"
+        chat = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+        tail = tokenizer.apply_chat_template(chat, tokenize=False).rsplit(marker, 1)[-1]
+        ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        return next((i for i in ids if i in self.model.eos_ids), tokenizer.eos_token_id)
+
+    def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Any:
+        raise TypeError("a scoring agent chooses among proposed actions; it writes no replies (use mode=generate)")
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        super().reset(obs, info, seed=seed)
+        self.cached = None  # the weights may have changed since the last episode (training)
+
+    def candidates(self, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+        """The family's proposals without repeats (a repeat would count twice), at most `max_candidates`."""
+        proposed = list(dict.fromkeys(self.propose(obs, info)))[:self.max_candidates]
+        if not proposed:
+            raise ValueError(f"the env proposed no actions on turn {info.get('turn')}: mode=score needs an env whose "
+                             "propose_actions lists complete actions (use mode=generate)")
+        return proposed
+
+    def encode_turn(self, messages: list[Message], candidates: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Token ids of the prompt (the chat, then `Action:` on its own, as `HFModel.encode` does)
+        and of each candidate's rest of the reply (` <candidate>` and the end-of-turn token)."""
+        tokenizer = self.model.tokenizer
+        prompt = tokenizer(self.model.prompt_text(messages), add_special_tokens=False)["input_ids"] + \
+            tokenizer(OPENER, add_special_tokens=False)["input_ids"]
+        replies = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [self.end_of_turn] for c in candidates]
+        longest = len(prompt) + max(len(r) for r in replies)
+        if self.model.context_length is not None and longest > self.model.context_length:
+            raise ValueError(f"the prompt and a candidate take {longest} tokens but {self.model.name} takes at most "
+                             f"{self.model.context_length}: lower max_context")
+        return prompt, replies
+
+    @torch.inference_mode()
+    def scores(self, prompt: list[int], replies: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """s(c) of every candidate reply after `prompt` (reusing the previous prompt's cache), and
+        how many prompt tokens the cache held."""
+        model = self.model.model
+        cache = extend_prompt(model, prompt, self.cached, self.model.pad_id, self.model.device)
+        self.cached = (prompt, cache)
+        return candidate_scores(model, cache, [replies], self.model.pad_id, self.reduce)[0].cpu().double(), cache.reused
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        feedback = self._feedback(info)
+        turn = int(info.get("turn", len(self.history)))
+        candidates = self.candidates(obs, info)
+        messages, user = self.build_messages(turn, str(obs.get("text", "")), candidates, feedback)
+        prompt, replies = self.encode_turn(messages, candidates)
+        scores, reused = self.scores(prompt, replies)
+        logpi = policy_logprobs(scores, self.temperature)
+        if self.temperature == 0:
+            choice = int(scores.argmax())
+        else:
+            generator = torch.Generator().manual_seed(turn_seed(self.seed, turn))
+            choice = int(torch.multinomial(logpi.exp(), 1, generator=generator))
+        action, reply = candidates[choice], f"{OPENER} {candidates[choice]}"
+        self.history.append(Exchange(turn, user, reply, action,
+                                     self.estimate_tokens(user) + self.estimate_tokens(reply) + 8))
+        self.last_record = {
+            "prompt_ids": prompt, "completion_ids": replies[choice], "logprobs": [float(logpi[choice])],
+            "extras": {"mode": "score", "candidates": candidates, "candidate_ids": replies, "choice": choice,
+                       "scores": scores.tolist(), "entropy": float(-(logpi.exp() * logpi).sum()),
+                       "temperature": self.temperature, "reduce": self.reduce,
+                       "usage": {"prompt_tokens": len(prompt), "cached_tokens": reused,
+                                 "candidate_tokens": sum(len(r) for r in replies)}}}
+        return action

@@ -1,0 +1,139 @@
+"""RL that improves a real pretrained language model on this CPU: SmolLM2-135M-Instruct with LoRA.
+
+    python bench/train_lm.py --task craft-wood-skills --mode score --algo grpo --seed 0 --out runs/bench/lm/craft
+    python bench/train_lm.py --task webshop --mode score --algo spo --seed 0 --out runs/bench/lm/webshop
+
+One run: evaluate `hf:smollm2` on the first `--test-episodes` frozen test tasks ("before"), train
+it with `trainers/lm.py` (LoRA adapters, the chosen estimator, `--mode score`: the policy is the
+model's distribution over the env's proposed actions, GLAM-style; `--mode generate`: token-level
+PPO on its `Thought: ... Action: ...` replies), evaluate the trained model on the same tasks
+("after"), and write `OUT/results.json`:
+
+    {"task", "mode", "algo", "seed", "before": {"test_success", "test_score", "valid_rate"},
+     "after": {...}, "env_steps", "seconds", "train_seconds", "updates"}
+
+plus `OUT/curve.png` (training success and score against env steps). Both evaluations sample at
+the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached in
+OUT (before.json, the run folder's checkpoint, after.json), so a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from turngym.trajectory import atomic_write_bytes
+
+MODEL = "smollm2"
+TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, train task, env kwargs)
+    "craft-wood-skills": ("turngym/Craft-v0", "wood_pickaxe", {"action_mode": "skills"}),
+    "webshop": ("turngym/WebShop-v0", None, {"catalog": "small"}),
+}
+
+
+def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int) -> dict[str, Any]:
+    """Test success, mean score and valid-action rate of `spec` on the first `episodes` test tasks."""
+    from turngym.apps.harness import evaluate
+    from turngym.results import entry_row
+
+    env_id, name, kwargs = TASKS[task]
+    env_kwargs = {**kwargs, **({"task": name} if env_id == "turngym/Craft-v0" else {})}
+    start = time.perf_counter()
+    results = evaluate(env_id, [spec], episodes, env_kwargs=env_kwargs, agent_options={"mode": mode},
+                       workers=workers)
+    row = entry_row(results, spec)
+    return {"test_success": row["success_rate"], "test_score": row["mean_score"],
+            "valid_rate": 1.0 - row["invalid_rate"], "mean_turns": row["mean_turns"], "episodes": episodes,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def cached(path: Path, compute: Any) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+    return value
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["env_steps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(steps, [r["success"] for r in rows], label="training success")
+    ax.plot(steps, [r["score"] for r in rows], label="training score", alpha=0.7)
+    ax.set_xlabel("env steps (turns)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--mode", choices=("score", "generate"), default="score")
+    parser.add_argument("--algo", default="grpo", help="an estimator that needs no critic: grpo, spo, rloo, ...")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--updates", type=int, default=12, help="training updates")
+    parser.add_argument("--groups", type=int, default=4, help="tasks per update")
+    parser.add_argument("--group-size", type=int, default=4, help="rollouts per task")
+    parser.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
+    parser.add_argument("--test-episodes", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2), help="evaluation processes")
+    args = parser.parse_args()
+    console = Console()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from turngym.trainers.config import LMTrainConfig
+    from turngym.trainers.lm import train_lm
+
+    start = time.perf_counter()
+    before = cached(args.out / "before.json",
+                    lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers))
+    console.print(f"before: {before}")
+    env_id, name, kwargs = TASKS[args.task]
+    run = args.out / "run"
+    config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
+                           algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
+                           group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
+                           max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
+                           tensorboard=False)
+    train_start = time.perf_counter()
+    rows = train_lm(config)
+    train_seconds = time.perf_counter() - train_start
+    after = cached(args.out / "after.json",
+                   lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
+                                          args.workers))
+    results = {"task": args.task, "mode": args.mode, "algo": args.algo, "seed": args.seed, "model": MODEL,
+               "before": before, "after": after, "env_steps": rows[-1]["env_steps"], "updates": len(rows),
+               "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
+    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    plot(rows, args.out / "curve.png", f"SmolLM2-135M {args.task}, {args.mode} mode, {args.algo}, seed {args.seed}")
+    table = Table(title=f"SmolLM2-135M-Instruct + LoRA, {args.task}, {args.mode} mode, {args.algo}: "
+                        f"{args.test_episodes} frozen test tasks")
+    for column in ("", "test success", "test score", "valid actions"):
+        table.add_column(column, justify="right")
+    for label, result in (("before", before), ("after", after)):
+        table.add_row(label, f"{result['test_success']:.1%}", f"{result['test_score']:.3f}",
+                      f"{result['valid_rate']:.1%}")
+    console.print(table)
+    console.print(f"{results['env_steps']:,} env steps, {results['seconds'] / 60:.1f} minutes "
+                  f"({train_seconds / 60:.1f} training); results in {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Scoring mode of `hf:` agents (agents/hf_score.py) on tiny checkpoints built here, and on SmolLM2.
+
+Everything is real: the tiny GPT-2 and Mistral-style models are built locally (random weights:
+their candidate distributions are spread, which the sampling tests want), and the scores are
+checked against plain forward passes of the same models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import pytest
+import torch
+
+from turngym.agents import make_agent
+from turngym.agents.models import MODELS, models_dir
+from turngym.rollout import rollout
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests build their models: nothing may download
+SKILLS = {"task": "wood_pickaxe", "action_mode": "skills"}
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: models this small only lose by spreading over cores that other test
+    workers share, and one thread keeps the float sums, hence the samples, identical."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, str]:
+    """A tiny Mistral-style model (RoPE, sliding-window attention) and a tiny GPT-2 (learned
+    absolute positions), random weights."""
+    from turngym.agents.tiny import build_tiny_lm
+
+    root = tmp_path_factory.mktemp("models")
+    return {arch: str(build_tiny_lm(root / arch, arch=arch, train_steps=0)) for arch in ("mistral", "gpt2")}
+
+
+def craft(max_turns: int = 4, **kwargs: Any) -> gym.Env:
+    return gym.make("turngym/Craft-v0", max_turns=max_turns, **{**SKILLS, **kwargs})
+
+
+@torch.no_grad()
+def plain_scores(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]]) -> list[float]:
+    """sum_k log p(t_k | prompt, t_<k) of each candidate by one plain forward over prompt + candidate."""
+    out = []
+    for c in candidates:
+        logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + c])).logits[0].float(), -1)
+        out.append(sum(float(logp[len(prompt) - 1 + k, token]) for k, token in enumerate(c)))
+    return out
+
+
+# --- the computation --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["mistral", "gpt2"])
+def test_cached_scores_equal_a_plain_forward(models: dict[str, str], arch: str) -> None:
+    """The agent's scores (the prompt's cache reused across turns, cropped to the common prefix,
+    then copied along the batch of right-padded candidates) equal a plain forward of prompt +
+    candidate; so do the trainer's (several turns' prompts left-padded into one batch)."""
+    from turngym.agents.hf_score import candidate_scores, prompt_cache
+
+    env = craft(max_turns=5)
+    agent = make_agent(f"hf:{models[arch]}", env, mode="score")
+    traj = rollout(env, agent, seed=0)
+    model = agent.model.model
+    assert len(traj) == 5 and all(t.info["valid"] for t in traj.turns)
+    assert traj.turns[0].extras["usage"]["cached_tokens"] == 0
+    assert all(t.extras["usage"]["cached_tokens"] > 0 for t in traj.turns[1:])  # the prefix was reused
+    for turn in traj.turns:
+        plain = plain_scores(model, turn.prompt_ids, turn.extras["candidate_ids"])
+        assert torch.allclose(torch.tensor(turn.extras["scores"]), torch.tensor(plain), atol=1e-4, rtol=0)
+    # The trainer's batch: prompts of different lengths (each turn's without its first 9k tokens), left-padded.
+    prompts = [t.prompt_ids[9 * k:] for k, t in enumerate(traj.turns)]
+    candidates = [t.extras["candidate_ids"] for t in traj.turns]
+    with torch.no_grad():
+        batched = candidate_scores(model, prompt_cache(model, prompts, agent.model.pad_id, agent.model.device),
+                                   candidates, agent.model.pad_id)
+    for prompt, group, scores in zip(prompts, candidates, batched, strict=True):
+        assert torch.allclose(scores, torch.tensor(plain_scores(model, prompt, group)), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gpt2"])
+def test_a_prompt_reuses_the_previous_prompts_cache_exactly(models: dict[str, str], arch: str) -> None:
+    """`extend_prompt` after a prompt it extends, one it leaves early (crop), the same prompt again,
+    and one with nothing in common: the same cache and scores as a fresh forward pass, also where
+    the crop reaches back past the Mistral model's 32-token attention window."""
+    from turngym.agents.hf_score import candidate_scores, extend_prompt, prompt_cache
+
+    env = craft()
+    agent = make_agent(f"hf:{models[arch]}", env, mode="score")
+    model, pad, device = agent.model.model, agent.model.pad_id, agent.model.device
+    ids = torch.randint(10, len(agent.model.tokenizer), (400,), generator=torch.Generator().manual_seed(0)).tolist()
+    candidates = [[ids[5], ids[6], agent.end_of_turn], [ids[7], agent.end_of_turn]]
+    prompts = [ids[:300], ids[:340], ids[:200] + ids[350:390], ids[:200] + ids[350:390], ids[300:360]]
+    reused = [300, 200, 239, 0]
+    previous = None
+    with torch.no_grad():
+        for k, prompt in enumerate(prompts):
+            cache = extend_prompt(model, prompt, previous, pad, device)
+            fresh = prompt_cache(model, [prompt], pad, device)
+            assert k == 0 or cache.reused == reused[k - 1]
+            assert torch.allclose(cache.next_logprobs, fresh.next_logprobs, atol=1e-4)
+            for (key, value), (key2, value2) in zip(cache.keys_values, fresh.keys_values, strict=True):
+                assert key.shape == key2.shape and torch.allclose(key, key2, atol=1e-4)
+                assert torch.allclose(value, value2, atol=1e-4)
+            assert torch.allclose(candidate_scores(model, cache, [candidates], pad)[0],
+                                  candidate_scores(model, fresh, [candidates], pad)[0], atol=1e-4)
+            previous = (prompt, cache)
+
+
+def test_mean_reduce_divides_each_score_by_its_length(models: dict[str, str]) -> None:
+    env = craft()
+    obs, info = env.reset(seed=1)
+    records = {}
+    for reduce in ("sum", "mean"):
+        agent = make_agent(f"hf:{models['gpt2']}", env, mode="score", reduce=reduce)
+        agent.reset(obs, info, seed=1)
+        agent.act(obs, info)
+        records[reduce] = agent.last_record["extras"]
+    lengths = torch.tensor([float(len(c)) for c in records["sum"]["candidate_ids"]])
+    assert records["sum"]["candidate_ids"] == records["mean"]["candidate_ids"] and len(set(lengths.tolist())) > 1
+    total, mean = torch.tensor(records["sum"]["scores"]), torch.tensor(records["mean"]["scores"])
+    assert torch.allclose(mean * lengths, total, atol=1e-5)
+    assert not torch.allclose(torch.softmax(total, 0), torch.softmax(mean, 0), atol=1e-3)
+
+
+# --- the policy -------------------------------------------------------------------------------
+
+def test_the_record_is_the_softmax_of_the_scores(models: dict[str, str]) -> None:
+    """pi = softmax(s / T) sums to 1; the recorded log-prob is log pi(chosen), the entropy is pi's;
+    the completion is the chosen candidate's tokens, and the action is that candidate."""
+    env = craft(max_turns=3)
+    agent = make_agent(f"hf:{models['mistral']}", env, mode="score", temperature=0.7)
+    traj = rollout(env, agent, seed=2)
+    for turn in traj.turns:
+        extras = turn.extras
+        logpi = torch.log_softmax(torch.tensor(extras["scores"]) / 0.7, 0)
+        k = extras["choice"]
+        assert math.isclose(float(logpi.exp().sum()), 1.0, abs_tol=1e-9)
+        assert math.isclose(turn.logprobs[0], float(logpi[k]), abs_tol=1e-6)
+        assert math.isclose(extras["entropy"], float(-(logpi.exp() * logpi).sum()), abs_tol=1e-6)
+        assert 0 < extras["entropy"] <= math.log(len(extras["candidates"])) + 1e-9
+        assert turn.action == extras["candidates"][k] and turn.completion_ids == extras["candidate_ids"][k]
+        assert all(c[-1] == agent.end_of_turn for c in extras["candidate_ids"]) and turn.info["valid"]
+    tokenizer = agent.model.tokenizer
+    assert tokenizer.decode(traj.turns[0].prompt_ids).endswith("<|im_start|>assistant\nAction:")
+    assert tokenizer.decode(agent.end_of_turn) == "<|im_end|>"
+
+
+def test_same_seed_same_actions_and_temperature_zero_is_argmax(models: dict[str, str]) -> None:
+    env = craft(max_turns=6)
+
+    def play(seed: int, **options: Any) -> list[tuple[str, list[float]]]:
+        traj = rollout(env, make_agent(f"hf:{models['gpt2']}", env, mode="score", **options), seed=seed,
+                       options={"split": "test", "index": 0}, agent_seed=seed)
+        return [(t.action, t.extras["scores"]) for t in traj.turns]
+
+    first = play(3)
+    assert play(3) == first
+    assert any(play(seed) != first for seed in (4, 5))  # another episode seed samples other actions
+    greedy = rollout(env, make_agent(f"hf:{models['gpt2']}", env, mode="score", temperature=0), seed=3)
+    for turn in greedy.turns:
+        scores = turn.extras["scores"]
+        assert turn.extras["choice"] == max(range(len(scores)), key=scores.__getitem__)
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [("turngym/Craft-v0", SKILLS), ("turngym/Craft-v0", {}),
+                                                 ("turngym/WebShop-v0", {}), ("turngym/HopVQA-v0", {}),
+                                                 ("turngym/LongDocVQA-v0", {})])
+def test_every_action_is_a_valid_proposal(models: dict[str, str], env_id: str, kwargs: dict[str, Any]) -> None:
+    env = gym.make(env_id, max_turns=3, **kwargs)
+    traj = rollout(env, make_agent(f"hf:{models['mistral']}", env, mode="score"), seed=0, record_images=False)
+    assert len(traj) > 0 and all(t.info["valid"] for t in traj.turns)
+    for turn in traj.turns:
+        assert turn.action in turn.extras["candidates"]
+        assert len(set(turn.extras["candidates"])) == len(turn.extras["candidates"])
+
+
+def test_max_candidates_keeps_the_first_proposals(models: dict[str, str]) -> None:
+    from turngym.agents.neural import proposer
+
+    env = craft(max_turns=1)
+    obs, info = env.reset(seed=0)
+    agent = make_agent(f"hf:{models['gpt2']}", env, mode="score", max_candidates=3)
+    agent.reset(obs, info, seed=0)
+    agent.act(obs, info)
+    assert agent.last_record["extras"]["candidates"] == proposer(env)(obs, info)[:3]
+
+
+def test_bad_options_fail_in_one_clear_sentence(models: dict[str, str]) -> None:
+    env = craft()
+    spec = f"hf:{models['gpt2']}"
+    with pytest.raises(ValueError, match="reduce must be sum or mean"):
+        make_agent(spec, env, mode="score", reduce="max")
+    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+        make_agent(spec, env, mode="score", temperature=-1)
+    with pytest.raises(ValueError, match="max_candidates must be a whole number >= 1"):
+        make_agent(spec, env, mode="score", max_candidates=0)
+    with pytest.raises(ValueError, match="max_context must be"):
+        make_agent(spec, env, mode="score", max_context=10)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) beam_width for mode=score: use temperature, "
+                                         r"max_context, reduce, max_candidates"):
+        make_agent(spec, env, mode="score", beam_width=4)
+
+
+# --- a real model -----------------------------------------------------------------------------
+
+def smollm2_available() -> bool:
+    spec = MODELS["smollm2"]
+    return (models_dir() / spec.folder / "config.json").exists() or importlib.util.find_spec(spec.package) is not None
+
+
+@pytest.mark.skipif(not smollm2_available(), reason="SmolLM2 is not installed (make install)")
+def test_smollm2_plays_craft_skills_with_valid_actions(one_thread: None) -> None:
+    """SmolLM2-135M-Instruct in score mode: every action of a few Craft skills-mode turns is valid,
+    and each prompt after the first reuses the previous one's cache."""
+    env = craft(max_turns=3)
+    traj = rollout(env, make_agent("hf:smollm2", env, mode="score"), seed=0, record_images=False)
+    assert len(traj) == 3 and all(t.info["valid"] for t in traj.turns)
+    assert all(t.extras["usage"]["cached_tokens"] > 0 for t in traj.turns[1:])
+    assert all(math.isfinite(s) and s < 0 for t in traj.turns for s in t.extras["scores"])
