@@ -22,8 +22,8 @@ reply, so that `make wood_pickaxe` does not win just for being the start of a lo
 Speed: one forward pass over the prompt, where only the tokens after its common prefix with the
 previous turn's prompt go through the model (within an episode the prompts share their head, the
 system message and example, whose keys and values are kept and cropped to that prefix), then ONE
-batched forward over all candidates, right-padded, that reads the prompt's keys and values copied
-along the batch dimension.
+forward over all candidates packed into one row after the prompt, under a tree attention mask,
+reading the prompt's keys and values in place.
 
 `prompt_cache` and `candidate_scores` are the same computation for the trainer (trainers/lm.py),
 with gradients and for many turns at once (left-padded prompts).
@@ -110,37 +110,62 @@ def extend_prompt(model: torch.nn.Module, ids: Sequence[int], previous: tuple[li
 def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: Sequence[Sequence[Sequence[int]]],
                      pad_id: int, reduce: str = "sum") -> list[torch.Tensor]:
     """s(c) for every candidate of every prompt (one tensor of N_b scores per prompt b), in ONE
-    forward pass: the candidates of all prompts are the rows of a batch, right-padded, each row
-    reading its prompt's keys and values (copied along the batch) at the positions after it."""
+    forward pass with the candidates packed: row b holds every candidate of prompt b one after the
+    other, each token at the position it would have right after the prompt, under a tree mask (a
+    token sees its prompt and the earlier tokens of its own candidate). So the prompt's keys and
+    values are read in place, never copied per candidate: a copy per candidate made this pass cost
+    more than the prompt itself at 1,500-token prompts."""
     device = prompts.mask.device
-    owner = torch.tensor([b for b, group in enumerate(candidates) for _ in group], device=device)
-    rows = [list(c) for group in candidates for c in group]
-    width = max(len(c) for c in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, c in enumerate(rows):
-        ids[r, :len(c)] = torch.tensor(c)
-        mask[r, :len(c)] = True
-    ids, mask = ids.to(device), mask.to(device)
-    # The first token's log-prob comes from the prompt's last position; the others from the rows.
-    token_logp = prompts.next_logprobs[owner].gather(1, ids[:, :1])
-    if width > 1:
-        if len(candidates) == 1:  # the agent's one prompt: a view, which the cache's concatenation copies once
-            layers = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
-                      for k, v in prompts.keys_values]
-        else:
-            layers = [(k.index_select(0, owner), v.index_select(0, owner)) for k, v in prompts.keys_values]
-        cache = DynamicCache(ddp_cache_data=layers)
-        attention = torch.cat([prompts.mask[owner], mask[:, :-1].long()], 1)
-        positions = prompts.lengths[owner, None] + torch.arange(width - 1, device=device)
-        logits = model(input_ids=ids[:, :-1], attention_mask=attention, position_ids=positions, cache=cache,
-                       use_cache=True).logits.float()
-        rest = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits, -1)
-        token_logp = torch.cat([token_logp, rest], 1)
-    total = torch.where(mask, token_logp, torch.zeros((), device=device)).sum(1)
-    if reduce == "mean":
-        total = total / mask.sum(1)
-    return list(total.split([len(group) for group in candidates]))
+    batch = len(candidates)
+    # A candidate's first token is scored by the prompt's last position; its other tokens by the
+    # packed inputs, which are each candidate's tokens but its last.
+    first = [torch.tensor([c[0] for c in group], device=device) for group in candidates]
+    token_logp = [prompts.next_logprobs[b, ids] for b, ids in enumerate(first)]
+    width = max(sum(len(c) - 1 for c in group) for group in candidates)
+    if width == 0:
+        rest = [torch.zeros(len(group), device=device) for group in candidates]
+    else:
+        ids = torch.full((batch, width), pad_id, dtype=torch.long)
+        targets = torch.zeros((batch, width), dtype=torch.long)
+        owner = torch.full((batch, width), -1, dtype=torch.long)  # which candidate a packed token is of (-1: pad)
+        offset = torch.zeros((batch, width), dtype=torch.long)  # its position after the prompt
+        for b, group in enumerate(candidates):
+            at = 0
+            for j, c in enumerate(group):
+                n = len(c) - 1
+                ids[b, at:at + n], targets[b, at:at + n] = torch.tensor(c[:-1]), torch.tensor(c[1:])
+                owner[b, at:at + n], offset[b, at:at + n] = j, torch.arange(n)
+                at += n
+        ids, targets, owner, offset = ids.to(device), targets.to(device), owner.to(device), offset.to(device)
+        real = owner >= 0
+        order = torch.arange(width, device=device)
+        own = (owner[:, :, None] == owner[:, None, :]) & (order[None, None, :] <= order[None, :, None]) & real[:, None]
+        seen = torch.cat([prompts.mask.bool()[:, None, :].expand(-1, width, -1), own], 2)  # (B, Q, L+Q)
+        window = getattr(model.config, "sliding_window", None) if getattr(model.config, "use_sliding_window", True) \
+            else None
+        if window:  # a sliding-window model's queries see only the last `window` positions
+            query = prompts.lengths[:, None] + offset
+            key = torch.cat([prompts.mask.cumsum(1) - 1, query], 1)
+            seen &= query[:, :, None] - key[:, None, :] < window
+        seen = seen[:, None]  # (B, 1, Q, L+Q)
+        if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":  # eager and others add a float mask
+            seen = torch.zeros(seen.shape, device=device).masked_fill(~seen, torch.finfo(torch.float32).min)
+        cache = DynamicCache(ddp_cache_data=list(prompts.keys_values))
+        logits = model(input_ids=ids, attention_mask=seen, position_ids=prompts.lengths[:, None] + offset,
+                       cache=cache, use_cache=True).logits.float()
+        packed = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+        rest = []
+        for b, group in enumerate(candidates):
+            sums = torch.zeros(len(group), device=device, dtype=packed.dtype)
+            mask = real[b]
+            rest.append(sums.index_add(0, owner[b][mask], packed[b][mask]))
+    totals = []
+    for b, group in enumerate(candidates):
+        total = token_logp[b] + rest[b]
+        if reduce == "mean":
+            total = total / torch.tensor([len(c) for c in group], device=device, dtype=total.dtype)
+        totals.append(total)
+    return totals
 
 
 def policy_logprobs(scores: torch.Tensor, temperature: float) -> torch.Tensor:

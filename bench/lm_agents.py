@@ -39,7 +39,7 @@ console = Console(width=max(Console().width, 120))  # the table keeps its column
 
 # family -> (env id, gym.make kwargs of its text mode)
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "craft": ("turngym/Craft-v0", {"task": "wood_pickaxe", "action_mode": "skills", "image": False}),
+    "craft": ("turngym/Craft-v0", {"task": "wood_pickaxe", "action_mode": "skills", "image": False, "text_map": False}),
     "webshop": ("turngym/WebShop-v0", {"obs_mode": "text"}),
     "longdoc": ("turngym/LongDocVQA-v0", {"obs_mode": "text"}),
     "hopvqa": ("turngym/HopVQA-v0", {}),  # no text-only mode: the text names the question and the claims

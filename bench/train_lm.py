@@ -33,7 +33,8 @@ from turngym.trajectory import atomic_write_bytes
 
 MODEL = "smollm2"
 TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, train task, env kwargs)
-    "craft-wood-skills": ("turngym/Craft-v0", "wood_pickaxe", {"action_mode": "skills"}),
+    "craft-wood-skills": ("turngym/Craft-v0", "wood_pickaxe",
+                          {"action_mode": "skills", "image": False, "text_map": False}),
     "webshop": ("turngym/WebShop-v0", None, {"catalog": "small"}),
 }
 

@@ -339,3 +339,14 @@ def test_oracle_drinks_and_eats_when_low():
         if world.drink == RULES.raw["vitals"]["max"] and "eat_cow" in world.state()["achievements"]:
             break
     assert not terminated and world.drink == RULES.raw["vitals"]["max"] and world.food > 3
+
+
+def test_text_map_false_leaves_out_only_the_map_and_its_legend():
+    full = CraftEnv(action_mode="skills", image=False)
+    short = CraftEnv(action_mode="skills", image=False, text_map=False)
+    texts = [env.reset(seed=4)[0]["text"].splitlines() for env in (full, short)]
+    for action in ("goto tree", "do", "do"):
+        texts = [t + env.step(action)[0]["text"].splitlines() for t, env in zip(texts, (full, short), strict=True)]
+    kept = [line for line in texts[0] if not line.startswith(("Map (", "Legend: ")) and not set(line) <= set(
+        "".join(full.rules.chars) + "@ ")]
+    assert texts[1] == kept and len(texts[1]) < len(texts[0])
