@@ -70,19 +70,47 @@ def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def prompt_cache(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
                  device: torch.device) -> PromptCache:
-    """One forward pass over `prompts`, left-padded (positions start at 0 at each prompt's first
-    token); only the last position goes through the output layer."""
-    length = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.long)
-    for b, prompt in enumerate(prompts):
-        ids[b, length - len(prompt):] = torch.tensor(prompt)
-        mask[b, length - len(prompt):] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    """One forward pass over `prompts` (positions start at 0 at each prompt's first token); only the
+    last position goes through the output layer. The head every prompt shares (a system message
+    and example, the same on every turn) goes through the model once, its keys and values read by
+    every row; the rest of each prompt follows it, left-padded, so that every prompt ends at the
+    last column. With gradients, the head's are the sum over the rows, as when each row recomputes it."""
+    shared = _shared_head(prompts) if not _sliding_window(model) else 0
     cache = DynamicCache()  # no config: full layers (a sliding window's would drop what later turns reuse)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache,
-                use_cache=True, logits_to_keep=1)
+    if shared:
+        model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), cache=cache, use_cache=True,
+              logits_to_keep=1)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
+                                             for k, v in _layers(cache)])
+    length = max(len(p) for p in prompts) - shared
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), shared + length), dtype=torch.long)
+    mask[:, :shared] = 1
+    for b, prompt in enumerate(prompts):
+        ids[b, length - len(prompt) + shared:] = torch.tensor(prompt[shared:])
+        mask[b, shared + length - len(prompt) + shared:] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1)
     return PromptCache(_layers(cache), mask, mask.sum(1), torch.log_softmax(out.logits[:, -1].float(), -1))
+
+
+def _shared_head(prompts: Sequence[Sequence[int]]) -> int:
+    """The length of the prefix all prompts share, leaving each at least one token of its own."""
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    first, common = prompts[0], 0
+    while common < limit and all(p[common] == first[common] for p in prompts):
+        common += 1
+    return common
+
+
+def _sliding_window(model: torch.nn.Module) -> int | None:
+    """The model's attention window, or None; HF applies a window by cache index, not position."""
+    config = model.config
+    return getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
 
 
 def extend_prompt(model: torch.nn.Module, ids: Sequence[int], previous: tuple[list[int], PromptCache] | None,
@@ -141,8 +169,7 @@ def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: S
         order = torch.arange(width, device=device)
         own = (owner[:, :, None] == owner[:, None, :]) & (order[None, None, :] <= order[None, :, None]) & real[:, None]
         seen = torch.cat([prompts.mask.bool()[:, None, :].expand(-1, width, -1), own], 2)  # (B, Q, L+Q)
-        window = getattr(model.config, "sliding_window", None) if getattr(model.config, "use_sliding_window", True) \
-            else None
+        window = _sliding_window(model)
         if window:  # a sliding-window model's queries see only the last `window` positions
             query = prompts.lengths[:, None] + offset
             key = torch.cat([prompts.mask.cumsum(1) - 1, query], 1)

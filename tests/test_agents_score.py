@@ -78,14 +78,42 @@ def test_cached_scores_equal_a_plain_forward(models: dict[str, str], arch: str) 
     for turn in traj.turns:
         plain = plain_scores(model, turn.prompt_ids, turn.extras["candidate_ids"])
         assert torch.allclose(torch.tensor(turn.extras["scores"]), torch.tensor(plain), atol=1e-4, rtol=0)
-    # The trainer's batch: prompts of different lengths (each turn's without its first 9k tokens), left-padded.
-    prompts = [t.prompt_ids[9 * k:] for k, t in enumerate(traj.turns)]
+    # The trainer's batch: the turns' prompts (their shared head computed once), and prompts of
+    # different lengths with nothing shared (each turn's without its first 9k tokens), left-padded.
     candidates = [t.extras["candidate_ids"] for t in traj.turns]
-    with torch.no_grad():
-        batched = candidate_scores(model, prompt_cache(model, prompts, agent.model.pad_id, agent.model.device),
-                                   candidates, agent.model.pad_id)
-    for prompt, group, scores in zip(prompts, candidates, batched, strict=True):
-        assert torch.allclose(scores, torch.tensor(plain_scores(model, prompt, group)), atol=1e-4, rtol=0)
+    for prompts in ([t.prompt_ids for t in traj.turns], [t.prompt_ids[9 * k:] for k, t in enumerate(traj.turns)]):
+        with torch.no_grad():
+            batched = candidate_scores(model, prompt_cache(model, prompts, agent.model.pad_id, agent.model.device),
+                                       candidates, agent.model.pad_id)
+        for prompt, group, scores in zip(prompts, candidates, batched, strict=True):
+            assert torch.allclose(scores, torch.tensor(plain_scores(model, prompt, group)), atol=1e-4, rtol=0)
+
+
+def test_the_shared_prompt_head_gives_the_same_gradients(models: dict[str, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Computing the head all prompts share once and reading it from every row is exact for the
+    gradients too: the same as every row recomputing its whole prompt."""
+    import turngym.agents.hf_score as hf_score
+
+    env = craft(max_turns=4)
+    agent = make_agent(f"hf:{models['gpt2']}", env, mode="score")
+    traj = rollout(env, agent, seed=1)
+    model, pad = agent.model.model, agent.model.pad_id
+    prompts, candidates = [t.prompt_ids for t in traj.turns], [t.extras["candidate_ids"] for t in traj.turns]
+    assert hf_score._shared_head(prompts) > 10
+
+    def gradients() -> list[torch.Tensor]:
+        model.zero_grad()
+        scores = hf_score.candidate_scores(model, hf_score.prompt_cache(model, prompts, pad, agent.model.device),
+                                           candidates, pad)
+        sum(torch.log_softmax(s, -1)[0] for s in scores).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    shared = gradients()
+    monkeypatch.setattr(hf_score, "_shared_head", lambda prompts: 0)
+    plain = gradients()
+    assert len(shared) == len(plain) > 0
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(shared, plain, strict=True))
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gpt2"])

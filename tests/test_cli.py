@@ -76,9 +76,9 @@ def test_demo_writes_a_report(tmp_path):
     assert code == 0, out
     report_dir = tmp_path / "report"
     assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
-    # the demo is the demo-v0 suite, played as `turngym eval` plays a suite: one results schema
+    # the demo is the demo-v1 suite, played as `turngym eval` plays a suite: one results schema
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["suite"] == "demo-v0"
+    assert results["suite"] == "demo-v1"
     rows = {(r["agent"], r["entry"]): r for r in results["rows"] if not r["task_type"]}
     craft = [r for (agent, entry), r in rows.items() if entry.startswith("craft-") and entry != "craft-diamond-images"]
     assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}
@@ -91,6 +91,12 @@ def test_demo_writes_a_report(tmp_path):
     assert rows["oracle", "longdoc"]["metrics"]["accuracy"] == 1.0 and "f1" in rows["oracle", "longdoc"]["metrics"]
     assert rows["oracle", "hopvqa"]["success_rate"] == 1.0
     assert ("heuristic", "craft-wood_pickaxe") not in rows  # entries name their agents
+    # SmolLM2 in both modes on every family's text mode; scoring the proposed actions is always valid
+    lm = {(agent, entry): r for (agent, entry), r in rows.items() if entry.startswith("lm-")}
+    assert sorted(lm) == sorted((agent, f"lm-{family}") for agent in ("hf:smollm2", "hf:smollm2?mode=score")
+                                for family in ("craft-wood_pickaxe", "webshop", "longdoc", "hopvqa"))
+    assert all(r["episodes"] == 1 and r["errors"] == 0 for r in lm.values())
+    assert all(r["invalid_rate"] == 0 for (agent, _), r in lm.items() if agent.endswith("mode=score"))
     # screenshots of the store and the diamond run's frames are in the episodes, for the viewer
     shots = list((tmp_path / "episodes" / "oracle" / "webshop-browser" / "images").glob("*.png"))
     with Image.open(shots[0]) as shot:
