@@ -1,5 +1,5 @@
 # `make demo` and `make test` install everything on first use (a virtualenv in .venv) and reuse it
-# afterwards; the install step reruns only when pyproject.toml changes.
+# afterwards; the install step reruns only when pyproject.toml or this file changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	# Chromium for WebShopBrowser-v0, from Debian (Playwright's own download is not reachable here)
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=4, help="tasks per update")
     parser.add_argument("--group-size", type=int, default=4, help="rollouts per task")
     parser.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
+    parser.add_argument("--micro-batch-size", type=int, default=4,
+                        help="turns per forward pass (16 WebShop prompts at once took more than 24 GB)")
     parser.add_argument("--test-episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2), help="evaluation processes")
     args = parser.parse_args()
@@ -111,6 +113,7 @@ def main() -> None:
     config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
                            algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
                            group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
+                           micro_batch_size=args.micro_batch_size,
                            max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
                            tensorboard=False)
     train_start = time.perf_counter()
