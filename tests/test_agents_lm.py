@@ -50,18 +50,6 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Torch on one thread while this module runs: models this small only lose by spreading over
-    cores that other test workers share."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def lm(tiny_lm: Path, one_thread: None) -> str:
     return str(tiny_lm)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -23,16 +22,6 @@ from turngym.rollout import rollout
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests build their models: nothing may download
 SKILLS = {"task": "wood_pickaxe", "action_mode": "skills"}
-
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: models this small only lose by spreading over cores that other test
-    workers share, and one thread keeps the float sums, hence the samples, identical."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

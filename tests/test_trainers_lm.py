@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,16 +102,6 @@ if NORTH not in gym.registry:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: models this small only lose by spreading over cores that other test
-    workers share, and one thread keeps the float sums, hence the runs, identical."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
