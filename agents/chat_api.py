@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from turngym.agents.lm import DEFAULT_CONTEXT, Completion, LMAgent, Message, check_flag
+from turngym.agents.lm import DEFAULT_CONTEXT, Completion, LMAgent, Message, check_flag, content_text
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_BACKOFF = 60.0  # seconds: the longest wait between two tries, whatever Retry-After asks
@@ -76,10 +76,11 @@ class OpenAIAgent(LMAgent):
         return self._chat(messages, image, seed, temperature)  # no prefill: see the class docstring
 
     def _chat(self, messages: list[Message], image: np.ndarray | None, seed: int, temperature: float) -> Completion:
-        chat: list[dict[str, Any]] = [dict(m) for m in messages]
+        chat: list[dict[str, Any]] = [{**m, "content": wire_content(m["content"])} for m in messages]
         if image is not None:
-            chat[-1]["content"] = [{"type": "image_url", "image_url": {"url": image_data_url(image)}},
-                                   {"type": "text", "text": chat[-1]["content"]}]
+            last = chat[-1]["content"]
+            chat[-1]["content"] = [image_url_part(image),
+                                   *(last if isinstance(last, list) else [{"type": "text", "text": last}])]
         body: dict[str, Any] = {"model": self.model, "messages": chat, "temperature": temperature,
                                 "top_p": self.top_p, "max_tokens": self.max_new_tokens, "seed": seed}
         if self.logprobs:
@@ -94,7 +95,7 @@ class OpenAIAgent(LMAgent):
         tokens = ((choice.get("logprobs") or {}).get("content") or []) if self.logprobs else []
         usage = {k: int(v) for k, v in (reply.get("usage") or {}).items() if isinstance(v, (int, float))}
         if usage.get("prompt_tokens"):  # calibrate the estimate, with a 10% margin, from what was just counted
-            sent = sum(len(m["content"]) for m in messages)
+            sent = sum(len(content_text(m["content"])) for m in messages)
             self.chars_per_token = min(max(0.9 * sent / usage["prompt_tokens"], 1.0), 6.0)
         return Completion(text, logprobs=[float(t["logprob"]) for t in tokens] or None, usage=usage,
                           finish_reason=choice.get("finish_reason"))
@@ -172,6 +173,19 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 
 
 # ---- the chat wire format shared with turngym.serve.lm_server --------------------------------------
+def wire_content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A message's content as OpenAI's chat format writes it: a string stays one; a list of parts
+    keeps its order, each image an `image_url` part."""
+    if isinstance(content, str):
+        return content
+    return [part if part["type"] == "text" else image_url_part(part["image"]) for part in content]
+
+
+def image_url_part(image: np.ndarray) -> dict[str, Any]:
+    """An `image_url` content part holding `image` as a data URL."""
+    return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
+
+
 def image_data_url(image: np.ndarray) -> str:
     """An RGB image as the base64 PNG `data:` URL of an `image_url` part (lossless)."""
     buf = io.BytesIO()

@@ -33,6 +33,7 @@ from turngym.agents.lm import (
     LMAgent,
     Message,
     action_line_done,
+    content_text,
 )
 from turngym.agents.models import resolve
 
@@ -103,10 +104,14 @@ class HFModel:
 
     def prompt_text(self, messages: list[Message], image: np.ndarray | None = None, prefill: str = "") -> str:
         """The chat template applied to `messages`, ending with the assistant's turn opener (and
-        the `prefill` the reply starts with)."""
+        the `prefill` the reply starts with). `image` opens the last message; a message whose
+        content is a list of parts has its own images where they stand (a text-only model reads
+        only their text)."""
         if not self.vision:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
-        chat = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+            chat = [m if isinstance(m["content"], str) else {**m, "content": content_text(m["content"])}
+                    for m in messages]
+            return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + prefill
+        chat = [{"role": m["role"], "content": _template_parts(m["content"])} for m in messages]
         if image is not None:
             chat[-1]["content"].insert(0, {"type": "image"})
         return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + prefill
@@ -115,9 +120,10 @@ class HFModel:
                prefill: str = "") -> dict[str, torch.Tensor]:
         """Model inputs (token ids, attention mask, pixels) for `messages` and an optional image;
         a text-only prompt ends with exactly the tokens of `prefill` on its own."""
-        if image is not None and self.vision:
+        images = _images_in_order(messages, image) if self.vision else []
+        if images:
             text = self.prompt_text(messages, image, prefill)
-            inputs = self.processor(text=[text], images=[Image.fromarray(image)], return_tensors="pt")
+            inputs = self.processor(text=[text], images=[Image.fromarray(i) for i in images], return_tensors="pt")
         else:
             inputs = self.tokenizer([self.prompt_text(messages)], add_special_tokens=False, return_tensors="pt")
             if prefill:
@@ -227,6 +233,26 @@ class HFModel:
         if shared < cache.get_seq_length():
             cache.crop(shared - cache.get_seq_length())  # negative: tokens to drop from the end
         return cache
+
+
+def _template_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A message's content as the parts a processor's chat template reads (an image as a placeholder)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [{"type": "text", "text": part["text"]} if part["type"] == "text" else {"type": "image"}
+            for part in content]
+
+
+def _images_in_order(messages: list[Message], image: np.ndarray | None) -> list[np.ndarray]:
+    """The prompt's images in the order their placeholders appear: `image` first in the last
+    message, then each message's own image parts."""
+    images = []
+    for k, message in enumerate(messages):
+        if k == len(messages) - 1 and image is not None:
+            images.append(image)
+        if not isinstance(message["content"], str):
+            images += [part["image"] for part in message["content"] if part["type"] == "image"]
+    return images
 
 
 def _croppable(cache: Any) -> bool:

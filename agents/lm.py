@@ -40,7 +40,9 @@ import yaml
 from turngym.agents.base import Agent, register_agent
 from turngym.registry import describe
 
-Message = dict[str, Any]  # {"role": "system" | "user" | "assistant", "content": str}
+# {"role": "system" | "user" | "assistant", "content": str}; a message with several images in its text (GVL's
+# frames) has a list of parts as content instead, in order: `text_part`s and `image_part`s.
+Message = dict[str, Any]
 
 REPLY_FORMAT = "Thought: <one or two sentences of reasoning>\nAction: <exactly one action>"
 CUT_MARKER = "\n[... {n} characters cut to fit the context ...]\n"
@@ -82,6 +84,26 @@ class Exchange:
 
     def summary(self) -> str:
         return f"Turn {self.turn}: {self.action if self.action is not None else '(no action)'} -> {self.outcome}"
+
+
+# --- message content ---------------------------------------------------------------------------
+
+def text_part(text: str) -> dict[str, Any]:
+    """A piece of text in a message whose content is a list of parts."""
+    return {"type": "text", "text": text}
+
+
+def image_part(image: np.ndarray) -> dict[str, Any]:
+    """An RGB image (uint8 HxWx3) in a message whose content is a list of parts, where it stands."""
+    return {"type": "image", "image": image}
+
+
+def content_text(content: str | list[dict[str, Any]]) -> str:
+    """A message's text with its images left out (what a text-only model reads): the text parts
+    joined as they are, since they carry their own spacing."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part["type"] == "text")
 
 
 # --- reply parsing ----------------------------------------------------------------------------
@@ -440,7 +462,9 @@ class LMAgent(Agent):
 
     @abstractmethod
     def complete(self, messages: list[Message], image: np.ndarray | None, seed: int) -> Completion:
-        """The model's reply to `messages`; `image` goes with the last message; `seed` fixes sampling."""
+        """The model's reply to `messages`; `image` goes with the last message; `seed` fixes sampling.
+        A message may carry images of its own where its text puts them (content: a list of
+        `text_part`s and `image_part`s); a text-only model reads only their text."""
 
     def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
                       temperature: float) -> Completion:

@@ -221,5 +221,6 @@ def beam_search(env: gym.Env, prm: ProcessRewardModel, *, beam: int = 4, expand:
     traj.score_parts = jsonable(node.info.get("score_parts", {}))
     traj.terminated, traj.truncated = node.terminated, node.truncated
     traj.final_text = node.obs["text"]
+    traj.final_image = node.obs.get("image") if record_images else None
     traj.meta.update(search="beam", beam=beam, expand=expand, nodes=nodes, prm_score=node.score)
     return traj

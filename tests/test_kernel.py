@@ -40,6 +40,26 @@ def test_jsonl_round_trip_keeps_everything_including_images(tmp_path):
     assert json.loads(path.read_text().splitlines()[0])["turns"][0]["image"].startswith("runs_images/")
 
 
+def test_the_final_observation_image_is_kept_and_round_trips(tmp_path):
+    env = gym.make("turngym/Craft-v0", task="wood_pickaxe", render_mode="rgb_array")
+    traj = rollout(env, make_agent("oracle", env), seed=3, options={"split": "test", "index": 3})
+    # the frame after the last action, which no turn holds (a turn holds the frame it acted on)
+    assert traj.final_image is not None and np.array_equal(traj.final_image, env.render())
+    assert rollout(env, make_agent("oracle", env), seed=3, record_images=False).final_image is None
+
+    path = write_jsonl(tmp_path / "runs.jsonl", [traj])
+    record = json.loads(path.read_text())
+    assert record["final_image"].startswith("runs_images/") and (tmp_path / record["final_image"]).is_file()
+    back = read_jsonl(path)[0]
+    assert back.final_image.dtype == np.uint8 and np.array_equal(back.final_image, traj.final_image)
+    assert next(iter_jsonl(path, load_images=False)).final_image is None
+
+    del record["final_image"]  # a file written before the field existed still loads
+    (tmp_path / "old.jsonl").write_text(json.dumps(record) + "\n")
+    old = read_jsonl(tmp_path / "old.jsonl")[0]
+    assert old.final_image is None and len(old) == len(traj)
+
+
 def test_rollout_records_what_the_agent_saw():
     env = gym.make("turngym/Craft-v0", task="wood_pickaxe")
     traj = rollout(env, make_agent("oracle", env), seed=3, options={"split": "test", "index": 3})

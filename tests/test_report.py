@@ -17,7 +17,8 @@ from turngym import rollout
 from turngym.agents import make_agent
 from turngym.apps import report
 from turngym.envs.webshop.browser import Chromium
-from turngym.trajectory import trajectory_to_json
+from turngym.rewards.voc import episode_voc, voc
+from turngym.trajectory import Trajectory, Turn, trajectory_to_json
 
 ENTRIES = [("craft-wood_pickaxe", "turngym/Craft-v0", {"task": "wood_pickaxe", "max_turns": 12}),
            ("hopvqa", "turngym/HopVQA-v0", {})]
@@ -145,6 +146,50 @@ def test_errors_name_the_fix(runs, tmp_path):
         report.write_report(list(runs))
     with pytest.raises(FileNotFoundError, match="turngym eval"):
         report.write_report([tmp_path])
+
+
+def _valued(values: dict[str, list[float | None]]) -> Trajectory:
+    """An episode whose turn t carries `values[key][t]` in extras[key] (None: no value that turn)."""
+    turns = max((len(v) for v in values.values()), default=1)
+    return Trajectory("turngym/Craft-v0", "t", 0, turns=[
+        Turn(text="", action="noop", info={"valid": True},
+             extras={key: v[t] for key, v in values.items() if t < len(v) and v[t] is not None})
+        for t in range(turns)])
+
+
+def test_voc_column_from_per_turn_values(tmp_path):
+    """Episodes whose turns carry values in extras["prm"] / ["value"] / ["gvl"] (rewards/voc.py's
+    VALUE_KEYS) give the results table a VOC column per key: the mean over the episodes with a
+    defined VOC, how many carry values, how many are NaN; a dash where none do."""
+    episodes = {("scorer", 0): _valued({"prm": [0.1, 0.5, 0.9], "value": [3.0, 2.0, 1.0]}),
+                ("scorer", 1): _valued({"prm": [0.2, 0.1, 0.3, 0.4], "gvl": [0.0, None, 0.4, 0.2]}),
+                ("scorer", 2): _valued({"prm": [0.5, 0.5]}),  # constant: NaN, counted, not averaged
+                ("plain", 0): _valued({})}
+    for (agent, i), traj in episodes.items():
+        traj.meta = {"agent": agent, "entry": "craft", "index": i, "task_type": "wood_pickaxe"}
+        path = tmp_path / "episodes" / agent / "craft" / f"{i:04d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(trajectory_to_json(traj, path.parent / "images")) + "\n")
+    rows = [{"agent": agent, "entry": "craft", "task_type": "", "episodes": n} for agent, n in (("scorer", 3),
+                                                                                             ("plain", 1))]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+
+    second, gvl = 0.8, 0.5  # Spearman of ranks (1, 0, 2, 3) and, the turn without a value left out, (0, 2, 1)
+    assert episode_voc(episodes["scorer", 1], "prm") == pytest.approx(second) == voc([0.2, 0.1, 0.3, 0.4])
+    assert episode_voc(episodes["scorer", 1], "gvl") == pytest.approx(gvl)
+    assert episode_voc(episodes["scorer", 0], "gvl") is None
+    record = json.loads((tmp_path / "episodes" / "scorer" / "craft" / "0001.jsonl").read_text())
+    assert episode_voc(record, "prm") == pytest.approx(second)  # a trajectory file's record reads the same
+
+    index, markdown = report.write_report([tmp_path])
+    text = markdown.read_text()
+    assert "| agent | entry | task type | episodes | success | score ± s.e. | 95% CI | turns | invalid | tokens | " \
+           "errors | VOC · value | VOC · prm | VOC · gvl |" in text
+    assert f"| scorer | craft | all | 3 | — | — ± — | — | — | — | — | — | -1.000 (n=1) | " \
+           f"{(1.0 + second) / 2:.3f} (n=3, 1 NaN) | {gvl:.3f} (n=1) |" in text
+    assert "| plain | craft | all | 1 | — | — ± — | — | — | — | — | — | — | — | — |" in text
+    assert "value-order correlation" in text
+    assert 'data-col="voc-prm"' in index.read_text()
 
 
 def test_long_texts_are_cut():

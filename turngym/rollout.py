@@ -29,7 +29,8 @@ def rollout(env: gym.Env, agent: Actor, *, seed: int | None = None, options: dic
 
     Each Turn holds the observation the agent acted on, its action, the reward and info that came
     back, and what the agent recorded about the turn (`Agent.last_record`: token ids, log-probs,
-    extras). Set `record_images=False` to keep long runs light.
+    extras); the trajectory keeps the observation after the last action too (`final_text`, and
+    `final_image` with images). Set `record_images=False` to keep long runs light.
 
     With `catch=True` an exception raised by the env or the agent ends the episode instead of
     propagating: the turns so far are kept, the outcome is a failure with score 0, and
@@ -75,6 +76,7 @@ def _play(env: gym.Env, agent: Actor, traj: Trajectory, seed: int | None, option
     traj.score_parts = jsonable(info.get("score_parts", {}))
     traj.terminated, traj.truncated = bool(terminated), bool(truncated)
     traj.final_text = obs["text"]
+    traj.final_image = obs.get("image") if record_images else None
 
 
 @cache

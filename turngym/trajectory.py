@@ -2,7 +2,8 @@
 
 On disk a trajectory file is JSONL, one trajectory per line. Images are written as PNG files in a
 folder beside it (`runs.jsonl` -> `runs_images/`), named by content hash so that identical frames
-are stored once and files from several runs never collide; each turn stores the relative path.
+are stored once and files from several runs never collide; each turn stores the relative path,
+and so does the trajectory for its final observation's image (`final_image`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Trajectory:
     terminated: bool = False
     truncated: bool = False
     final_text: str = ""  # the observation after the last action
+    # its image: the frame a turn-by-turn image record lacks, and the last one a progress estimator
+    # (GVL) sees; None when the env has no image or images were not recorded
+    final_image: np.ndarray | None = None
     reset_info: dict[str, Any] = field(default_factory=dict)  # info from reset: the first turn's actions
     meta: dict[str, Any] = field(default_factory=dict)  # agent spec, env kwargs, errors, ...
 
@@ -97,14 +101,21 @@ def images_dir(path: str | os.PathLike) -> Path:
 def trajectory_record(traj: Trajectory, image_folder: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A JSON-ready dict of `traj` whose images are referenced as `image_folder/<hash>.png`, and
     those PNG files' contents by name (for writers that are not where the files go: pool workers)."""
+    images: dict[str, bytes] = {}
+
+    def reference(image: np.ndarray | None) -> str | None:
+        if image is None:
+            return None
+        name, data = png_bytes(image)
+        images[name] = data
+        return f"{image_folder}/{name}"
+
     record = {f.name: getattr(traj, f.name) for f in fields(traj) if f.name != "turns"}
-    turns, images = [], {}
+    record["final_image"] = reference(traj.final_image)
+    turns = []
     for turn in traj.turns:
         row = {f.name: getattr(turn, f.name) for f in fields(turn)}
-        if turn.image is not None:
-            name, data = png_bytes(turn.image)
-            images[name] = data
-            row["image"] = f"{image_folder}/{name}"
+        row["image"] = reference(turn.image)
         turns.append(row)
     record["turns"] = turns
     return jsonable(record), images
@@ -125,14 +136,20 @@ def trajectory_to_json(traj: Trajectory, image_folder: Path) -> dict[str, Any]:
 
 
 def trajectory_from_json(record: dict[str, Any], base: Path, load_images: bool = True) -> Trajectory:
-    """Inverse of `trajectory_to_json`; image paths are resolved against `base`."""
+    """Inverse of `trajectory_to_json`; image paths are resolved against `base`. Records written
+    before `final_image` existed load with it None."""
+
+    def load(image: str | None) -> np.ndarray | None:
+        return _load_png(base / image) if (image and load_images) else None
+
     turns = []
     for row in record.get("turns", []):
         row = dict(row)
         image = row.pop("image", None)
-        turns.append(Turn(**row, image=_load_png(base / image) if (image and load_images) else None))
-    known = {f.name for f in fields(Trajectory)} - {"turns"}
-    return Trajectory(**{k: v for k, v in record.items() if k in known}, turns=turns)
+        turns.append(Turn(**row, image=load(image)))
+    known = {f.name for f in fields(Trajectory)} - {"turns", "final_image"}
+    return Trajectory(**{k: v for k, v in record.items() if k in known}, turns=turns,
+                      final_image=load(record.get("final_image")))
 
 
 def write_jsonl(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> Path:

@@ -7,9 +7,10 @@
 `top_p`, `max_tokens` (or `max_completion_tokens`), `seed`, `logprobs`, `stream` and
 `stream_options`, and answers with `choices[0].message.content`, `finish_reason` and `usage`;
 `GET /v1/models` lists the one model with its `max_model_len`, as vLLM does. Image parts are
-accepted: a vision-language checkpoint sees the request's last image, with the last message
-(base64 `data:` URLs only, decoded by `turngym.agents.chat_api`: the server never downloads); a
-text-only one ignores them. A malformed request gets an OpenAI-style JSON error with status 400.
+accepted: a vision-language checkpoint sees every image where the request puts it, among the
+text of its message (base64 `data:` URLs only, decoded by `turngym.agents.chat_api`: the server
+never downloads); a text-only one ignores them. A message's adjacent text parts join with a
+newline. A malformed request gets an OpenAI-style JSON error with status 400.
 
 With `"stream": true` the answer is server-sent events (`text/event-stream`), as the `openai`
 client expects: `data: {chat.completion.chunk}` events (the role first, then the reply's text cut
@@ -42,7 +43,7 @@ from starlette.routing import Route
 
 from turngym.agents.chat_api import image_from_data_url
 from turngym.agents.hf import HFModel
-from turngym.agents.lm import Completion
+from turngym.agents.lm import Completion, image_part, text_part
 
 ROLES = ("system", "developer", "user", "assistant")
 DEFAULT_MAX_TOKENS = 256
@@ -66,7 +67,7 @@ def make_app(model_path: str | Path, *, name: str | None = None) -> Starlette:
     def generate(request: dict[str, Any]) -> Completion:
         with lock:
             try:
-                return model.generate(request["messages"], request["image"], seed=request["seed"],
+                return model.generate(request["messages"], seed=request["seed"],
                                       temperature=request["temperature"], top_p=request["top_p"],
                                       max_new_tokens=request["max_tokens"])
             except ValueError as exc:  # the prompt does not fit the model's context
@@ -163,13 +164,12 @@ def parse_request(body: Any, *, vision: bool) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list of {role, content} objects", "messages")
-    chat, image = [], None
+    chat = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise BadRequest(f"messages[{i}] needs a role among {', '.join(ROLES)}", "messages")
-        text, found = _content(message.get("content"), i, vision)
-        image = found if found is not None else image
-        chat.append({"role": "system" if message["role"] == "developer" else message["role"], "content": text})
+        chat.append({"role": "system" if message["role"] == "developer" else message["role"],
+                     "content": _content(message.get("content"), i, vision)})
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0:
@@ -185,34 +185,40 @@ def parse_request(body: Any, *, vision: bool) -> dict[str, Any]:
     logprobs = body.get("logprobs", False)
     if not isinstance(logprobs, bool):
         raise BadRequest("logprobs must be true or false", "logprobs")
-    return {"messages": chat, "image": image if vision else None, "temperature": temperature, "top_p": top_p,
+    return {"messages": chat, "temperature": temperature, "top_p": top_p,
             "max_tokens": max_tokens, "seed": seed % 2**63, "logprobs": logprobs, "stream": bool(stream),
             "include_usage": bool((options or {}).get("include_usage"))}
 
 
-def _content(content: Any, index: int, vision: bool) -> tuple[str, np.ndarray | None]:
-    """A message's text and its last image (decoded only for a vision-language model)."""
+def _content(content: Any, index: int, vision: bool) -> str | list[dict[str, Any]]:
+    """A message's content as `HFModel` takes it: its text, or for a vision-language model, its
+    text and decoded images as a list of parts in the order sent (adjacent texts joined by a newline)."""
     if isinstance(content, str):
-        return content, None
+        return content
     if not isinstance(content, list):
         raise BadRequest(f"messages[{index}].content must be a string or a list of parts", "messages")
-    texts, image = [], None
+    parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+            if parts and parts[-1]["type"] == "text":
+                parts[-1] = text_part(parts[-1]["text"] + "\n" + part["text"])
+            else:
+                parts.append(text_part(part["text"]))
         elif kind == "image_url":
             url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else None
             if not isinstance(url, str):
                 raise BadRequest(f"messages[{index}] has an image_url part without a url", "messages")
             if vision:
                 try:
-                    image = image_from_data_url(url)
+                    parts.append(image_part(image_from_data_url(url)))
                 except ValueError as exc:
                     raise BadRequest(f"messages[{index}]: {exc}", "messages") from None
         else:
             raise BadRequest(f"messages[{index}] has a part that is neither text nor image_url", "messages")
-    return "\n".join(texts), image
+    if any(part["type"] == "image" for part in parts):
+        return parts
+    return "".join(part["text"] for part in parts)  # text only: one string, as a text-only chat template expects
 
 
 def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:

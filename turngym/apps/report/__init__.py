@@ -56,7 +56,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> tuple[Path, P
     out.mkdir(parents=True, exist_ok=True)
     episodes = write_episodes(runs, out)
     plots = write_plots(runs, episodes, out / "plots")
-    tables = [overall_table(runs), summary_table(runs), *(results_table(run) for run in runs)]
+    tables = [overall_table(runs), summary_table(runs), *(results_table(run, episodes) for run in runs)]
     parts, training, analysis = parts_tables(runs), training_table(runs), analysis_table(runs)
     infos = [run_info(run, episodes) for run in runs]
     assets = resources.files("turngym.assets").joinpath("report")
@@ -87,6 +87,10 @@ def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table],
               "## Success · mean score by entry and task type", "", *summary.markdown()]
     for run, table in zip(runs, details, strict=True):
         lines += ["", f"## Results: {run.label}", "", *table.markdown()]
+    if any(col.startswith("voc-") for table in details for col, _ in table.columns):
+        lines += ["", "VOC · *key*: the value-order correlation (Spearman's, of an episode's per-turn values "
+                  "`extras[key]` with time; turngym.rewards.voc), mean over the episodes that carry such values; "
+                  "n counts them, NaN those whose values cannot be ordered (constant, or fewer than two)."]
     if parts:
         lines += ["", "## Score parts by entry (mean over episodes)"]
         for entry, table in parts:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from turngym.apps.report.runs import Run
+from turngym.rewards.voc import VALUE_KEYS
 
 DASH = "—"
 
@@ -80,14 +81,41 @@ def _sorted_rows(run: Run) -> list[dict[str, Any]]:
                                        agents.index(r["agent"])))
 
 
-def results_table(run: Run) -> Table:
-    """Every row of a run's results.json: agent x entry x task type."""
-    rows = [TableRow([r["agent"], r["entry"], r["task_type"] or "all"], [cell(r) for _, _, cell in COLUMNS],
+def voc_cell(vocs: list[float | None]) -> str:
+    """The VOC of a row's episodes that carry values of one kind: the mean over those with a
+    defined VOC, and how many there are (and how many had none: constant values, or under two)."""
+    if not vocs:
+        return DASH
+    defined = [v for v in vocs if v is not None]
+    nan = f", {len(vocs) - len(defined)} NaN" if len(defined) < len(vocs) else ""
+    mean = sum(defined) / len(defined) if defined else None
+    return f"{_number(mean, '.3f')} (n={len(vocs)}{nan})"
+
+
+def voc_columns(run: Run, episodes: list[dict[str, Any]]) -> list[tuple[str, str, Callable[[dict[str, Any]], str]]]:
+    """One VOC column per kind of per-turn value (`VALUE_KEYS`) that some episode of the run
+    carries (`viewer.episode_vocs`); none when no episode has values."""
+    mine = [e for e in episodes if e["run"] == run.label]
+    keys = [key for key in VALUE_KEYS if any(key in e.get("voc", {}) for e in mine)]
+
+    def cell(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: voc_cell([e["voc"][key] for e in mine if key in e.get("voc", {})
+                                   and e["agent"] == r["agent"] and e["entry"] == r["entry"]
+                                   and r["task_type"] in ("", e["task_type"])])
+
+    return [(f"voc-{key}", f"VOC · {key}", cell(key)) for key in keys]
+
+
+def results_table(run: Run, episodes: list[dict[str, Any]] | None = None) -> Table:
+    """Every row of a run's results.json: agent x entry x task type; with the run's `episodes`
+    (`viewer.write_episodes`), a VOC column per kind of per-turn value they carry."""
+    columns = COLUMNS + voc_columns(run, episodes or [])
+    rows = [TableRow([r["agent"], r["entry"], r["task_type"] or "all"], [cell(r) for _, _, cell in columns],
                      {"run": run.label, "agent": r["agent"], "entry": r["entry"], "task-type": r["task_type"]},
                      sub=bool(r["task_type"]), errors=bool(r.get("errors")))
             for r in _sorted_rows(run)]
     return Table(f"results-{_slug(run.label)}", ["agent", "entry", "task type"],
-                 [("", [(key, title) for key, title, _ in COLUMNS])], rows, links=True)
+                 [("", [(key, title) for key, title, _ in columns])], rows, links=True)
 
 
 def summary_table(runs: list[Run]) -> Table:

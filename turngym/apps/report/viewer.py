@@ -8,12 +8,14 @@ thousands of long episodes still opens at once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from turngym.apps.report.runs import Run
+from turngym.rewards.voc import VALUE_KEYS, episode_voc
 from turngym.trajectory import atomic_write_bytes
 
 TEXT_CAP = 20_000  # characters kept of one text (an observation, a traceback) in the viewer
@@ -88,10 +90,22 @@ def _error_line(error: dict[str, Any] | None) -> str | None:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}".splitlines()[0]
 
 
+def episode_vocs(record: dict[str, Any]) -> dict[str, float | None]:
+    """VOC of each kind of per-turn value the episode carries (`turngym.rewards.voc.VALUE_KEYS`),
+    None where it is NaN (JSON has no NaN); kinds it does not carry are absent."""
+    out = {}
+    for key in VALUE_KEYS:
+        value = episode_voc(record, key)
+        if value is not None:
+            out[key] = None if math.isnan(value) else value
+    return out
+
+
 def write_episodes(runs: list[Run], out: Path) -> list[dict[str, Any]]:
     """Write the viewer's data: `data/episodes/<id>.js` (one episode each, loaded on demand through
     a script tag, the one way to load local data from file://) and `data/index.js` (the list the
-    viewer picks from); returns that list, one summary per episode, in run, agent, entry, index order."""
+    viewer picks from); returns that list, one summary per episode, in run, agent, entry, index order,
+    with the VOC of its per-turn values (`episode_vocs`) for the tables."""
     listing = []
     for run in runs:
         for file in run.files:
@@ -105,7 +119,8 @@ def write_episodes(runs: list[Run], out: Path) -> list[dict[str, Any]]:
                                 "entry": meta.get("entry", file.parent.name), "index": meta.get("index", file.stem),
                                 "task_id": record.get("task_id", ""), "task_type": meta.get("task_type", ""),
                                 "success": bool(record.get("success")), "score": float(record.get("score") or 0.0),
-                                "turns": len(record.get("turns", [])), "error": _error_line(meta.get("error"))})
+                                "turns": len(record.get("turns", [])), "error": _error_line(meta.get("error")),
+                                "voc": episode_vocs(record)})
                 view = _episode_view(record, file, out / "images")
                 atomic_write_bytes(out / "data" / "episodes" / f"{number}.js",
                                    f"turngymEpisode({number}, {js(view)});\n".encode())
