@@ -96,6 +96,16 @@ def prompt_cache(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_i
     return PromptCache(_layers(cache), mask, mask.sum(1), torch.log_softmax(out.logits[:, -1].float(), -1))
 
 
+@torch.no_grad()
+def detached_prompt_cache(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
+                          device: torch.device) -> tuple[PromptCache, list[int]]:
+    """`prompt_cache` of the prompts without their last token, computed without gradients, and those
+    last tokens (`candidate_scores`'s `lead`). The scores are the same; their gradients flow only
+    through the candidates' tokens and each prompt's last one, not back into the prompt's keys and
+    values: a truncated gradient that spares the trainer the backward pass over every prompt."""
+    return prompt_cache(model, [p[:-1] for p in prompts], pad_id, device), [int(p[-1]) for p in prompts]
+
+
 def _shared_head(prompts: Sequence[Sequence[int]]) -> int:
     """The length of the prefix all prompts share, leaving each at least one token of its own."""
     if len(prompts) < 2:
@@ -136,20 +146,28 @@ def extend_prompt(model: torch.nn.Module, ids: Sequence[int], previous: tuple[li
 
 
 def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: Sequence[Sequence[Sequence[int]]],
-                     pad_id: int, reduce: str = "sum") -> list[torch.Tensor]:
+                     pad_id: int, reduce: str = "sum", lead: Sequence[int] | None = None) -> list[torch.Tensor]:
     """s(c) for every candidate of every prompt (one tensor of N_b scores per prompt b), in ONE
     forward pass with the candidates packed: row b holds every candidate of prompt b one after the
     other, each token at the position it would have right after the prompt, under a tree mask (a
     token sees its prompt and the earlier tokens of its own candidate). So the prompt's keys and
     values are read in place, never copied per candidate: a copy per candidate made this pass cost
-    more than the prompt itself at 1,500-token prompts."""
+    more than the prompt itself at 1,500-token prompts.
+
+    `lead`: the last token of each prompt, when `prompts` holds the prompts without it
+    (`detached_prompt_cache`); it then goes through this pass in front of every candidate, so that
+    a candidate's first token is scored here too, with gradients."""
     device = prompts.mask.device
     batch = len(candidates)
-    # A candidate's first token is scored by the prompt's last position; its other tokens by the
-    # packed inputs, which are each candidate's tokens but its last.
-    first = [torch.tensor([c[0] for c in group], device=device) for group in candidates]
-    token_logp = [prompts.next_logprobs[b, ids] for b, ids in enumerate(first)]
-    width = max(sum(len(c) - 1 for c in group) for group in candidates)
+    if lead is not None:  # score [lead] + c from its second token on: the same s(c)
+        scored = [[[int(lead[b]), *c] for c in group] for b, group in enumerate(candidates)]
+        token_logp = [torch.zeros(len(group), device=device) for group in candidates]
+    else:  # a candidate's first token is scored by the prompt's last position
+        scored = candidates
+        first = [torch.tensor([c[0] for c in group], device=device) for group in candidates]
+        token_logp = [prompts.next_logprobs[b, ids] for b, ids in enumerate(first)]
+    # the packed inputs: each scored sequence but its last token, predicting the next
+    width = max(sum(len(c) - 1 for c in group) for group in scored)
     if width == 0:
         rest = [torch.zeros(len(group), device=device) for group in candidates]
     else:
@@ -157,7 +175,7 @@ def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: S
         targets = torch.zeros((batch, width), dtype=torch.long)
         owner = torch.full((batch, width), -1, dtype=torch.long)  # which candidate a packed token is of (-1: pad)
         offset = torch.zeros((batch, width), dtype=torch.long)  # its position after the prompt
-        for b, group in enumerate(candidates):
+        for b, group in enumerate(scored):
             at = 0
             for j, c in enumerate(group):
                 n = len(c) - 1

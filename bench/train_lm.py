@@ -13,8 +13,11 @@ PPO on its `Thought: ... Action: ...` replies), evaluate the trained model on th
      "after": {...}, "env_steps", "seconds", "train_seconds", "updates"}
 
 plus `OUT/curve.png` (training success and score against env steps). Both evaluations sample at
-the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached in
-OUT (before.json, the run folder's checkpoint, after.json), so a rerun resumes where it stopped.
+the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached (the
+run folder's checkpoint and OUT/after.json; "before" depends only on the task, the mode and the
+test episodes, so runs in one parent folder share it: PARENT/before-TASK-MODE-N.json), so a rerun
+resumes where it stopped. Score mode trains with the gradient truncated at the prompt by default
+(`--prompt-grad` for the exact one: about 2x the time and 2.5x the memory on WebShop prompts).
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ def cached(path: Path, compute: Any) -> dict[str, Any]:
     return value
 
 
+def before_after(title: str, before: dict[str, Any], after: dict[str, Any]) -> Table:
+    """The before/after table of a run's two evaluations."""
+    table = Table(title=title)
+    for column in ("", "test success", "test score", "valid actions"):
+        table.add_column(column, justify="right")
+    for label, result in (("before", before), ("after", after)):
+        table.add_row(label, f"{result['test_success']:.1%}", f"{result['test_score']:.3f}",
+                      f"{result['valid_rate']:.1%}")
+    return table
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -87,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--mode", choices=("score", "generate"), default="score")
-    parser.add_argument("--algo", default="grpo", help="an estimator that needs no critic: grpo, spo, rloo, ...")
+    parser.add_argument("--algo", default="grpo", help="grpo, spo, rloo, prm (a PRM fitted on the turns), ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--updates", type=int, default=12, help="training updates")
@@ -98,6 +112,9 @@ def main() -> None:
                         help="turns per forward pass (16 WebShop prompts at once took more than 24 GB)")
     parser.add_argument("--test-episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2), help="evaluation processes")
+    parser.add_argument("--prompt-grad", action="store_true",
+                        help="score mode: the exact gradient, through the prompt's keys and values too")
+    parser.add_argument("--ray", default=None, help="collect training rollouts on Ray workers: local, auto, ADDRESS")
     args = parser.parse_args()
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +122,7 @@ def main() -> None:
     from turngym.trainers.lm import train_lm
 
     start = time.perf_counter()
-    before = cached(args.out / "before.json",
+    before = cached(args.out.parent / f"before-{args.task}-{args.mode}-{args.test_episodes}.json",
                     lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers))
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
@@ -113,7 +130,7 @@ def main() -> None:
     config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
                            algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
                            group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
-                           micro_batch_size=args.micro_batch_size,
+                           micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad, ray=args.ray,
                            max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
                            tensorboard=False)
     train_start = time.perf_counter()
@@ -127,14 +144,8 @@ def main() -> None:
                "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
     atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
     plot(rows, args.out / "curve.png", f"SmolLM2-135M {args.task}, {args.mode} mode, {args.algo}, seed {args.seed}")
-    table = Table(title=f"SmolLM2-135M-Instruct + LoRA, {args.task}, {args.mode} mode, {args.algo}: "
-                        f"{args.test_episodes} frozen test tasks")
-    for column in ("", "test success", "test score", "valid actions"):
-        table.add_column(column, justify="right")
-    for label, result in (("before", before), ("after", after)):
-        table.add_row(label, f"{result['test_success']:.1%}", f"{result['test_score']:.3f}",
-                      f"{result['valid_rate']:.1%}")
-    console.print(table)
+    console.print(before_after(f"SmolLM2-135M-Instruct + LoRA, {args.task}, {args.mode} mode, {args.algo}: "
+                               f"{args.test_episodes} frozen test tasks", before, after))
     console.print(f"{results['env_steps']:,} env steps, {results['seconds'] / 60:.1f} minutes "
                   f"({train_seconds / 60:.1f} training); results in {args.out / 'results.json'}")
 

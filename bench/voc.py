@@ -10,15 +10,22 @@ oracle plays test tasks of Craft (wood_pickaxe, stone_pickaxe) and of WebShop in
     prm                 M(s_t, a_t) of a PRM trained by `turngym train --algo prm` (trainers/ppo.py)
     critic              V(s_t) of the value head of a policy trained by `--algo gae`: the prm run's
                         own head is never fitted (its value loss is only on for gae and evpo)
+    spa                 SPA-RL's progress: sum_{k<=t} c(s_k, a_k), the contributions of the progress
+                        estimator trained by `--algo spa` (its spa.pt; trainers/credit.py)
+    oprl                OPRL's cumulative step rewards: sum_{k<=t} beta log(pi_phi(a_k|s_k) / pi(a_k|s_k)),
+                        pi_phi the implicit PRM trained by `--algo oprl` (oprl.pt), pi that run's policy
     gvl                 GVL's progress estimate from the frames (turngym.rewards.gvl.GVLScorer) with
                         the VLM of --gvl SPEC or TURNGYM_GVL_AGENT; skipped when none is given
     shuffled progress   control: each episode's progress values in a random order
+    spa / oprl shuffled control: the same per-turn contributions or step rewards, summed in a random
+                        order; a running sum of mostly positive numbers rises with time whatever it
+                        ranks, so spa and oprl rank progress only as far as they beat their control
     noise               control: i.i.d. uniform values, the floor for episodes of that length
 
 The trained runs are small (a minute or two of CPU) and cached under OUT/train; a rerun only plays
 and scores. Writes OUT/results.json (every episode's VOC) and prints the table.
 
-    .venv/bin/python bench/voc.py                      # about 3 min on 2 cores (cached runs: 30 s)
+    .venv/bin/python bench/voc.py                      # about 6 min on 2 cores (cached runs: 30 s)
     .venv/bin/python bench/voc.py --quick              # 5 episodes, smaller training budgets
     .venv/bin/python bench/voc.py --gvl hf:PATH        # with GVL (or TURNGYM_GVL_AGENT=hf:PATH)
 """
@@ -45,7 +52,7 @@ from turngym.agents import make_agent
 from turngym.agents.neural import load_saved
 from turngym.agents.symbolic import OBS_KEYS, SymbolicPolicy
 from turngym.envs.craft.rules import load_rules
-from turngym.rewards.prm import ProcessRewardModel
+from turngym.rewards.prm import ImplicitPRM, ProcessRewardModel
 from turngym.rewards.voc import episode_voc
 from turngym.rollout import rollout
 from turngym.trajectory import Trajectory, atomic_write_bytes
@@ -76,7 +83,7 @@ class Recorder:
         return action
 
 
-# ---- training the PRM and the critic --------------------------------------------------------------
+# ---- training the PRM, the critic and the credit models -------------------------------------------
 def trained(task: str, algo: str, steps: int, out: Path, console: Console) -> Path:
     """The folder of a finished `algo` run on Craft `task` (trained now unless cached), with its
     done.json: seconds, env steps, training success (and the PRM's explained variance)."""
@@ -94,7 +101,7 @@ def trained(task: str, algo: str, steps: int, out: Path, console: Console) -> Pa
         rows = train(config, progress=False)
     seconds = time.perf_counter() - start
     summary = {"seconds": round(seconds, 1), "success": rows[-1]["success"], "env_steps": rows[-1]["env_steps"],
-               **{k: rows[-1][k] for k in ("prm_ev",) if k in rows[-1]}}
+               **{k: rows[-1][k] for k in ("prm_ev", "spa_mse", "oprl_acc") if k in rows[-1]}}
     atomic_write_bytes(folder / "done.json", json.dumps(summary).encode())
     console.print(f"  trained {algo} on {task}: training success {summary['success']:.0%} ({seconds:.0f} s)")
     return folder
@@ -141,6 +148,15 @@ def gvl_scorer(spec: str | None, max_frames: int, console: Console) -> Callable[
 
 
 # ---- playing and scoring ------------------------------------------------------------------------
+def running_sums(traj: Trajectory, rng: np.random.Generator, step: str, name: str) -> None:
+    """Each turn's `extras[name]`: the sum of the per-turn values `extras[step]` up to it; and
+    `extras[name + " shuffled"]`: the same values summed in a random order (the control)."""
+    values = np.array([t.extras.pop(step) for t in traj.turns])
+    for key, order in ((name, values), (f"{name} shuffled", rng.permutation(values))):
+        for turn, total in zip(traj.turns, np.cumsum(order), strict=True):
+            turn.extras[key] = float(total)
+
+
 def controls(traj: Trajectory, rng: np.random.Generator, shuffle: str | None) -> None:
     """Add the controls to each turn's extras: uniform noise and, where given, `shuffle`'s values
     permuted within the episode."""
@@ -162,17 +178,25 @@ def craft(task: str, args: argparse.Namespace, gvl: Callable[[Trajectory], float
           console: Console) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Per source, the VOC of each oracle episode of Craft `task`; and the training runs' summaries."""
     budget = TASKS[task][2 if args.quick else 1]
-    prm_run = trained(task, "prm", budget, args.out, console)
-    critic_run = trained(task, "gae", budget, args.out, console)
+    runs = {algo: trained(task, algo, budget, args.out, console) for algo in ("prm", "gae", "spa", "oprl")}
     env = gym.make(CRAFT, task=task, symbolic=True, image=gvl is not None)
-    prm = ProcessRewardModel.load(prm_run / "prm.pt", env)
+    prm = ProcessRewardModel.load(runs["prm"] / "prm.pt", env)
+    spa = ProcessRewardModel.load(runs["spa"] / "spa.pt", env)  # M(s, a) = the contribution c(s, a)
+    oprl = ImplicitPRM.load(runs["oprl"] / "oprl.pt", runs["oprl"] / "policy.pt", env)
     probes = {"progress": progress(env), "prm": lambda obs, info, action: float(prm.scores(obs, info, [action])[0]),
-              "critic": critic(critic_run / "policy.pt")}
+              "critic": critic(runs["gae"] / "policy.pt"),
+              "spa step": lambda obs, info, action: float(spa.scores(obs, info, [action])[0]),
+              "oprl step": oprl.reward}
     with console.status(f"the oracle on {args.episodes} Craft {task} test tasks..."):
         trajs = play(env, probes, args.episodes, images=gvl is not None)
     env.close()
-    runs = {algo: json.loads((run / "done.json").read_text()) for algo, run in (("prm", prm_run), ("gae", critic_run))}
-    return score(trajs, [*probes, "shuffled progress"], gvl, "progress", console), runs
+    rng = np.random.default_rng(1)
+    for traj in trajs:
+        running_sums(traj, rng, "spa step", "spa")
+        running_sums(traj, rng, "oprl step", "oprl")
+    keys = ["progress", "prm", "critic", "spa", "oprl", "shuffled progress", "spa shuffled", "oprl shuffled"]
+    return score(trajs, keys, gvl, "progress", console), {algo: json.loads((run / "done.json").read_text())
+                                                           for algo, run in runs.items()}
 
 
 def webshop(args: argparse.Namespace, gvl: Callable[[Trajectory], float] | None,

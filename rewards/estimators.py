@@ -6,7 +6,9 @@ Every estimator is a function `(rollouts: Rollouts, **options) -> Advantages`, r
 A batch holds G rollouts of each task (same task id and seed: a *group*). R_i is trajectory i's
 return (the sum of its turn rewards; for turngym's sparse envs the outcome). Estimators that need
 a learned critic read `rollouts.values` (V(s_t) for every turn, plus V after the last turn, 0 when
-the episode terminated); the PRM estimator reads `rollouts.prm` (M(s_t, a_t) for every turn).
+the episode terminated); the PRM estimator reads `rollouts.prm` (M(s_t, a_t) for every turn); SPA
+and OPRL read `rollouts.step_rewards` (a model's reward for every turn, fitted on the same batch:
+trainers/credit.py).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ class Rollouts:
 
     `groups[i]` is trajectory i's group id (same task and seed). `values[i]` has len(traj_i) + 1
     entries: V(s_0..s_{T-1}) and the bootstrap V(s_T) (0 if the episode terminated). `prm[i]` has
-    len(traj_i) entries: M(s_t, a_t)."""
+    len(traj_i) entries: M(s_t, a_t). `step_rewards[i]` has len(traj_i) entries: a learned reward
+    of each turn (SPA's contributions c_t, OPRL's implicit step rewards)."""
 
     trajectories: Sequence[Trajectory]
     groups: Sequence[int]
     values: Sequence[np.ndarray] | None = None
     prm: Sequence[np.ndarray] | None = None
+    step_rewards: Sequence[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if len(self.groups) != len(self.trajectories):
@@ -153,9 +157,17 @@ def gae(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95) -> Advant
     """GAE (Schulman et al. 2016) over turns: delta_t = r_t + gamma V(s_{t+1}) - V(s_t),
     A_t = sum_l (gamma lambda)^l delta_{t+l}; critic targets A_t + V(s_t) (the lambda-returns).
     `values[i][T]` bootstraps a truncated episode (0 after termination)."""
+    return gae_over([rollouts.rewards(i) for i in range(len(rollouts.trajectories))], rollouts.values,
+                    gamma=gamma, lam=lam)
+
+
+def gae_over(rewards: Sequence[np.ndarray], values: Sequence[np.ndarray], *, gamma: float,
+             lam: float) -> Advantages:
+    """GAE's advantages and lambda-returns of per-turn `rewards` (the env's or a model's) under
+    the critic's `values` (len(rewards[i]) + 1 entries each)."""
     advantages, returns = [], []
-    for i, values in enumerate(rollouts.values):
-        v, r = np.asarray(values, np.float64), rollouts.rewards(i)
+    for r_i, v_i in zip(rewards, values, strict=True):
+        v, r = np.asarray(v_i, np.float64), np.asarray(r_i, np.float64)
         delta = r + gamma * v[1:] - v[:-1]
         a = lambda_sum(delta, gamma * lam)
         advantages.append(a)
@@ -337,3 +349,52 @@ def prm(rollouts: Rollouts, *, gamma: float = 1.0, lam: float = 0.95) -> Advanta
         advantages.append(a)
         targets.append(q)
     return Advantages(advantages, targets)
+
+
+# ---- learned step rewards (trainers/credit.py fits the models) ------------------------------
+def grounded(trajectory: Trajectory) -> np.ndarray:
+    """SPA's grounding indicator per turn (1.0 or 0.0): the action was valid (`turn.info["valid"]`,
+    from the step's info; assumed where not recorded) and had an effect, i.e. the next turn acted in
+    another state (`state_key`); the last action ended the episode, which counts as an effect."""
+    turns = trajectory.turns
+    keys = [state_key(turn) for turn in turns]
+    return np.array([bool(turn.info.get("valid", True)) and (t == len(turns) - 1 or keys[t + 1] != keys[t])
+                     for t, turn in enumerate(turns)], dtype=np.float64)
+
+
+@register_estimator("spa", needs=("step_rewards", "values"))
+def spa(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95, grounding: float = 0.0) -> Advantages:
+    """SPA-RL, stepwise progress attribution (Wang et al. 2025): the outcome redistributed over the
+    turns by a progress estimator, then PPO's GAE on the redistributed rewards, as SPA-RL trains.
+
+    `rollouts.step_rewards[i]` holds the estimator's contributions c_t, fitted so that an episode's
+    add up to its outcome, L = (R - sum_t c_t)^2 (trainers/credit.py). Each turn's reward is
+        r_t = c_t + g_t,   g_t = `grounding` if the action was valid and had an effect (`grounded`), else 0,
+    and A_t = sum_l (gamma lambda)^l delta_{t+l}, delta_t = r_t + gamma V(s_{t+1}) - V(s_t), the
+    critic's targets being the lambda-returns of r (`gae_over`). The paper's bonus is 0.5, for LLMs
+    that often name actions the env cannot execute; turngym's small policies choose among the env's
+    own candidates, so the bonus would be nearly the same on every turn: a reward for long episodes,
+    which teaches a task that ends at success not to end. It is 0 unless asked for."""
+    rewards = [np.asarray(c, np.float64) + grounding * grounded(t)
+               for c, t in zip(rollouts.step_rewards, rollouts.trajectories, strict=True)]
+    return gae_over(rewards, rollouts.values, gamma=gamma, lam=lam)
+
+
+@register_estimator("oprl", needs=("step_rewards",))
+def oprl(rollouts: Rollouts, *, weight: float = 1.0, eps: float = EPS) -> Advantages:
+    """OPRL, online process reward learning (iStar, Liu et al. 2025): A_t = A^E(i) + w A^S(t).
+
+    `rollouts.step_rewards[i]` holds the implicit PRM's step rewards
+    r_t = beta log(pi_phi(a_t|s_t) / pi_old(a_t|s_t)), pi_phi fitted on the same batch with a
+    trajectory-level DPO objective (trainers/credit.py). Episode level: A^E(i) = (R_i - mean_g R) /
+    (std_g R + eps), as GRPO. Step level: A^S(t) = (r_t - mean_g r) / (std_g r + eps) over every
+    turn of every rollout of trajectory i's group g (std with ddof=0), so both terms have one
+    scale. Since sum_t r_t = beta log(pi_phi(tau) / pi_old(tau)), the episode's DPO reward, the
+    step rewards act as potential-based shaping of it (the paper's argument)."""
+    episode = grpo(rollouts, eps=eps).advantages
+    step = [np.zeros(len(t.turns)) for t in rollouts.trajectories]
+    for members in group_members(rollouts.groups).values():
+        r = np.concatenate([np.asarray(rollouts.step_rewards[i], np.float64) for i in members])
+        for i in members:
+            step[i] = (np.asarray(rollouts.step_rewards[i], np.float64) - r.mean()) / (r.std() + eps)
+    return Advantages([e + weight * s for e, s in zip(episode, step, strict=True)])

@@ -10,6 +10,11 @@ The PRM trained by `turngym.trainers.prm.PRMTrainer` (`turngym train --algo prm`
 M estimates the return to come after taking a in s, so V(s) = max_a M(s, a) over the env's
 candidate actions A(s) is the PRM's value of a state (0 where A(s) is empty).
 
+The same reading serves the credit models that `turngym train` fits beside a policy
+(trainers/credit.py): SPA's progress estimator (`--algo spa`, OUT/spa.pt) loads as a
+ProcessRewardModel whose M(s, a) is the contribution c(s, a); OPRL's implicit PRM (`--algo oprl`,
+OUT/oprl.pt) is a policy, read by `ImplicitPRM` against the run's policy.pt.
+
 Search with a PRM never looks at outcomes: `best_of_n` samples n episodes and keeps the one
 whose PRM scores are best; `beam_search` expands the actions M ranks highest, step by step.
 """
@@ -84,6 +89,15 @@ class ProcessRewardModel:
         logits, _ = self.network(self.network.encode([obs], [actions]))
         return logits[0, :len(actions)].double().numpy()
 
+    def log_prob(self, obs: dict[str, Any], info: dict[str, Any], action: str) -> float:
+        """log pi(a|s) of the network read as a policy: the log-softmax of M over the candidates A(s)."""
+        candidates = self.candidates(obs, info)
+        if action not in candidates:
+            raise ValueError(f"{action!r} is not among this state's candidate actions, so it has no log-prob")
+        scores = self.scores(obs, info, candidates)
+        top = scores.max()
+        return float(scores[candidates.index(action)] - top - np.log(np.exp(scores - top).sum()))
+
     def candidates(self, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
         """A(s): the env's candidate actions (`proposer(env)`; Craft: info["actions"])."""
         return list(self.propose(obs, info))
@@ -92,6 +106,27 @@ class ProcessRewardModel:
         """V(s) = max_{a in A(s)} M(s, a), and 0 where A(s) is empty."""
         scores = self.scores(obs, info, self.candidates(obs, info))
         return float(scores.max()) if len(scores) else 0.0
+
+
+class ImplicitPRM:
+    """OPRL's implicit PRM at inference: the step reward r(s, a) = beta (log pi_phi(a|s) -
+    log pi_ref(a|s)) of the policy `phi` fitted by trajectory-level DPO against `ref`, the policy
+    it was fitted against (trainers/credit.py)."""
+
+    def __init__(self, phi: ProcessRewardModel, ref: ProcessRewardModel, beta: float) -> None:
+        self.phi, self.ref, self.beta = phi, ref, float(beta)
+
+    @classmethod
+    def load(cls, path: str | Path, reference: str | Path, env: gym.Env) -> ImplicitPRM:
+        """The implicit PRM saved at `path` (OUT/oprl.pt, its beta in the meta) against the policy
+        saved at `reference` (OUT/policy.pt of the same run: the last policy it was fitted against)."""
+        phi = ProcessRewardModel.load(path, env)
+        if "oprl_beta" not in phi.meta:
+            raise ValueError(f"{path} is not an implicit PRM: train one with `turngym train --algo oprl`")
+        return cls(phi, ProcessRewardModel.load(reference, env), phi.meta["oprl_beta"])
+
+    def reward(self, obs: dict[str, Any], info: dict[str, Any], action: str) -> float:
+        return self.beta * (self.phi.log_prob(obs, info, action) - self.ref.log_prob(obs, info, action))
 
 
 def reduce_scores(scores: list[float] | np.ndarray, reduce: str = "last") -> float:

@@ -74,3 +74,23 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class StopRun(Exception):
+    """Raised by `stop_after_saves`: a training run cut short right after a checkpoint."""
+
+
+def stop_after_saves(monkeypatch: pytest.MonkeyPatch, saves: int) -> None:
+    """Make the neural-policy trainer (trainers/ppo.py) raise StopRun right after writing its
+    `saves`-th checkpoint, as a run killed between two updates would stop."""
+    import turngym.trainers.ppo as ppo
+
+    real, calls = ppo.save_checkpoint, []
+
+    def save_then_stop(path: Any, state: Any) -> None:
+        real(path, state)
+        calls.append(1)
+        if len(calls) == saves:
+            raise StopRun
+
+    monkeypatch.setattr(ppo, "save_checkpoint", save_then_stop)

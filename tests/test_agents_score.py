@@ -106,6 +106,40 @@ def test_the_shared_prompt_head_gives_the_same_gradients(models: dict[str, str],
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gpt2"])
+def test_a_detached_prompt_gives_the_same_scores_and_a_truncated_gradient(models: dict[str, str], arch: str) -> None:
+    """`detached_prompt_cache` + `lead` (the trainer's `prompt_grad=False`): the same scores as a plain
+    forward; gradients reach only what the candidates' tokens and the prompts' last token touch. The
+    final norm acts on nothing else, so its gradient is exactly the full one; the first layer's is
+    not (its prompt activations no longer pass gradients back)."""
+    from turngym.agents.hf_score import candidate_scores, detached_prompt_cache, prompt_cache
+
+    env = craft(max_turns=3)
+    agent = make_agent(f"hf:{models[arch]}", env, mode="score")
+    traj = rollout(env, agent, seed=2)
+    model, pad, device = agent.model.model, agent.model.pad_id, agent.model.device
+    prompts, candidates = [t.prompt_ids for t in traj.turns], [t.extras["candidate_ids"] for t in traj.turns]
+    norm = model.transformer.ln_f.weight if arch == "gpt2" else model.model.norm.weight
+    first = next(p for name, p in model.named_parameters() if ".0." in name and name.endswith("weight"))
+
+    def run(detached: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        if detached:
+            cache, lead = detached_prompt_cache(model, prompts, pad, device)
+        else:
+            cache, lead = prompt_cache(model, prompts, pad, device), None
+        scores = candidate_scores(model, cache, candidates, pad, "mean", lead)
+        sum(torch.log_softmax(s, -1)[0] for s in scores).backward()
+        return [s.detach() for s in scores], norm.grad.clone(), first.grad.clone()
+
+    full, truncated = run(False), run(True)
+    for a, b, prompt, group in zip(full[0], truncated[0], prompts, candidates, strict=True):
+        plain = torch.tensor(plain_scores(model, prompt, group)) / torch.tensor([len(c) for c in group])
+        assert torch.allclose(a, plain, atol=1e-4, rtol=0) and torch.allclose(b, plain, atol=1e-4, rtol=0)
+    assert torch.allclose(full[1], truncated[1], atol=1e-6, rtol=1e-4) and truncated[1].abs().sum() > 0
+    assert truncated[2].abs().sum() > 0 and not torch.allclose(full[2], truncated[2], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gpt2"])
 def test_a_prompt_reuses_the_previous_prompts_cache_exactly(models: dict[str, str], arch: str) -> None:
     """`extend_prompt` after a prompt it extends, one it leaves early (crop), the same prompt again,
     and one with nothing in common: the same cache and scores as a fresh forward pass, also where

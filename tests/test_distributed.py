@@ -154,3 +154,29 @@ def test_ray_settings_that_cannot_work_name_the_fix(ray_session, monkeypatch):
     with pytest.raises(ValueError, match=r"install it with `pip install ray`"):
         RayCollector(config, policy, actor, "local")
     actor.close()
+
+
+def test_lm_training_on_ray_gives_the_local_run(ray_session, tmp_path, one_thread):
+    """An hf: policy (a tiny model, LoRA, score mode on Craft skills) trained 2 updates with its
+    rollouts on 2 Ray workers logs the rows and saves the weights of the run in one process: the
+    workers play the groups `collect` would, with the adapters of each update."""
+    from safetensors.torch import load_file
+
+    from turngym.agents.tiny import build_tiny_lm
+    from turngym.trainers.config import LMTrainConfig
+    from turngym.trainers.lm import train_lm
+
+    model = build_tiny_lm(tmp_path / "tiny", train_steps=0)
+    options = dict(env_id=CRAFT, task="wood_pickaxe", env_kwargs={"max_turns": 3, "image": False,
+                                                                   "action_mode": "skills"},
+                   policy=f"hf:{model}", mode="score", score_reduce="mean", lora=True, lr=5e-3, entropy_coef=0.01,
+                   groups=3, group_size=2, updates=2, minibatch_size=8, device="cpu", tensorboard=False)
+    local = train_lm(LMTrainConfig(out=str(tmp_path / "local"), **options), progress=False)
+    remote = train_lm(LMTrainConfig(out=str(tmp_path / "ray"), ray="local", ray_workers=2, **options), progress=False)
+    timing = ("rollout_s", "learn_s", "time_s")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in remote] == \
+           [{k: v for k, v in r.items() if k not in timing} for r in local]
+    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("local", "ray"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    base = load_file(model / "model.safetensors")  # the second update played adapters the first one moved
+    assert any(not torch.equal(a[k], base[k]) for k in base)

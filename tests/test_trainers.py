@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import StopRun, stop_after_saves
 from typer.testing import CliRunner
 
 from turngym.agents import make_agent
@@ -69,7 +70,7 @@ def test_prm_training_learns_wood_pickaxe_from_scratch(tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["gae", "spo"])
-def test_resume_continues_exactly(tmp_path, algo):
+def test_resume_continues_exactly(tmp_path, monkeypatch, algo):
     config = dict(env_id=CRAFT, task="wood_pickaxe", algo=algo, groups=2, group_size=4,
                   env_kwargs={"max_turns": 60}, tensorboard=True)
     whole = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "a"), **config), progress=False)
@@ -83,26 +84,10 @@ def test_resume_continues_exactly(tmp_path, algo):
     extended = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "b"), resume=True, **config),
                      progress=False)
     assert strip(extended) == strip(whole)
-    # ... and a run cut after its first update resumes to the uninterrupted run's rows and weights
-    import turngym.trainers.ppo as ppo
-
-    class Stop(Exception):
-        pass
-
-    real, calls = ppo.save_checkpoint, []
-
-    def save_then_stop(path, state):
-        real(path, state)
-        calls.append(1)
-        if len(calls) == 2:
-            raise Stop
-
-    ppo.save_checkpoint = save_then_stop
-    try:
-        with pytest.raises(Stop):
-            train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "c"), **config), progress=False)
-    finally:
-        ppo.save_checkpoint = real
+    # ... and a run cut after its second update resumes to the uninterrupted run's rows and weights
+    stop_after_saves(monkeypatch, 2)
+    with pytest.raises(StopRun):
+        train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "c"), **config), progress=False)
     assert len(read_metrics(tmp_path / "c")) == 2
     resumed = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "c"), resume=True, **config),
                     progress=False)

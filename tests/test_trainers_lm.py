@@ -229,10 +229,12 @@ def test_kl_starts_at_zero_and_lora_trains_only_the_adapters(lm: str, tmp_path: 
         assert all(torch.equal(p, before) for p, before in zip(policy.reference.parameters(), reference, strict=True))
 
 
-def test_lm_policies_refuse_estimators_that_need_a_critic_or_a_prm(tmp_path: Path) -> None:
-    for algo in ("gae", "evpo", "prm"):
-        with pytest.raises(ValueError, match=r"an hf: policy does not have: use one of .*grpo"):
+def test_lm_policies_refuse_estimators_that_need_a_critic(tmp_path: Path) -> None:
+    for algo in ("gae", "evpo"):
+        with pytest.raises(ValueError, match=r"needs values, which the language-model trainer does not provide: use "
+                                             r"one of .*grpo.*prm"):
             config("unused", tmp_path, algo=algo).check()
+    config("unused", tmp_path, algo="prm").check()  # the trainer fits a PRM of its own
     with pytest.raises(ValueError, match="use ppo or reinforce"):
         config("unused", tmp_path, loss="a2c").check()
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -322,6 +324,30 @@ def test_resume_continues_exactly_and_the_saved_model_plays(lm: str, tmp_path: P
     assert len(traj) == 2 and all(turn.completion_ids and turn.logprobs for turn in traj.turns)
 
 
+def test_prm_fits_a_process_reward_model_on_the_lms_turns(lm: str, tmp_path: Path) -> None:
+    """algo prm: every update fits AgentPRM's PRM (a small text network over the observation and
+    the action taken) on the LM's turns before its scores make the advantages. After two updates
+    it values `move north`, the one rewarded action, above every other move; a resumed run equals
+    an uninterrupted one; OUT/prm.pt holds the PRM."""
+    from turngym.agents.neural import NeuralPolicy
+
+    options = {"algo": "prm", "mode": "score", "score_reduce": "mean", "group_size": 8, "prm_epochs": 20}
+    whole = train_lm(config(lm, tmp_path / "a", updates=2, **options), progress=False)
+    train_lm(config(lm, tmp_path / "b", updates=1, **options), progress=False)
+    resumed = train_lm(config(lm, tmp_path / "b", updates=2, resume=True, **options), progress=False)
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in resumed] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in whole]
+    assert all(math.isfinite(row["prm_q_loss"]) and "prm_ev" in row for row in whole)
+
+    prm, meta = NeuralPolicy.load(tmp_path / "a" / "run" / "prm.pt")
+    assert meta["algo"] == "prm" and meta["updates"] == 2
+    env = gym.make(NORTH)
+    obs, _ = env.reset(seed=0)
+    with torch.no_grad():
+        values = prm(prm.encode([obs] * len(MOVES), [[move] for move in MOVES]))[0][:, 0]
+    assert MOVES[int(values.argmax())] == "move north"
+
+
 def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A steps budget alone (no update count) runs until the env steps are played, and the
     progress bar counts env steps toward it."""
@@ -398,12 +424,15 @@ def test_score_mode_ratios_start_at_one(which: str, request: pytest.FixtureReque
     assert abs(means["approx_kl"]) < 1e-6 and means["clip_frac"] == 0 and means["entropy"] > 0
 
 
-def test_a_score_mode_update_favours_the_rewarded_action(lm: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prompt_grad", [True, False])
+def test_a_score_mode_update_favours_the_rewarded_action(lm: str, tmp_path: Path, prompt_grad: bool) -> None:
     """One PPO step in score mode on North (the update's 16 rollouts as one minibatch): the
-    surrogate loss falls and pi(move north), the rewarded action, rises over the update's turns.
+    surrogate loss falls and pi(move north), the rewarded action, rises over the update's turns,
+    with the exact gradient and with the one truncated at the prompt (`prompt_grad=False`).
     Mean-reduced scores: with sums the tiny model prefers the one-token `do` and `noop` so much
     that it rarely tries `move north` (about 0.03 a turn), and GRPO then sees few wins."""
-    run = config(lm, tmp_path, mode="score", score_reduce="mean", group_size=8, minibatch_size=64, lr=2e-4)
+    run = config(lm, tmp_path, mode="score", score_reduce="mean", group_size=8, minibatch_size=64, lr=2e-4,
+                 prompt_grad=prompt_grad)
     policy, _, choices = samples_of(run)
     winners = [c for c in choices if c.advantage > 0]
     assert winners and [c for c in choices if c.advantage < 0]  # groups with wins and losses

@@ -168,8 +168,11 @@ class TextActor:
         logits, values = net(batch)
         return (*choice_stats(logits, index), values)
 
-    def scores(self, network: torch.nn.Module, inputs: list[tuple[dict, list[str]]], rows: np.ndarray,
+    @staticmethod
+    def scores(network: torch.nn.Module, inputs: list[tuple[dict, list[str]]], rows: np.ndarray,
                index: torch.Tensor) -> torch.Tensor:
+        """The network's output for the action taken, M(s, a) where the network is a PRM (a static
+        method: the LM trainer's PRM reads its turns with it too)."""
         chosen = [inputs[r] for r in rows]
         logits, _ = network(network.encode([o for o, _ in chosen], [c for _, c in chosen]))
         return logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
@@ -239,6 +242,7 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
             actions[part] = own[part]  # each call fills its group's rows (and the defaults elsewhere)
         texts, names, keys = actor.describe(obs, rows, actions)
         obs, reward, terminated, truncated, info = actor.env.step(actions)
+        valid = np.asarray(info.get("valid", np.ones(n, bool)))  # SPA's grounding reads it (rewards/estimators.py)
         steps += len(rows)
         for _, chunk, idx, logp, v in chosen:
             inputs.append(chunk)
@@ -248,7 +252,7 @@ def collect_groups(actor: SymbolicActor | TextActor, seeds: list[int], group_siz
         for k, r in enumerate(rows):
             turns[r].append(total + k)
             trajs[r].turns.append(Turn(text=texts[k], action=names[k], reward=float(reward[r]),
-                                       extras={"state": keys[k]}))
+                                       info={"valid": bool(valid[r])}, extras={"state": keys[k]}))
         total += len(rows)
         done = (terminated | truncated) & alive
         ended = np.flatnonzero(done)

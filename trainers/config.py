@@ -29,8 +29,6 @@ from turngym.rewards.estimators import ESTIMATORS, NEEDS
 from turngym.trainers.curriculum import METRICS as CURRICULUM_METRICS
 from turngym.trainers.curriculum import SIGNALS as CURRICULUM_SIGNALS
 
-LOSSES = ("ppo", "reinforce")
-
 
 def field_meta(help: str, aliases: tuple[str, ...] = ()) -> dict[str, Any]:
     """A config field's metadata: its help text and extra command-line names for `turngym train`."""
@@ -50,6 +48,7 @@ class TrainConfig(ABC):
     policies: ClassVar[tuple[str, ...]] = ()  # the policy spec kinds (before the ':') it trains
     trainer: ClassVar[str] = ""  # "module:function", called as function(config, progress=...)
     about: ClassVar[str] = ""  # the trainer in a few words, for --help
+    losses: ClassVar[tuple[str, ...]] = ("ppo", "reinforce")  # the values of `loss` it trains with
 
     env_id: str = knob("a registered env id, e.g. turngym/Craft-v0")
     policy: str = knob("the policy to train, which picks the trainer: neural (a fresh small network, the "
@@ -61,13 +60,14 @@ class TrainConfig(ABC):
     algo: str = knob("advantage estimator: " + ", ".join(ESTIMATORS), "grpo")
     algo_options: dict[str, Any] = field(default_factory=dict, metadata=field_meta(
         "an estimator option as key=value (repeatable), e.g. gamma=0.99", aliases=("--algo-option",)))
-    loss: str = knob("ppo (clipped ratio) or reinforce (-A log pi, one pass over each batch)", "ppo")
+    loss: str = knob("ppo (clipped ratio), reinforce (-A log pi, one pass over each batch) or, for hf: policies, "
+                     "dpo (preference pairs mined from each update's groups, trainers/dpo.py)", "ppo")
     steps: int | None = knob("env-step budget (turns played)")
     groups: int = knob("tasks per update")
     group_size: int = knob("G: rollouts per task (same task and seed)", 8)
     lr: float = knob("learning rate")
     epochs: int = knob("passes over each update's turns")
-    minibatch_size: int = knob("turns per optimizer step")
+    minibatch_size: int = knob("turns per optimizer step (loss dpo: pairs)")
     clip_eps: float = knob("PPO's ratio clip: rho in [1 - eps, 1 + eps]", 0.2)
     entropy_coef: float = knob("weight of the entropy bonus")
     max_grad_norm: float = knob("gradient norm clip")
@@ -76,6 +76,14 @@ class TrainConfig(ABC):
                     "runs/train")
     resume: bool = knob("continue the run in OUT from its checkpoint", False)
     tensorboard: bool = knob("mirror the metrics to TensorBoard (OUT/tb)", True)
+    prm_epochs: int = knob("algo prm: passes of the PRM fit per update", 3)
+    prm_lr: float = knob("algo prm: the PRM's learning rate", 1e-3)
+    prm_target: str = knob("algo prm: td (AgentPRM's TD(lambda) targets) or mc (Monte-Carlo returns)", "td")
+    prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
+    ray: str | None = knob("collect rollouts on Ray workers: local (a new instance on this machine), auto (the "
+                           "running cluster) or a cluster address; same results as without (none: this process)", None)
+    ray_workers: int | None = knob("Ray collection workers, each playing a share of the groups (none: one per CPU of "
+                                   "the cluster, at most one per group)", None)
 
     def check(self) -> None:
         """Raise ValueError, in one sentence that names the fix, on a setting the trainer cannot use."""
@@ -86,8 +94,8 @@ class TrainConfig(ABC):
                              f"{self.policy!r}: use {config_class(self.policy).__name__} for it")
         if self.algo not in ESTIMATORS:
             raise ValueError(f"unknown algo {self.algo!r}: use one of {', '.join(sorted(ESTIMATORS))}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: use {' or '.join(LOSSES)}")
+        if self.loss not in self.losses:
+            raise ValueError(f"unknown loss {self.loss!r} for {self.about}: use {' or '.join(self.losses)}")
         for name in ("groups", "group_size", "epochs", "minibatch_size", "steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -97,6 +105,10 @@ class TrainConfig(ABC):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.entropy_coef < 0:
             raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.prm_target not in ("td", "mc"):
+            raise ValueError(f"unknown prm_target {self.prm_target!r}: use td or mc")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError(f"ray_workers must be at least 1, got {self.ray_workers}")
 
     def env_setup(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(gym.make kwargs, reset options) of the training env: `task` resolved for its class."""
@@ -127,10 +139,14 @@ class NeuralTrainConfig(TrainConfig):
                         "(symbolic where the env has a backend for its kwargs)", "auto")
     vf_coef: float = knob("weight of the value loss (estimators with a critic: "
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
-    prm_epochs: int = knob("algo prm: passes of the PRM fit per update", 3)
-    prm_lr: float = knob("algo prm: the PRM's learning rate", 1e-3)
-    prm_target: str = knob("algo prm: td (AgentPRM's TD(lambda) targets) or mc (Monte-Carlo returns)", "td")
-    prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
+    credit_epochs: int = knob("algo spa and oprl: passes of the progress estimator's or implicit PRM's fit per update "
+                              "(trainers/credit.py)", 3)
+    credit_lr: float = knob("algo spa and oprl: the progress estimator's or implicit PRM's learning rate", 3e-4)
+    credit_minibatch_size: int = knob("algo spa and oprl: turns per step of their fit, in whole episodes (spa) or "
+                                      "groups (oprl)", 1024)
+    oprl_beta: float = knob("algo oprl: beta of the implicit PRM's DPO loss and step rewards, r_t = beta "
+                            "log(pi_phi(a_t|s_t) / pi_old(a_t|s_t)); a small beta lets pi_phi drift far from the "
+                            "policy, and the policy, pulled after it, loses its entropy", 1.0)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
                                    "source), added to the env's reward", None)
     curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
@@ -149,24 +165,21 @@ class NeuralTrainConfig(TrainConfig):
     curriculum_new_frac: float = knob("eva: share of groups that play the parents' children; the rest play fresh "
                                       "draws of the run's tasks", 0.8)
     curriculum_buffer: int = knob("eva: tasks remembered with their informativeness (the oldest dropped first)", 256)
-    ray: str | None = knob("collect rollouts on Ray workers: local (a new instance on this machine), auto (the "
-                           "running cluster) or a cluster address; same results as without (none: this process)", None)
-    ray_workers: int | None = knob("Ray collection workers, each playing a share of the groups (none: one per CPU of "
-                                   "the cluster, at most one per group)", None)
 
     def check(self) -> None:
         super().check()
         if self.steps is None:
             raise ValueError("the neural-policy trainer needs an env-step budget: set steps")
-        if self.prm_target not in ("td", "mc"):
-            raise ValueError(f"unknown prm_target {self.prm_target!r}: use td or mc")
         if self.curriculum not in ("none", "eva"):
             raise ValueError(f"unknown curriculum {self.curriculum!r}: use none or eva")
         if self.curriculum_signal not in CURRICULUM_SIGNALS:
             raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
                              + ", ".join(CURRICULUM_SIGNALS))
-        if self.ray_workers is not None and self.ray_workers < 1:
-            raise ValueError(f"ray_workers must be at least 1, got {self.ray_workers}")
+        for name in ("credit_epochs", "credit_minibatch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.credit_lr > 0 and self.oprl_beta > 0):
+            raise ValueError(f"credit_lr and oprl_beta must be > 0, got {self.credit_lr} and {self.oprl_beta}")
         self.vector_backend()  # a backend that cannot play these settings fails before any work
 
     def vector_backend(self) -> VectorBackend | None:
@@ -191,14 +204,19 @@ class NeuralTrainConfig(TrainConfig):
         return f"neural:{Path(self.out) / 'policy.pt'}", {**kwargs, **(backend.single if backend else {})}
 
 
+LM_PROVIDES = frozenset({"prm"})  # what the LM trainer gives estimators: a PRM over its turns (trainers/lm.py)
+
+
 @dataclass(kw_only=True)
 class LMTrainConfig(TrainConfig):
     """PPO (or REINFORCE) for `hf:` language models (trainers/lm.py), on their reply tokens or, in
-    score mode, on their choice among the env's proposed actions."""
+    score mode, on their choice among the env's proposed actions; or DPO on pairs of their own
+    episodes (`loss="dpo"`, trainers/dpo.py)."""
 
     policies: ClassVar[tuple[str, ...]] = ("hf",)
     trainer: ClassVar[str] = "turngym.trainers.lm:train_lm"
     about: ClassVar[str] = "the language-model trainer (--policy hf:PATH)"
+    losses: ClassVar[tuple[str, ...]] = ("ppo", "reinforce", "dpo")
 
     steps: int | None = None
     groups: int = 4
@@ -213,6 +231,9 @@ class LMTrainConfig(TrainConfig):
                      "actions)", "generate")
     score_reduce: str = knob("score mode: a candidate's logit is the sum (sum) or the per-token mean (mean) of its "
                              "tokens' log-likelihoods", "sum")
+    prompt_grad: bool = knob("score mode: backpropagate through the prompt's keys and values too (the exact "
+                             "gradient) or only through the candidates' tokens and the prompt's last one (a "
+                             "truncated gradient, several times faster on long prompts)", True)
     weight_decay: float = knob("AdamW's weight decay", 0.0)
     micro_batch_size: int | None = knob("turns per forward pass, gradients accumulating over a minibatch "
                                         "(none: the whole minibatch)", None)
@@ -230,6 +251,16 @@ class LMTrainConfig(TrainConfig):
     max_context: int | None = knob("prompt token budget (none: the model's, at most 8192)", None)
     device: str = knob("auto (cuda when there is a GPU, else cpu), cpu or cuda[:N]", "auto")
     save_every: int = knob("checkpoint every N updates (and after the last)", 1)
+    dpo_beta: float = knob("loss dpo: beta, the weight of the implicit KL to the starting model; the loss is "
+                           "-log sigmoid(beta x the chosen minus the rejected episode's log-ratio to it)", 0.1)
+    dpo_pairs: str = knob("loss dpo: what ranks a group's episodes into (chosen, rejected) pairs: score (the env's "
+                          "score) or flr (the follow-up likelihood of rewards/flr.py, for envs without a score)",
+                          "score")
+    dpo_pairs_per_group: int | None = knob("loss dpo: keep a group's pairs of widest key gap only (1: its best "
+                                           "episode against its worst; none: every pair of unequal keys)", None)
+    flr_model: str | None = knob("dpo_pairs flr: the language model that scores the follow-ups, a local path or "
+                                 "name as after hf: (none: the policy's starting model)", None)
+    flr_followups: str = knob("dpo_pairs flr: the follow-up set (see rewards/flr.py)", "general")
 
     def __post_init__(self) -> None:
         if self.steps is None and self.updates is None:
@@ -242,10 +273,10 @@ class LMTrainConfig(TrainConfig):
 
     def check(self) -> None:
         super().check()
-        if NEEDS[self.algo]:
-            usable = sorted(name for name in ESTIMATORS if not NEEDS[name])
-            raise ValueError(f"estimator {self.algo!r} needs {' and '.join(sorted(NEEDS[self.algo]))} (a critic or "
-                             f"a PRM), which an hf: policy does not have: use one of {', '.join(usable)}")
+        if NEEDS[self.algo] - LM_PROVIDES:
+            usable = sorted(name for name in ESTIMATORS if not NEEDS[name] - LM_PROVIDES)
+            raise ValueError(f"estimator {self.algo!r} needs {' and '.join(sorted(NEEDS[self.algo]))}, which the "
+                             f"language-model trainer does not provide: use one of {', '.join(usable)}")
         for name in ("updates", "micro_batch_size", "max_new_tokens", "save_every", "lora_rank"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -259,6 +290,22 @@ class LMTrainConfig(TrainConfig):
             raise ValueError(f"unknown mode {self.mode!r}: use generate or score")
         if self.score_reduce not in ("sum", "mean"):
             raise ValueError(f"unknown score_reduce {self.score_reduce!r}: use sum or mean")
+        if self.loss == "dpo":
+            self.check_dpo()
+
+    def check_dpo(self) -> None:
+        """What `loss="dpo"` (trainers/dpo.py) needs besides the checks above."""
+        if self.dpo_pairs not in ("score", "flr"):
+            raise ValueError(f"unknown dpo_pairs {self.dpo_pairs!r}: use score or flr")
+        if not self.dpo_beta > 0:
+            raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
+        if self.dpo_pairs_per_group is not None and self.dpo_pairs_per_group < 1:
+            raise ValueError(f"dpo_pairs_per_group must be at least 1, got {self.dpo_pairs_per_group}")
+        if self.group_size < 2:
+            raise ValueError("loss dpo pairs episodes within a group of one task: set group_size to 2 or more")
+        if self.kl_coef or self.entropy_coef:
+            raise ValueError("loss dpo keeps the policy near the reference through dpo_beta and has no KL or entropy "
+                             "term: set kl_coef and entropy_coef to 0")
 
     def trained(self) -> tuple[str, dict[str, Any]]:
         spec = f"hf:{Path(self.out) / 'model'}"

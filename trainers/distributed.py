@@ -7,6 +7,8 @@ collected apart and joined in group order (`join`) into exactly the batch one pr
 policy copy) for its share once, takes the current weights every update (one `ray.put`), plays
 its groups and returns its `Collected`. Same seeds, same results as `LocalCollector`, whatever the
 number of workers, so a user with a cluster scales collection without changing code.
+`LMRayCollector` is the same for `hf:` policies (trainers/lm.py): a rollout there depends on its
+env seed, its agent seed and the weights alone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 import torch
 
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, collect_groups
-from turngym.trainers.config import NeuralTrainConfig
+from turngym.trainers.config import LMTrainConfig, NeuralTrainConfig
+from turngym.trajectory import Trajectory
 
 
 class LocalCollector:
@@ -99,25 +102,11 @@ class RayCollector:
 
     def __init__(self, config: NeuralTrainConfig, policy: torch.nn.Module, actor: SymbolicActor | TextActor,
                  address: str, workers: int | None = None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ValueError("--ray needs Ray: install it with `pip install ray`") from None
-        self.ray = ray
-        self.started = not ray.is_initialized()  # shut down on close only what this run started
-        if self.started:
-            ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        if workers is not None and workers > cpus:  # the extra actors would wait for a CPU forever
-            raise ValueError(f"{workers} Ray workers need {workers} CPUs, the cluster has {cpus}: "
-                             f"set ray_workers to {cpus} or less")
-        count = workers or max(1, cpus)
-        self.shares = shares(config.groups, count)
+        self.ray, self.started, self.shares = start_ray(address, workers, config.groups)
         self.policy = policy
         self.take = actor.take
         self.env = actor.env
-        remote = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        remote = self.ray.remote(num_cpus=1, max_restarts=0)(Worker)
         self.workers = [remote.remote(dataclasses.replace(config, groups=len(share)), policy)
                         for share in self.shares]
 
@@ -143,14 +132,90 @@ class RayCollector:
 
     def close(self) -> None:
         """Stop the workers (and Ray, when this collector started it)."""
+        stop_ray(self.ray, self.workers, self.started)
+        self.workers = []
+
+
+def start_ray(address: str, workers: int | None, groups: int) -> tuple[Any, bool, list[range]]:
+    """Ray (initialized here unless it already is, at `address`: local, auto or a cluster's), whether
+    this call started it, and the groups' shares: one per worker (None: one per CPU)."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: install it with `pip install ray`") from None
+    started = not ray.is_initialized()  # shut down on close only what this run started
+    if started:
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if workers is not None and workers > cpus:  # the extra actors would wait for a CPU forever
+        raise ValueError(f"{workers} Ray workers need {workers} CPUs, the cluster has {cpus}: "
+                         f"set ray_workers to {cpus} or less")
+    return ray, started, shares(groups, workers or max(1, cpus))
+
+
+def stop_ray(ray: Any, workers: list[Any], started: bool) -> None:
+    """Close and kill `workers`, then shut Ray down if `started`."""
+    try:
+        ray.get([worker.close.remote() for worker in workers])
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+    if started:
+        ray.shutdown()
+
+
+# --- language-model policies (trainers/lm.py) ------------------------------------------------
+
+class LMWorker:
+    """One Ray actor of the LM trainer: its own env and copy of the model (built once from the
+    run's config), taking the trainable weights every update (LoRA: the adapters only)."""
+
+    def __init__(self, config: LMTrainConfig) -> None:
+        from turngym.trainers.lm import make_env, make_policy
+
+        self.env, self.options = make_env(config)
+        self.policy = make_policy(dataclasses.replace(config, kl_coef=0.0), self.env)  # no reference to keep
+
+    def collect(self, weights: dict[str, torch.Tensor], env_seeds: list[int], agent_seeds: list[list[int]],
+                update: int) -> list[Trajectory]:
+        from turngym.trainers.lm import load_trainable_state, play_groups
+
+        load_trainable_state(self.policy, weights)
+        return play_groups(self.env, self.policy.agent, env_seeds, agent_seeds, update, self.options)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class LMRayCollector:
+    """`trainers.lm.collect` on Ray workers: each plays a contiguous share of the update's groups
+    with the seeds `collect` would give them, so the trajectories are the same, in the same order."""
+
+    def __init__(self, config: LMTrainConfig, policy: Any) -> None:
+        self.ray, self.started, self.shares = start_ray(config.ray or "local", config.ray_workers, config.groups)
+        self.config, self.policy = config, policy
+        remote = self.ray.remote(num_cpus=1, max_restarts=0)(LMWorker)
+        self.workers = [remote.remote(config) for _ in self.shares]
+
+    def __call__(self, update: int) -> tuple[list[Trajectory], list[int]]:
+        from turngym.trainers.lm import trainable_state, update_seeds
+
+        config = self.config
+        env_seeds, agent_seeds = update_seeds(config.seed, update, config.groups, config.group_size)
+        weights = self.ray.put({k: v.detach().cpu().clone() for k, v in trainable_state(self.policy).items()})
+        refs = [worker.collect.remote(weights, env_seeds[share.start:share.stop], agent_seeds[share.start:share.stop],
+                                      update)
+                for worker, share in zip(self.workers, self.shares, strict=True)]
         try:
-            self.ray.get([worker.close.remote() for worker in self.workers])
-        finally:
-            for worker in self.workers:
-                self.ray.kill(worker)
-            self.workers = []
-        if self.started:
-            self.ray.shutdown()
+            parts = self.ray.get(refs)
+        except self.ray.exceptions.RayError as exc:
+            raise RuntimeError(f"a Ray collection worker failed: {str(exc).splitlines()[0]}") from exc
+        return [t for part in parts for t in part], [g for g, seeds in enumerate(agent_seeds) for _ in seeds]
+
+    def close(self) -> None:
+        stop_ray(self.ray, self.workers, self.started)
+        self.workers = []
 
 
 def collector(config: NeuralTrainConfig, policy: torch.nn.Module,

@@ -10,10 +10,12 @@ Top to bottom, one update:
 
 1. `collect`: `groups` training tasks, each from a fresh env seed, played G = `group_size` times
    with that same env seed and G different agent seeds (so a group differs only in what the model
-   sampled, which group-relative estimators need).
-2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn; `make_samples` turns each
-   turn into a `Sample` (generate: the sequence prompt + reply, every reply token carrying the
-   turn's A) or a `Choice` (score: the prompt, the candidates, the choice and A).
+   sampled, which group-relative estimators need); with `ray`, the same rollouts on Ray workers.
+2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn (with `algo="prm"`, from
+   the scores of AgentPRM's process reward model, a small text network fitted first on the same
+   turns: `make_prm`); `make_samples` turns each turn into a `Sample` (generate: the sequence
+   prompt + reply, every reply token carrying the turn's A) or a `Choice` (score: the prompt, the
+   candidates, the choice and A; turns with a single candidate have nothing to learn and are left out).
 3. `optimize`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
    one clipped gradient step each, on the loss of `loss_terms`. Only the policy's choices enter the
    loss (reply tokens, or the chosen candidate): the prompt (system message, observations, earlier
@@ -38,8 +40,11 @@ token weighs the same, so long replies are not diluted as a per-sequence mean wo
 
 Score mode. A turn offers candidates c_1..c_N; s_theta(c) is the model's log-likelihood of c's
 tokens after the prompt (summed, or averaged with `score_reduce=mean`), recomputed with gradients
-(one forward over the prompt, one over all candidates reading its key/value cache), and the policy
-is pi_theta(c) = softmax(s_theta / T)(c). For a turn that chose c* with advantage A:
+(one forward over the prompt, one over all candidates reading its key/value cache; with
+`prompt_grad=False` the prompt's pass runs without gradients, so they reach the weights only
+through the candidates' tokens and the prompt's last one: a truncated gradient, the values and
+ratios unchanged), and the policy is pi_theta(c) = softmax(s_theta / T)(c). For a turn that chose
+c* with advantage A:
 
     rho = exp(log pi_theta(c*) - log pi_old(c*))
     l = -min(rho A, clip(rho, 1 - eps, 1 + eps) A)   (REINFORCE: -A log pi_theta(c*))
@@ -64,7 +69,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +82,9 @@ from rich.progress import Progress
 from turngym.console import progress_bar
 from turngym.rewards.estimators import Rollouts, estimate
 from turngym.rollout import rollout
+from turngym.trainers.collect import Collected, TextActor
 from turngym.trainers.config import LMTrainConfig
+from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import Trajectory
 
@@ -105,6 +112,7 @@ class Policy:
     device: torch.device
     mode: str = "generate"  # or "score"
     reduce: str = "sum"  # score mode: a candidate's score is the sum or the mean of its token log-likelihoods
+    prompt_grad: bool = True  # score mode: False truncates the gradient at the prompt's keys and values
 
     @property
     def pad_id(self) -> int:
@@ -139,7 +147,8 @@ def make_policy(config: LMTrainConfig, env: gym.Env) -> Policy:
         agent.model.model = model  # the agent samples from the adapted model
     elif config.kl_coef > 0:
         reference = copy.deepcopy(model).requires_grad_(False).eval()
-    return Policy(agent, model, reference, config.lora, config.temperature, device, config.mode, config.score_reduce)
+    return Policy(agent, model, reference, config.lora, config.temperature, device, config.mode, config.score_reduce,
+                  config.prompt_grad)
 
 
 def add_lora(model: torch.nn.Module, config: LMTrainConfig) -> torch.nn.Module:
@@ -169,6 +178,22 @@ def make_env(config: LMTrainConfig) -> tuple[gym.Env, dict[str, Any] | None]:
     return gym.make(config.env_id, **kwargs), options
 
 
+def budget_left(config: LMTrainConfig, update: int, env_steps: int) -> bool:
+    """Whether a run that has done `update` updates and `env_steps` env steps goes on."""
+    return ((config.updates is None or update < config.updates)
+            and (config.steps is None or env_steps < config.steps))
+
+
+def budget_done(config: LMTrainConfig, update: int, env_steps: int) -> tuple[int, int]:
+    """(progress, total) of the progress bar: env steps when the budget has them, else updates."""
+    return (min(env_steps, config.steps), config.steps) if config.steps else (update, config.updates)
+
+
+def update_generator(seed: int, update: int) -> torch.Generator:
+    """The torch stream of update `update` (minibatch order, the PRM fit's): a resumed run draws the same."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, update]).generate_state(1)[0]))
+
+
 def update_seeds(seed: int, update: int, groups: int, group_size: int) -> tuple[list[int], list[list[int]]]:
     """The env seed of each group and the agent seed of each rollout of update `update`: a function
     of (seed, update) only, so a resumed run draws what the uninterrupted one would."""
@@ -183,16 +208,61 @@ def collect(env: gym.Env, agent: Any, config: LMTrainConfig, update: int, option
     """`config.groups` tasks x `config.group_size` rollouts, each reset with `options` (see
     `make_env`); returns the trajectories and group ids."""
     env_seeds, agent_seeds = update_seeds(config.seed, update, config.groups, config.group_size)
-    trajectories, groups = [], []
-    for g, env_seed in enumerate(env_seeds):
-        for agent_seed in agent_seeds[g]:
+    trajectories = play_groups(env, agent, env_seeds, agent_seeds, update, options,
+                               (lambda: progress.advance(job)) if progress is not None else None)
+    return trajectories, [g for g, seeds in enumerate(agent_seeds) for _ in seeds]
+
+
+def play_groups(env: gym.Env, agent: Any, env_seeds: Sequence[int], agent_seeds: Sequence[Sequence[int]],
+                update: int, options: dict[str, Any] | None = None,
+                advance: Callable[[], Any] | None = None) -> list[Trajectory]:
+    """Group g: one rollout per agent seed of `agent_seeds[g]`, all from env seed `env_seeds[g]`.
+    A rollout depends on its two seeds and the weights only, so groups may be played anywhere
+    (trainers/distributed.py's Ray workers) and joined in order."""
+    trajectories = []
+    for env_seed, seeds in zip(env_seeds, agent_seeds, strict=True):
+        for agent_seed in seeds:
             traj = rollout(env, agent, seed=env_seed, options=options, agent_seed=agent_seed, record_images=False)
             traj.meta.update(agent_seed=agent_seed, update=update)
             trajectories.append(traj)
-            groups.append(g)
-            if progress is not None:
-                progress.advance(job)
-    return trajectories, groups
+            if advance is not None:
+                advance()
+    return trajectories
+
+
+# --- AgentPRM for language-model policies ------------------------------------------------------
+
+def make_prm(config: LMTrainConfig) -> PRMTrainer | None:
+    """With `algo="prm"`: AgentPRM's process reward model for the LM's turns, a small text network
+    (agents/neural.py) whose output for (observation text, action taken) is read as M(s_t, a_t),
+    fitted on every update's rollouts by `PRMTrainer` (TD(lambda) or Monte-Carlo targets) before its
+    scores make the advantages. Separate from the policy, as in AgentPRM, and cheap next to it."""
+    if config.algo != "prm":
+        return None
+    from turngym.agents.neural import new_policy
+
+    return PRMTrainer(new_policy(seed=config.seed), config)
+
+
+def turn_batch(trajectories: Sequence[Trajectory], groups: Sequence[int]) -> Collected:
+    """The LM's turns in the form the PRM fit reads (trainers/collect.py's `Collected`): each turn's
+    observation text with the action taken as its one candidate, read by `TextActor.scores`."""
+    turns, inputs, at = [], [], 0
+    for traj in trajectories:
+        turns.append(list(range(at, at + len(traj))))
+        inputs += [({"text": turn.text, "image": None}, [turn.action]) for turn in traj.turns]
+        at += len(traj)
+    zeros = torch.zeros(at)
+    return Collected(list(trajectories), list(groups), turns, inputs, torch.zeros(at, dtype=torch.long), zeros, zeros,
+                     [0.0] * len(trajectories))
+
+
+def fit_prm(prm: PRMTrainer, trajectories: Sequence[Trajectory], groups: Sequence[int],
+            generator: torch.Generator) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Fit the PRM on an update's rollouts; its fit figures and its M(s_t, a_t) for every turn."""
+    batch = turn_batch(trajectories, groups)
+    stats = prm.fit(TextActor, batch, generator)
+    return stats, prm.scores(TextActor, batch)
 
 
 # --- samples and batches ----------------------------------------------------------------------
@@ -216,6 +286,11 @@ class Sample:
     def units(self) -> int:
         """What the loss's means count: the reply's tokens."""
         return self.reply_len
+
+    @property
+    def length(self) -> int:
+        """The tokens a forward pass over this turn pads to."""
+        return len(self.ids)
 
 
 def turn_samples(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray]) -> list[Sample]:
@@ -352,15 +427,24 @@ class Choice:
         """What the loss's means count: one decision per turn."""
         return 1
 
+    @property
+    def length(self) -> int:
+        """The tokens a forward pass over this turn pads to (its prompt; candidates are packed)."""
+        return len(self.prompt_ids)
+
 
 def turn_choices(trajectories: Sequence[Trajectory], advantages: Sequence[np.ndarray]) -> list[Choice]:
-    """One Choice per turn, from what HFScoreAgent recorded."""
+    """One Choice per turn that had a choice to make, from what HFScoreAgent recorded. A turn with a
+    single candidate (WebShop's first, one proposed search) has pi = 1 whatever the weights: it adds
+    nothing to the loss's gradient, only the cost of a forward pass, so it is left out."""
     choices = []
     for traj, turn_advantages in zip(trajectories, advantages, strict=True):
         for turn, a in zip(traj.turns, turn_advantages, strict=True):
             if turn.extras.get("mode") != "score" or not turn.prompt_ids or not turn.logprobs:
                 raise ValueError(f"a turn of {traj.task_id} has no candidate record: score mode needs trajectories "
                                  "played by an hf: agent with mode=score")
+            if len(turn.extras["candidate_ids"]) < 2:
+                continue
             choices.append(Choice(list(turn.prompt_ids), [list(c) for c in turn.extras["candidate_ids"]],
                                   int(turn.extras["choice"]), float(turn.logprobs[0]), float(a)))
     return choices
@@ -374,11 +458,18 @@ def make_samples(policy: Policy, trajectories: Sequence[Trajectory],
 
 def choice_logpi(model: torch.nn.Module, choices: Sequence[Choice], policy: Policy) -> list[torch.Tensor]:
     """log pi(c) over each turn's candidates under `model`: one forward over the turns' prompts
-    (left-padded), one over all their candidates (reading the prompts' key/value cache)."""
-    from turngym.agents.hf_score import candidate_scores, policy_logprobs, prompt_cache
+    (left-padded), one over all their candidates (reading the prompts' key/value cache). Without
+    `policy.prompt_grad` the prompt pass runs without gradients (the values are the same)."""
+    from turngym.agents.hf_score import candidate_scores, detached_prompt_cache, policy_logprobs, prompt_cache
 
-    prompts = prompt_cache(model, [c.prompt_ids for c in choices], policy.pad_id, policy.device)
-    scores = candidate_scores(model, prompts, [c.candidate_ids for c in choices], policy.pad_id, policy.reduce)
+    ids = [c.prompt_ids for c in choices]
+    lead = None
+    if policy.prompt_grad or not torch.is_grad_enabled() or min(map(len, ids)) < 2:
+        prompts = prompt_cache(model, ids, policy.pad_id, policy.device)
+    else:
+        prompts, lead = detached_prompt_cache(model, ids, policy.pad_id, policy.device)
+    scores = candidate_scores(model, prompts, [c.candidate_ids for c in choices], policy.pad_id, policy.reduce,
+                              lead)
     return [policy_logprobs(s, policy.temperature) for s in scores]
 
 
@@ -473,7 +564,9 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sam
     """`config.epochs` passes of shuffled minibatches, one clipped gradient step each; returns the
     means of the loss terms (per reply token, or per turn in score mode; over every step) and the
     mean gradient norm before clipping."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, update]).generate_state(1)[0]))
+    if not samples:  # e.g. score mode where no turn had two candidates: nothing to learn from
+        return {}
+    generator = update_generator(config.seed, update)
     micro = config.micro_batch_size or config.minibatch_size
     sums: dict[str, float] = {}
     tokens, norms = 0, []
@@ -483,7 +576,8 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, samples: list[Sam
         for minibatch in chunks([samples[k] for k in order], config.minibatch_size):
             count = sum(s.units for s in minibatch)
             optimizer.zero_grad(set_to_none=True)
-            for part in chunks(minibatch, micro):
+            # by length: a micro-batch pads its turns to its longest, and the gradient is their sum anyway
+            for part in chunks(sorted(minibatch, key=lambda s: s.length), micro):
                 terms = part_terms(policy, part, config)
                 (terms["loss"] / count).backward()
                 for key, value in terms.items():
@@ -566,6 +660,16 @@ def save_model(policy: Policy, folder: Path) -> Path:
 
 # --- the loop ---------------------------------------------------------------------------------
 
+def episode_stats(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """What a metrics row says of an update's rollouts: their count, mean reward, success, score,
+    turns and invalid-action rate."""
+    return {"episodes": len(trajectories), "reward": float(np.mean([t.total_reward for t in trajectories])),
+            "success": float(np.mean([t.success for t in trajectories])),
+            "score": float(np.mean([t.score for t in trajectories])),
+            "turns": float(np.mean([len(t) for t in trajectories])),
+            "invalid": float(np.mean([not turn.info.get("valid", True) for t in trajectories for turn in t.turns]))}
+
+
 def scored_tokens(samples: Sequence[Sample] | Sequence[Choice]) -> int:
     """Tokens the loss scores: reply tokens, or in score mode every candidate's tokens."""
     return sum(s.reply_len if isinstance(s, Sample) else sum(map(len, s.candidate_ids)) for s in samples)
@@ -582,12 +686,16 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
     """Train `config.model` on `config.env_id`; returns every metric row of the run (a resumed run's
     earlier rows included). Writes OUT/config.json, OUT/metrics.jsonl, OUT/tb/, OUT/checkpoint.pt
     and OUT/model/."""
+    if config.loss == "dpo":  # preference pairs instead of advantages; dpo.py imports this module, hence here
+        from turngym.trainers.dpo import train_dpo
+        return train_dpo(config, progress=progress)
     config.check()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     env, options = make_env(config)
     policy = make_policy(config, env)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    prm = make_prm(config)
     metrics = Metrics(out, tensorboard=config.tensorboard)
     update, env_steps = 0, 0
     checkpoint = out / "checkpoint.pt"
@@ -597,58 +705,66 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
         load_trainable_state(policy, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
+        if prm is not None:
+            prm.load_state_dict(state["prm"])
         update, env_steps = int(state["update"]), int(state["env_steps"])
     metrics.truncate(update)  # a fresh run (update 0) starts a fresh curve
     write_config(out, config)
     episodes_per_update = config.groups * config.group_size
 
-    def budget_left() -> bool:
-        return ((config.updates is None or update < config.updates)
-                and (config.steps is None or env_steps < config.steps))
-
-    def done() -> tuple[int, int]:
-        """(progress, total) of the bar: env steps when the budget has them, else updates."""
-        return (min(env_steps, config.steps), config.steps) if config.steps else (update, config.updates)
-
+    remote = None
     try:
+        if config.ray is not None:  # the same rollouts, played on Ray workers
+            from turngym.trainers.distributed import LMRayCollector
+
+            remote = LMRayCollector(config, policy)
         with progress_bar(disable=not progress) as bar:
-            completed, total = done()
+            completed, total = budget_done(config, update, env_steps)
             job = bar.add_task("training", total=total, completed=completed)
             episodes_job = bar.add_task("episodes", total=episodes_per_update)
-            while budget_left():
+            while budget_left(config, update, env_steps):
                 update += 1
                 started = time.perf_counter()
                 bar.reset(episodes_job, total=episodes_per_update)
-                trajectories, groups = collect(env, policy.agent, config, update, options, bar, episodes_job)
+                if remote is not None:
+                    trajectories, groups = remote(update)
+                    bar.update(episodes_job, completed=episodes_per_update)
+                else:
+                    trajectories, groups = collect(env, policy.agent, config, update, options, bar, episodes_job)
                 collected = time.perf_counter()
-                advantages = estimate(config.algo, Rollouts(trajectories, groups), **config.algo_options)
+                prm_stats, prm_scores = {}, None
+                if prm is not None:
+                    prm_stats, prm_scores = fit_prm(prm, trajectories, groups, update_generator(config.seed, update))
+                advantages = estimate(config.algo, Rollouts(trajectories, groups, prm=prm_scores),
+                                      **config.algo_options)
                 samples = make_samples(policy, trajectories, advantages.advantages)
                 if config.kl_coef > 0:
                     add_reference(policy, samples, config.micro_batch_size or config.minibatch_size)
                 stats = optimize(policy, optimizer, samples, config, update)
                 turns = sum(len(t) for t in trajectories)
                 env_steps += turns
-                row = {"update": update, "env_steps": env_steps, "episodes": len(trajectories),
-                       "reward": float(np.mean([t.total_reward for t in trajectories])),
-                       "success": float(np.mean([t.success for t in trajectories])),
-                       "score": float(np.mean([t.score for t in trajectories])),
-                       "turns": turns / len(trajectories),
-                       "invalid": float(np.mean([not turn.info.get("valid", True)
-                                                 for t in trajectories for turn in t.turns])),
+                row = {"update": update, "env_steps": env_steps, **episode_stats(trajectories),
                        "tokens": scored_tokens(samples), **candidate_stats(samples),
-                       "adv_abs": float(np.mean([abs(s.advantage) for s in samples])),
-                       **stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
+                       "adv_abs": float(np.mean([abs(s.advantage) for s in samples])) if samples else 0.0,
+                       **stats, **prm_stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
                        "rollout_s": collected - started, "learn_s": time.perf_counter() - collected,
                        "time_s": time.perf_counter() - started}
                 # The row first: a crash before the checkpoint leaves a row that a resume cuts again.
                 metrics.log(row)
-                if update % config.save_every == 0 or not budget_left():
+                if update % config.save_every == 0 or not budget_left(config, update, env_steps):
                     save_checkpoint(checkpoint, {"update": update, "env_steps": env_steps,
                                                  "model": trainable_state(policy), "optimizer": optimizer.state_dict(),
+                                                 "prm": prm.state_dict() if prm is not None else None,
                                                  "rng": rng_state(), "config": asdict(config)})
-                bar.update(job, completed=done()[0], description=f"training (reward {row['reward']:.2f})")
+                bar.update(job, completed=budget_done(config, update, env_steps)[0],
+                           description=f"training (reward {row['reward']:.2f})")
         save_model(policy, out / "model")
+        if prm is not None:  # beside the model, as the neural trainer keeps it beside policy.pt
+            prm.save(out / "prm.pt", env_id=config.env_id, task=config.task, algo=config.algo, updates=update,
+                     env_steps=env_steps)
     finally:
         metrics.close()
         env.close()
+        if remote is not None:
+            remote.close()
     return read_metrics(out)

@@ -5,17 +5,19 @@ One update, top to bottom:
      tasks drawn from the run's distribution or, with `curriculum="eva"`, proposed by the
      curriculum (trainers/curriculum.py), which then reads each group's returns;
   2. with `algo="prm"`, fit the process reward model on them first (AgentPRM's TD targets,
-     re-estimated with the current PRM each epoch; trainers/prm.py);
+     re-estimated with the current PRM each epoch; trainers/prm.py); likewise SPA-RL's progress
+     estimator (`algo="spa"`) and OPRL's implicit PRM (`algo="oprl"`, trainers/credit.py), whose
+     per-turn outputs the estimator then reads;
   3. advantages per turn from the estimator (`turngym.rewards.estimators`), scaled by their std
      over the batch (not centred: an all-zero batch stays zero) so every estimator takes steps of
      one size;
   4. minibatch epochs of the PPO-clip loss
         L = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)) - c_ent H + c_v 1/2 (V - V_target)^2,
      rho = pi(a|s) / pi_old(a|s) (`loss="reinforce"`: -mean(log pi(a|s) A), one pass), with the
-     value loss only when the estimator uses the critic (gae, evpo), and gradient clipping;
+     value loss only when the estimator uses the critic (gae, evpo, spa), and gradient clipping;
   5. log a metrics row (JSONL + TensorBoard) and write the checkpoint atomically.
 
-The run resumes from its checkpoint (`resume=True`): policy, optimizer, PRM, curriculum, random
+The run resumes from its checkpoint (`resume=True`): policy, optimizer, credit model, curriculum, random
 streams and the metrics file are restored to the last finished update, so a resumed run continues
 exactly as an uninterrupted one would. The config is `NeuralTrainConfig` (trainers/config.py).
 """
@@ -40,11 +42,15 @@ from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, group_seeds, group_streams
 from turngym.trainers.config import NeuralTrainConfig
+from turngym.trainers.credit import CreditModel, OPRLTrainer, SPATrainer
 from turngym.trainers.curriculum import all_equal_share, from_config, group_signals
 from turngym.trainers.distributed import collector
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import atomic_write_bytes
+
+# the model fitted on each batch before the estimator of the same name reads its per-turn outputs
+CREDIT_MODELS: dict[str, type[CreditModel]] = {m.name: m for m in (PRMTrainer, SPATrainer, OPRLTrainer)}
 
 
 def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | TextActor, str]:
@@ -84,10 +90,13 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
     return policy, actor, "text"
 
 
-def advantages(config: NeuralTrainConfig, col: Collected, prm_scores: list[np.ndarray] | None):
+def advantages(config: NeuralTrainConfig, col: Collected, model: CreditModel | None,
+               learned: list[np.ndarray] | None):
+    """The estimator's advantages, given the critic's values where it reads them and the credit
+    model's per-turn outputs (`learned`) in the Rollouts field the model fills."""
     needs = NEEDS[config.algo]
     rollouts = Rollouts(col.trajectories, col.groups, values=col.values() if "values" in needs else None,
-                        prm=prm_scores)
+                        **({model.field: learned} if model is not None else {}))
     return estimate(config.algo, rollouts, **config.algo_options)
 
 
@@ -146,13 +155,13 @@ def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: to
 def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
     """Train a policy; returns the metrics rows. Writes into `config.out`: config.json,
     metrics.jsonl, analysis.json (the run's trajectory analysis), tb/, checkpoint.pt, policy.pt
-    (`neural:OUT/policy.pt`) and prm.pt (algo prm)."""
+    (`neural:OUT/policy.pt`) and the credit model of algo prm, spa or oprl (prm.pt, spa.pt, oprl.pt)."""
     config.check()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     policy, actor, backend = build(config)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    prm = PRMTrainer(policy, config) if config.algo == "prm" else None
+    model = CREDIT_MODELS[config.algo](policy, config) if config.algo in CREDIT_MODELS else None
     curriculum = from_config(config)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -170,8 +179,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                              "use another out folder or the same options (only steps may grow)")
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
-        if prm is not None:
-            prm.load_state_dict(state["prm"])
+        if model is not None:
+            model.load_state_dict(state[model.name])
         rng.bit_generator.state = state["rng"]
         if curriculum is not None:
             curriculum.load_state_dict(state["curriculum"])
@@ -194,11 +203,12 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                 per_group = {"task_ids": curriculum.propose(config.groups)} if curriculum is not None else {}
                 col = collect(group_seeds(rng, config.groups), group_streams(generator, config.groups), **per_group)
                 t_collect = time.perf_counter() - t0
-                prm_stats, scores = {}, None
-                if prm is not None:
-                    prm_stats = prm.fit(actor, col, generator)
-                    scores = prm.scores(actor, col)
-                est = advantages(config, col, scores)
+                model_stats, learned = {}, None
+                if model is not None:
+                    model_stats = model.fit(actor, col, generator)
+                    learned = model.per_turn(actor, col)
+                    model_stats.update(model.figures(col, learned))
+                est = advantages(config, col, model, learned)
                 adv = flatten(col, est.advantages)
                 targets = flatten(col, est.returns) if "values" in NEEDS[config.algo] else None
                 stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator)
@@ -213,7 +223,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                        "turns": float(np.mean([len(t.turns) for t in trajs])),
                        # groups whose returns are all equal: zero group-relative advantage, wasted rollouts
                        "zero_adv_groups": all_equal_share(group_signals(trajs, col.groups, "return")),
-                       **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **prm_stats,
+                       **stats, **{f"adv_{k}": v for k, v in est.stats.items()}, **model_stats,
                        "collect_s": round(t_collect, 3), "update_s": round(time.perf_counter() - t0 - t_collect, 3),
                        "steps_per_s": round(col.env_steps / (time.perf_counter() - t0), 1)}
                 if curriculum is not None:
@@ -226,7 +236,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                 atomic_write_bytes(out / "analysis.json", json.dumps(summarize(rows), indent=1).encode())
                 save_checkpoint(checkpoint, {
                     "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                    "prm": prm.state_dict() if prm is not None else None, "rng": rng.bit_generator.state,
+                    **({model.name: model.state_dict()} if model is not None else {}), "rng": rng.bit_generator.state,
                     "curriculum": curriculum.state_dict() if curriculum is not None else None,
                     "generator": generator.get_state(), "update": update, "env_steps": env_steps})
                 bar.update(job, completed=min(env_steps, config.steps),
@@ -239,8 +249,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     meta = {"env_id": config.env_id, "task": config.task, "algo": config.algo, "backend": backend,
             "env_steps": env_steps, "updates": update, "seconds": round(time.perf_counter() - start, 1)}
     policy.save(out / "policy.pt", **meta)
-    if prm is not None:
-        prm.save(out / "prm.pt", **meta)
+    if model is not None:
+        model.save(out / f"{model.name}.pt", **meta)
     return rows
 
 

@@ -17,42 +17,23 @@ import numpy as np
 import torch
 
 from turngym.rewards.estimators import explained_variance, group_members, mc_targets, prm_targets
+from turngym.trainers.credit import CreditModel, fresh_copy, per_turn_outputs
 
 
-def fresh_copy(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """The policy's architecture with new weights (a PRM must not start as the policy's logits)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return type(policy)(policy.config)
+class PRMTrainer(CreditModel):
+    """Holds the PRM network and its optimizer across updates (a `CreditModel`: trainers/credit.py)."""
 
-
-class PRMTrainer:
-    """Holds the PRM network and its optimizer across updates."""
+    name, field = "prm", "prm"
 
     def __init__(self, policy: torch.nn.Module, config: Any) -> None:
+        super().__init__(fresh_copy(policy, config.seed + 1), config.prm_lr, config.max_grad_norm)
         self.config = config
-        self.net = fresh_copy(policy, config.seed + 1)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.prm_lr)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def save(self, path: Any, **meta: Any) -> None:
-        self.net.save(path, prm=True, **meta)
-
-    @torch.no_grad()
     def scores(self, actor: Any, col: Any) -> list[np.ndarray]:
         """M(s_t, a_t) of every turn, per trajectory."""
-        flat = np.zeros(len(col.index))
-        n = len(col.index)
-        for start in range(0, n, 8192):
-            rows = np.arange(start, min(start + 8192, n))
-            flat[rows] = actor.scores(self.net, col.inputs, rows, col.index[rows]).numpy()
-        return [flat[idx] for idx in col.turns]
+        return per_turn_outputs(col, lambda rows: actor.scores(self.net, col.inputs, rows, col.index[rows]))
+
+    per_turn = scores
 
     def targets(self, col: Any, scores: list[np.ndarray]) -> np.ndarray:
         """Qhat for every flat turn, from the current scores."""
@@ -92,11 +73,7 @@ class PRMTrainer:
                     m_prev = actor.scores(self.net, col.inputs, before, col.index[before])
                     step = (m[torch.from_numpy(has)] - m_prev) - (q[rows][has] - q[before])
                     loss_a = 0.5 * (step ** 2).mean()
-                loss = loss_q + c.prm_beta * loss_a
-                self.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
-                self.optimizer.step()
+                self.step(loss_q + c.prm_beta * loss_a)
                 losses.append((float(loss_q.detach()), float(loss_a.detach())))
         self.net.eval()
         q_loss, a_loss = np.mean(losses, axis=0) if losses else (0.0, 0.0)
