@@ -14,10 +14,11 @@ PPO on its `Thought: ... Action: ...` replies), evaluate the trained model on th
 
 plus `OUT/curve.png` (training success and score against env steps). Both evaluations sample at
 the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached (the
-run folder's checkpoint and OUT/after.json; "before" depends only on the task, the mode and the
-test episodes, so runs in one parent folder share it: PARENT/before-TASK-MODE-N.json), so a rerun
-resumes where it stopped. Score mode trains with the gradient truncated at the prompt by default
-(`--prompt-grad` for the exact one: about 2x the time and 2.5x the memory on WebShop prompts).
+run folder's checkpoint and OUT/after.json; "before" depends only on the task, the mode (with its
+score reduction) and the test episodes, so runs in one parent folder share it:
+PARENT/before-TASK-MODE-N.json), so a rerun resumes where it stopped. Score mode trains with the
+gradient truncated at the prompt by default (`--prompt-grad` for the exact one: about 2x the time
+and 2.5x the memory on WebShop prompts).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, t
 }
 
 
-def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int) -> dict[str, Any]:
+def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
+                   reduce: str = "sum") -> dict[str, Any]:
     """Test success, mean score and valid-action rate of `spec` on the first `episodes` test tasks."""
     from turngym.apps.harness import evaluate
     from turngym.results import entry_row
@@ -50,8 +52,8 @@ def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int)
     env_id, name, kwargs = TASKS[task]
     env_kwargs = {**kwargs, **({"task": name} if env_id == "turngym/Craft-v0" else {})}
     start = time.perf_counter()
-    results = evaluate(env_id, [spec], episodes, env_kwargs=env_kwargs, agent_options={"mode": mode},
-                       workers=workers)
+    options = {"mode": mode, **({"reduce": reduce} if mode == "score" else {})}
+    results = evaluate(env_id, [spec], episodes, env_kwargs=env_kwargs, agent_options=options, workers=workers)
     row = entry_row(results, spec)
     return {"test_success": row["success_rate"], "test_score": row["mean_score"],
             "valid_rate": 1.0 - row["invalid_rate"], "mean_turns": row["mean_turns"], "episodes": episodes,
@@ -112,6 +114,8 @@ def main() -> None:
                         help="turns per forward pass (16 WebShop prompts at once took more than 24 GB)")
     parser.add_argument("--test-episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2), help="evaluation processes")
+    parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
+                        help="score mode: a candidate's score is the sum or the per-token mean of its log-likelihoods")
     parser.add_argument("--prompt-grad", action="store_true",
                         help="score mode: the exact gradient, through the prompt's keys and values too")
     parser.add_argument("--ray", default=None, help="collect training rollouts on Ray workers: local, auto, ADDRESS")
@@ -122,8 +126,10 @@ def main() -> None:
     from turngym.trainers.lm import train_lm
 
     start = time.perf_counter()
-    before = cached(args.out.parent / f"before-{args.task}-{args.mode}-{args.test_episodes}.json",
-                    lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers))
+    mode = args.mode if args.mode == "generate" else f"score-{args.reduce}"
+    before = cached(args.out.parent / f"before-{args.task}-{mode}-{args.test_episodes}.json",
+                    lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers,
+                                           args.reduce))
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
@@ -131,6 +137,7 @@ def main() -> None:
                            algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
                            group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
                            micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad, ray=args.ray,
+                           score_reduce=args.reduce,
                            max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
                            tensorboard=False)
     train_start = time.perf_counter()
@@ -138,7 +145,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - train_start
     after = cached(args.out / "after.json",
                    lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
-                                          args.workers))
+                                          args.workers, args.reduce))
     results = {"task": args.task, "mode": args.mode, "algo": args.algo, "seed": args.seed, "model": MODEL,
                "before": before, "after": after, "env_steps": rows[-1]["env_steps"], "updates": len(rows),
                "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
