@@ -300,7 +300,8 @@ def _train_parameters() -> list[inspect.Parameter]:
 
 def train(env_id: str | None = None, *, config: Path | None = None, evaluate: int = 100,
           reward_set: list[str] | None = None, **given: Any) -> None:
-    """Train a policy (PPO or REINFORCE with any advantage estimator) and evaluate it on the test split.
+    """Train a policy (PPO or REINFORCE with any advantage estimator; DPO for hf: policies) and evaluate it on the
+    test split.
 
     --policy picks the trainer; options left out keep its defaults; OUT/config.json records the run's options.
     """
