@@ -161,7 +161,8 @@ _fuzz_env = None
     st.builds(lambda verb, arg: f"{verb}[{arg}]",
               st.sampled_from(["search", "view", "read", "zoom", "answer", "VIEW "]),
               st.one_of(st.text(max_size=30), st.sampled_from(["3", "0", "-1", "3, 0, 0, 1, 1", "1, .2, .2, .9, .9",
-                                                                "2, nan, 0, 1, 1", "99999999999999999999"])))))
+                                                                "2, nan, 0, 1, 1", "99999999999999999999",
+                                                                "²", "²,0,0,1,1"])))))
 def test_any_string_is_handled(dataset, action):
     global _fuzz_env
     if _fuzz_env is None:

@@ -90,7 +90,7 @@ def parse_task_id(rules: Rules, task_id: str) -> TaskSpec:
         raise ValueError(f"unknown Craft task {name!r} in task id {task_id!r}: "
                          f"use one of {', '.join(rules.tasks)}")
     task = rules.tasks[name]
-    if sep and (not seed.isdigit() or int(seed) >= 2**32):
+    if sep and (not (seed.isascii() and seed.isdigit()) or int(seed) >= 2**32):
         raise ValueError(f"bad world seed in task id {task_id!r}: expected <task>:<integer below 2**32>")
     values: dict[str, str] = {}
     for mod in mods:
@@ -103,11 +103,12 @@ def parse_task_id(rules: Rules, task_id: str) -> TaskSpec:
         values[key] = value
     start = _start_step(rules, task, values["start"], task_id) if "start" in values else None
     spawn = values.get("spawn")
-    if spawn is not None and spawn not in SPAWN_NAMES and not (spawn.isdigit() and int(spawn) <= SPAWN_MAX):
+    if spawn is not None and spawn not in SPAWN_NAMES \
+            and not (spawn.isascii() and spawn.isdigit() and int(spawn) <= SPAWN_MAX):
         raise ValueError(f"bad spawn {spawn!r} in task id {task_id!r}: use +spawn=near, +spawn=far or "
                          f"+spawn=<tiles from 0 to {SPAWN_MAX}>")
     turns = values.get("turns")
-    if turns is not None and not (turns.isdigit() and 1 <= int(turns) <= TURNS_MAX):
+    if turns is not None and not (turns.isascii() and turns.isdigit() and 1 <= int(turns) <= TURNS_MAX):
         raise ValueError(f"bad turns {turns!r} in task id {task_id!r}: use +turns=<n> with 1 <= n <= {TURNS_MAX}")
     return TaskSpec(task, int(seed) if sep else None, start, spawn, None if turns is None else int(turns))
 

@@ -63,6 +63,6 @@ def balanced_order(answers: Sequence[int], pinned: Collection[int] = ()) -> list
 
 def parse_task_id(task_id: str) -> int:
     text = str(task_id).removeprefix("hop-")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"bad HopVQA task id {task_id!r}: expected hop-<seed>")
     return int(text)

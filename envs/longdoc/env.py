@@ -210,7 +210,7 @@ class LongDocEnv(TurnEnv):
 
     def _page(self, argument: str) -> int:
         text = argument.strip().lower().removeprefix("page").removeprefix("p.").strip()
-        if not text.isdigit() or not 1 <= int(text) <= self.document.pages:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= self.document.pages:
             raise InvalidAction(f"page must be a number from 1 to {self.document.pages}, got {argument[:20]!r}")
         return int(text)
 
@@ -218,7 +218,7 @@ class LongDocEnv(TurnEnv):
         usage = ("zoom needs a page and a box of fractions: zoom[page, x0, y0, x1, y1], e.g. zoom[3, 0, 0.5, 0.5, 1] "
                  "for the bottom-left quarter")
         page, comma, box = argument.partition(",")
-        if not comma or not page.strip().isdigit():
+        if not comma or not (page.strip().isascii() and page.strip().isdigit()):
             raise InvalidAction(usage)
         region = parse_box(box, min_side=MIN_ZOOM, of="the page", usage=usage)
         return self._page(page), region

@@ -39,7 +39,7 @@ def splits_for(catalog: Catalog) -> dict[str, Sequence[str]]:
 def goal_index(task_id: str, catalog: Catalog) -> int:
     """k of a task id `ws-<k>` (a bare number is accepted too)."""
     text = str(task_id).removeprefix("ws-")
-    if not text.isdigit() or int(text) >= catalog.goal_count:
+    if not (text.isascii() and text.isdigit()) or int(text) >= catalog.goal_count:
         raise ValueError(f"bad WebShop task id {task_id!r}: expected ws-<k> with k below {catalog.goal_count}")
     return int(text)
 
