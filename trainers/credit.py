@@ -35,6 +35,7 @@ its entropy, and its success, collapse (seen on wood_pickaxe within 60k steps at
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -125,7 +126,7 @@ def preference_accuracy(scores: np.ndarray, pairs: Sequence[tuple[int, int]], ti
     return float(np.mean((margin > tie) + 0.5 * (np.abs(margin) <= tie)))
 
 
-class CreditModel:
+class CreditModel(ABC):
     """A network fitted on each update's batch beside the policy, whose per-turn outputs fill the
     `Rollouts` field `field` for the estimator `name`; checkpointed and saved as OUT/<name>.pt."""
 
@@ -154,13 +155,13 @@ class CreditModel:
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.max_grad_norm)
         self.optimizer.step()
 
+    @abstractmethod
     def fit(self, actor: Any, col: Any, generator: torch.Generator) -> dict[str, float]:
         """Fit on the batch; figures for the metrics row."""
-        raise NotImplementedError
 
+    @abstractmethod
     def per_turn(self, actor: Any, col: Any) -> list[np.ndarray]:
         """The model's number for every turn, per trajectory (what its estimator reads)."""
-        raise NotImplementedError
 
     def figures(self, col: Any, values: list[np.ndarray]) -> dict[str, float]:
         """How well `values` (its per-turn outputs on the batch) fit the batch, for the metrics row."""
