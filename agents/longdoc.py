@@ -10,6 +10,7 @@ import gymnasium as gym
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.bm25 import STOP_WORDS
 from turngym.envs.longdoc import LongDocEnv
+from turngym.envs.longdoc.scoring import score_answer
 
 QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how many much large big high does did do is was were are according "
@@ -27,20 +28,54 @@ WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.&'-]*")
 @register_agent("oracle", LongDocEnv)
 class LongDocOracle(Agent):
     """Reads every evidence page, then answers with the ground truth (unanswerable questions after
-    one search). Reads `env.unwrapped.state_dict()`: an upper bound, not an agent to evaluate."""
+    one search). Reads `env.unwrapped.state_dict()`: an upper bound, not an agent to evaluate.
+
+    `oracle:proposed` is the expert for cloning a policy that chooses among the env's proposed
+    actions: it takes only those. It searches (the next proposed search while no hit is an
+    evidence page), reads an evidence page among the hits (else the best hit), and answers with a
+    proposed answer that scores as right, or else searches on, or abstains."""
 
     def __init__(self, env: gym.Env, argument: str = "") -> None:
-        self.env = env
+        if argument not in ("", "proposed"):
+            raise ValueError(f"unknown oracle variant {argument!r}: use oracle or oracle:proposed")
+        self.env, self.proposed = env, argument == "proposed"
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        self.searched: set[str] = set()
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         state = self.env.unwrapped.state_dict()
         question = state["question"]
+        if self.proposed:
+            return self._proposed(obs, info, state, question)
         unread = [p for p in question["evidence_pages"] if p not in state["seen"]]
         if unread:
             return f"read[{unread[0]}]"
         if not question["evidence_pages"] and info["turn"] == 0:
             return f"search[{question['question']}]"
         return f"answer[{question['answer']}]"
+
+
+    def _proposed(self, obs: dict[str, Any], info: dict[str, Any], state: dict[str, Any],
+                  question: dict[str, Any]) -> str:
+        env = self.env.unwrapped
+        candidates = type(env).propose_actions(obs, info)
+        for action in candidates:  # abstaining only after reading, as a policy must
+            right = action.startswith("answer[") and score_answer(
+                question["answer"], action[len("answer["):-1], question["answer_format"], env.scoring) >= 1.0
+            if right and (action != "answer[Not answerable]" or state["seen"]):
+                return action
+        evidence = [f"read[{p}]" for p in question["evidence_pages"] if p not in state["seen"]]
+        reads = [a for a in candidates if a.startswith("read[")]
+        if wanted := [a for a in reads if a in evidence]:
+            return wanted[0]
+        searches = [a for a in candidates if a.startswith("search[") and a not in self.searched]
+        if searches and (not reads or evidence):
+            self.searched.add(searches[0])
+            return searches[0]
+        if reads and not state["seen"]:
+            return reads[0]
+        return "answer[Not answerable]"
 
 
 def keywords(question: str) -> list[str]:

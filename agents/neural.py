@@ -7,7 +7,13 @@ with their line numbers, go through a small transformer whose first position is 
 optional CNN adds `obs["image"]`. A transformer over lines rather than words keeps a batch of 64
 Craft observations (about 250 words but 20 lines each) cheap on a CPU. Each candidate action is a
 bag of n-grams too, and a small MLP scores (observation, candidate) pairs; a softmax over the
-candidates is the policy. A value head on the observation serves critics.
+candidates is the policy. A candidate that names an opaque id the observation shows on a line of
+its own (WebShop's `click[B0ZLFRF0QZ]` on a results page) also reads the `context` lines after it
+(the product's title and price): a pooled observation cannot say which of ten ids carries the
+instruction's words, the id's own lines can. Each candidate also attends over the encoded lines
+(`attend`), and scores it with the share of its words found in each of the observation's first
+lines (`overlap_lines`: where every family puts the instruction), the cue for which option or
+product the instruction asks for that hashed bags blur. A value head on the observation serves critics.
 
 The candidates are the env's `propose_actions(obs, info)`: `info["actions"]` with templates such
 as `search[<query>]` filled in by the family (see `TurnEnv.propose_actions`), so one network
@@ -37,6 +43,11 @@ from turngym.trajectory import atomic_write_bytes
 
 PIECE = re.compile(r"[a-z]+|\d|[^\sa-z\d]")  # digits one by one, so numbers of any size share pieces
 LINE = re.compile(r"\n|\[SEP\]|[.;] ")  # lines, WebShop segments, sentences and clauses
+ARGUMENT = re.compile(r"\w+\[(.*)\]", re.DOTALL)  # click[B0ZLFRF0QZ] -> B0ZLFRF0QZ
+OPAQUE = re.compile(r"(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z\d]{4,}")  # letters and digits, both
+SHORT = 4  # words of an argument that reads the line holding it (an answer, a page), not a query
+WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+TAG = re.compile(r"\[[a-z _]+\]")  # text_rich's [button] ... [button_] marks
 Propose = Callable[[dict[str, Any], dict[str, Any]], list[str]]
 
 
@@ -53,6 +64,10 @@ class PolicyConfig:
     max_words: int = 64  # words kept per line
     image: bool = False  # add a CNN over obs["image"]
     image_size: int = 64  # images are resized to this square before the CNN
+    context: int = 2  # lines a candidate reads after the observation line it names (0: none)
+    attend: bool = True  # each candidate attends over the observation's encoded lines
+    overlap_lines: int = 4  # shares of a candidate's words in each of the first N lines, and of theirs in it
+    slots: int = 32  # candidates get an embedding of their place in the list (the first N; 0: none)
 
 
 @lru_cache(maxsize=1 << 18)
@@ -70,6 +85,48 @@ def bag(line: str, buckets: int, ngram: int, max_words: int) -> tuple[int, ...]:
 
 def lines(text: str, limit: int) -> list[str]:
     return [line for line in (part.strip() for part in LINE.split(text)) if line][:limit] or [""]
+
+
+@lru_cache(maxsize=1 << 14)
+def words(text: str) -> frozenset[str]:
+    """The lowercased words and numbers of a text, for overlaps."""
+    return frozenset(WORD.findall(text.lower()))
+
+
+def with_context(text: str, candidates: Sequence[str], context: int) -> list[str]:
+    """Each candidate with what the observation shows of it: the marks of the line its argument
+    names (text_rich's `[clicked button] Grey [clicked button_]`: an option already chosen), and,
+    for an opaque id (one token of letters and digits, such as an ASIN), the (at most `context`)
+    lines after that line, up to the next line another candidate names (a product's title, price).
+    A short argument (at most SHORT words) that no line names whole reads the first line holding
+    it as words (LongDocVQA's `answer[1998]`: the sentence the value was read from)."""
+    if not context:
+        return list(candidates)
+    raw = [part.strip() for part in LINE.split(text)]
+    found = [TAG.sub("", part).strip() for part in raw]
+    where: dict[str, int] = {}
+    for k, line in enumerate(found):
+        where.setdefault(line, k)
+    named = {m.group(1) for m in map(ARGUMENT.fullmatch, candidates) if m}
+    out = []
+    for action in candidates:
+        m = ARGUMENT.fullmatch(action)
+        k = where.get(m.group(1)) if m and m.group(1) else None
+        if k is None:
+            short = m is not None and 0 < len(m.group(1).split()) <= SHORT
+            pattern = re.compile(rf"(?<!\w){re.escape(m.group(1))}(?!\w)") if short else None
+            holder = next((line for line in found if pattern.search(line)), None) if pattern else None
+            out.append(f"{action} {holder}" if holder else action)
+            continue
+        after: list[str] = []
+        if OPAQUE.fullmatch(m.group(1)):
+            for line in found[k + 1:]:
+                if len(after) == context or line in named:
+                    break
+                if line:
+                    after.append(line)
+        out.append(" ".join([action, *TAG.findall(raw[k])[:1], *after]))
+    return out
 
 
 @dataclass
@@ -97,6 +154,7 @@ class Batch:
     line_number: torch.Tensor
     images: torch.Tensor | None
     actions: Bags
+    overlap: torch.Tensor  # (candidates, 2 x overlap_lines): shares of its words, of each line's
     owner: torch.Tensor
     slot: torch.Tensor
     counts: list[int]
@@ -136,8 +194,14 @@ class NeuralPolicy(nn.Module):
             nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, c.dim),
         ) if c.image else None
+        self.slot = nn.Embedding(c.slots, c.dim) if c.slots else None
+        # a linear path from the overlaps to the score: the rule "the instruction names it" then
+        # holds for words the network never saw, where a hashed bag would be memorised
+        self.overlap_score = nn.Linear(2 * c.overlap_lines, 1) if c.overlap_lines else None
         self.action_mlp = nn.Sequential(nn.Linear(c.dim, c.dim), nn.ReLU(), nn.Linear(c.dim, c.dim))
-        self.scorer = nn.Sequential(nn.Linear(3 * c.dim, 2 * c.dim), nn.ReLU(), nn.Linear(2 * c.dim, 1))
+        self.attention = nn.ModuleDict({k: nn.Linear(c.dim, c.dim) for k in "qkv"}) if c.attend else None
+        width = (6 if c.attend else 3) * c.dim + (1 if c.attend else 0) + 2 * c.overlap_lines
+        self.scorer = nn.Sequential(nn.Linear(width, 2 * c.dim), nn.ReLU(), nn.Linear(2 * c.dim, 1))
         self.value_head = nn.Sequential(nn.Linear(c.dim, c.dim), nn.ReLU(), nn.Linear(c.dim, 1))
 
     # ---- encoding ---------------------------------------------------------------------------
@@ -151,13 +215,20 @@ class NeuralPolicy(nn.Module):
                 line_owner.append(i)
                 line_number.append(k)
         images = torch.stack([self._image(o.get("image")) for o in observations]) if c.image else None
-        action_bags, owner, slot = [], [], []
+        action_bags, overlap, owner, slot = [], [], [], []
         for i, actions in enumerate(candidates):
-            for j, action in enumerate(actions):
+            head = [words(line) for line in lines(observations[i]["text"], c.overlap_lines)][:c.overlap_lines]
+            head += [frozenset()] * (c.overlap_lines - len(head))
+            for j, action in enumerate(with_context(observations[i]["text"], actions, c.context)):
                 action_bags.append(bag(action, c.buckets, c.ngram, c.max_words))
+                mine = words(TAG.sub("", action.partition("[")[2] or action))
+                shared = [len(mine & line) for line in head]
+                overlap.append([n / max(len(mine), 1) for n in shared]
+                               + [n / max(len(line), 1) for n, line in zip(shared, head, strict=True)])
                 owner.append(i)
                 slot.append(j)
         return Batch(Bags.of(line_bags), _long(line_owner), _long(line_number), images, Bags.of(action_bags),
+                     torch.tensor(overlap, dtype=torch.float32).reshape(len(overlap), 2 * c.overlap_lines),
                      _long(owner), _long(slot), [len(a) for a in candidates], [list(a) for a in candidates])
 
     def _image(self, image: np.ndarray | None) -> torch.Tensor:
@@ -179,17 +250,34 @@ class NeuralPolicy(nn.Module):
         pad = torch.ones(n, width, dtype=torch.bool)
         pad[:, 0] = False
         pad[batch.line_owner, batch.line_number + 1] = False
-        h = self.norm(self.encoder(x, src_key_padding_mask=pad)[:, 0])
+        encoded = self.encoder(x, src_key_padding_mask=pad)
+        h = self.norm(encoded[:, 0])
         if self.cnn is not None and batch.images is not None:
             h = h + self.cnn(batch.images)
         values = self.value_head(h).squeeze(-1)
         logits = torch.full((n, max([*batch.counts, 1])), float("-inf"))
         if batch.owner.numel():
-            a = self.action_mlp(self.grams(batch.actions.ids, batch.actions.offsets))
+            a = self.grams(batch.actions.ids, batch.actions.offsets)
+            if self.slot is not None:
+                a = a + self.slot(batch.slot.clamp(max=self.config.slots - 1))
+            a = self.action_mlp(a)
             o = h[batch.owner]
-            scores = self.scorer(torch.cat([o, a, o * a], dim=-1)).squeeze(-1)
+            features = [o, a, o * a, batch.overlap]
+            if self.attention is not None:
+                features += self._attend(a, encoded[batch.owner], pad[batch.owner])
+            scores = self.scorer(torch.cat(features, dim=-1)).squeeze(-1)
+            if self.overlap_score is not None:
+                scores = scores + self.overlap_score(batch.overlap).squeeze(-1)
             logits = logits.index_put((batch.owner, batch.slot), scores)
         return logits, values
+
+    def _attend(self, a: torch.Tensor, lines_h: torch.Tensor, pad: torch.Tensor) -> list[torch.Tensor]:
+        """Each candidate's attention over its observation's encoded lines: what it read, that times
+        itself, its best match's score (how well the instruction asks for it) and the line."""
+        q, k, v = (self.attention[name](x) for name, x in zip("qkv", (a, lines_h, lines_h), strict=True))
+        logits = (k @ q[:, :, None]).squeeze(-1).masked_fill(pad, float("-inf")) / self.config.dim ** 0.5
+        read = (torch.softmax(logits, dim=-1)[:, None] @ v).squeeze(1)
+        return [read, read * a, logits.max(-1, keepdim=True).values, lines_h[:, 0]]
 
     def evaluate(self, batch: Batch, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob and entropy of the chosen candidates, and the values (with gradients), for
@@ -230,7 +318,8 @@ class NeuralPolicy(nn.Module):
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> NeuralPolicy:
-        policy = cls(PolicyConfig(**saved["config"]))
+        # Files saved before candidates read context and attended were trained without them.
+        policy = cls(PolicyConfig(**{"context": 0, "attend": False, "overlap_lines": 0, "slots": 0, **saved["config"]}))
         policy.load_state_dict(saved["state_dict"])
         return policy.eval()
 

@@ -36,10 +36,17 @@ class WebShopOracle(Agent):
     """Searches for the target product by its title, opens it, picks the goal's options and buys.
     In a large catalog dozens of listings can share a title, so when the target is not among the
     results the second search is its whole listing text, which only the target matches in full.
-    Reads `env.unwrapped.state_dict()` and the catalog: an upper bound, not an agent to evaluate."""
+    Reads `env.unwrapped.state_dict()` and the catalog: an upper bound, not an agent to evaluate.
+
+    `oracle:instruction` is the expert for cloning a policy that chooses among the env's proposed
+    actions (`propose_actions`): it searches the instruction as proposed, opens the target when the
+    results hold it (paging to it) and otherwise the first result, then picks options and buys as
+    the oracle does, so every one of its actions is a candidate the clone can take."""
 
     def __init__(self, env: gym.Env, argument: str = "") -> None:
-        self.env = env
+        if argument not in ("", "instruction"):
+            raise ValueError(f"unknown oracle variant {argument!r}: use oracle or oracle:instruction")
+        self.env, self.proposed = env, argument == "instruction"
 
     def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
         self.searches = 0
@@ -51,18 +58,24 @@ class WebShopOracle(Agent):
         product = catalog.product(catalog.asin_to_id(goal["asin"]))
         if page == "search":
             self.searches += 1
+            if self.proposed:
+                return type(self.env.unwrapped).propose_actions(obs, info)[0]
             return f"search[{goal['name'] if self.searches == 1 else search_text(product)[:2000]}]"
         if page == "results":
             if goal["asin"] not in state["results"]:
+                if self.proposed and state["results"]:
+                    return f"click[{state['results'][state['result_page'] * PER_PAGE]}]"
                 return f"click[{BACK}]"
             where = state["results"].index(goal["asin"]) // PER_PAGE
             if where == state["result_page"]:
                 return f"click[{goal['asin']}]"
             return f"click[{NEXT if where > state['result_page'] else PREV}]"
-        if page == "detail" or state["item"] != goal["asin"]:
+        if page == "detail" or (state["item"] != goal["asin"] and not self.proposed):
             return f"click[{PREV}]"
+        if state["item"] != goal["asin"]:  # oracle:instruction on the first result: its options that match
+            product = catalog.product(catalog.asin_to_id(state["item"]))
         for group, value in _wanted_options(goal, product.get("options", {})).items():
-            if state["options"].get(group) != value:
+            if state["options"].get(group) != value and f"click[{value}]" in info.get("actions", ()):
                 return f"click[{value}]"
         return f"click[{BUY}]"
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import turngym
 from turngym.agents import make_agent
-from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch
+from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch, with_context
 from turngym.apps.cli import app
 from turngym.apps.harness import evaluate
 from turngym.results import entry_row
@@ -155,3 +155,111 @@ def test_cli_bc_saves_a_policy_and_its_record(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "bc.json").read_text())
     assert record["test"]["episodes"] == 2 and record["demonstrations"] > 0 and (tmp_path / "policy.pt").is_file()
+
+
+def webshop_turns(obs_mode: str = "text_rich"):
+    """A results page and the target's item page of a WebShop training task, with their proposals."""
+    env = gym.make("turngym/WebShop-v0", obs_mode=obs_mode)
+    obs, info = env.reset(options={"split": "train", "index": 4})
+    propose = proposer(env)
+    results, _, _, _, results_info = env.step(propose(obs, info)[0])
+    state = env.unwrapped.state_dict()
+    target = state["goal"]["asin"] if state["goal"]["asin"] in state["results"][:10] else state["results"][0]
+    item, _, _, _, item_info = env.step(f"click[{target}]")
+    return env, (results, results_info), (item, item_info), target
+
+
+def test_candidates_read_the_lines_of_the_ids_they_name():
+    env, (results, info), _, target = webshop_turns()
+    proposed = proposer(env)(results, info)
+    read = with_context(results["text"], proposed, 2)
+    product = env.unwrapped.catalog.product(env.unwrapped.catalog.asin_to_id(target))
+    mine = read[proposed.index(f"click[{target}]")]
+    assert mine.startswith(f"click[{target}] [button] {product['Title']}") and "$" in mine  # title, then price
+    assert sum(product["Title"] in r for r in read) == 1  # the next product's lines are its own
+    for action, with_lines in zip(proposed, read, strict=True):  # a word reads its line's mark, no more
+        if "[B0" not in action:
+            assert with_lines in (action, f"{action} [button]")
+    assert with_context(results["text"], proposed, 0) == proposed
+    env, _, _, _ = webshop_turns()
+    option = next(f"click[{v}]" for v in env.unwrapped.state_dict()["goal"]["goal_options"].values())
+    after, _, _, _, info = env.step(option)
+    marked = dict(zip(proposer(env)(after, info), with_context(after["text"], proposer(env)(after, info), 2),
+                      strict=True))
+    assert marked[option] == f"{option} [clicked button]"  # an option already chosen says so
+    assert marked["click[Buy Now]"] == "click[Buy Now] [button]"
+
+
+def test_overlap_features_single_out_the_option_the_instruction_names():
+    env, _, (item, info), _ = webshop_turns()
+    proposed = proposer(env)(item, info)
+    goal = env.unwrapped.state_dict()["goal"]
+    wanted = {f"click[{value}]" for value in goal["goal_options"].values()} & set(proposed)
+    assert wanted, "the training task should ask for an option its product offers"
+    batch = new_policy().encode([item], [proposed])
+    share = batch.overlap[:, 1]  # the share of the candidate's words found in the instruction (line 1)
+    others = [float(share[k]) for k, a in enumerate(proposed) if a not in wanted]
+    for action in wanted:
+        assert share[proposed.index(action)] == 1.0
+    assert np.mean(others) < 0.5 and others.count(1.0) <= 1
+    assert torch.all(batch.overlap[:, 4:] <= share.max())  # of the line's words: a few each
+
+
+def test_policies_saved_before_candidate_features_load_unchanged(tmp_path):
+    env, (results, info), _, _ = webshop_turns()
+    old = new_policy(PolicyConfig(context=0, attend=False, overlap_lines=0, slots=0), seed=2)
+    path = old.save(tmp_path / "old.pt")
+    saved = torch.load(path, weights_only=True)
+    for key in ("context", "attend", "overlap_lines", "slots"):  # a file from before these switches
+        del saved["config"][key]
+    torch.save(saved, path)
+    loaded, _ = NeuralPolicy.load(path)
+    batch = loaded.encode([results], [proposer(env)(results, info)])
+    assert torch.equal(loaded(batch)[0], old(batch)[0])
+
+
+def test_the_overlap_path_alone_picks_the_option_the_instruction_names():
+    env, _, (item, info), _ = webshop_turns()
+    proposed = proposer(env)(item, info)
+    wanted = {f"click[{v}]" for v in env.unwrapped.state_dict()["goal"]["goal_options"].values()}
+    policy = new_policy(seed=0)
+    with torch.no_grad():  # the scorer silenced: only "the instruction names it" counts
+        policy.scorer[-1].weight.zero_()
+        policy.scorer[-1].bias.zero_()
+        policy.overlap_score.weight.zero_()
+        policy.overlap_score.weight[0, 1] = 10.0  # the share of its words in the instruction line
+    logits, _ = policy(policy.encode([item], [proposed]))
+    assert proposed[int(logits[0].argmax())] in wanted
+
+
+def test_cloning_webshop_beats_a_fresh_policy_on_held_out_turns():
+    env_id, kwargs = "turngym/WebShop-v0", {"obs_mode": "text_rich"}
+    samples = demonstrations(collect(env_id, 120, env_kwargs=kwargs, expert="oracle:instruction"), proposer(env_id))
+    train, test = samples[:-100], samples[-100:]
+
+    def accuracy(policy):
+        with torch.no_grad():
+            logits, _ = policy(policy.encode([s.obs for s in test], [s.candidates for s in test]))
+        return float((logits.argmax(-1) == torch.tensor([s.index for s in test])).float().mean())
+
+    policy = new_policy(seed=0)
+    before = accuracy(policy)
+    clone(policy, train, epochs=10)
+    assert accuracy(policy) > before + 0.2
+
+
+def test_oracle_instruction_takes_only_proposed_actions_and_buys_the_target():
+    env = gym.make("turngym/WebShop-v0", obs_mode="text_rich")
+    agent, propose = make_agent("oracle:instruction", env), proposer(env)
+    for index in range(5):
+        obs, info = env.reset(options={"split": "test", "index": index})
+        agent.reset(obs, info)
+        done = False
+        while not done:
+            action = agent.act(obs, info)
+            assert action in propose(obs, info)
+            obs, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert reward == 1.0
+    with pytest.raises(ValueError, match="unknown oracle variant"):
+        make_agent("oracle:title", env)

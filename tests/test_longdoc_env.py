@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from turngym import rollout
 from turngym.agents import make_agent
 from turngym.envs.longdoc import accuracy, generalized_f1
+from turngym.envs.longdoc.env import HIT
 
 PAGES = {
     1: "Norhaven Annual Review 2021. Prepared by the Office of Planning. Published 4 May 2022.",
@@ -175,3 +176,46 @@ def test_any_string_is_handled(dataset, action):
     assert env.observation_space.contains(obs) and info["valid"] == (info["error"] is None)
     if not info["valid"]:
         assert {**env.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0} and not terminated
+
+
+def test_proposals_read_the_hits_and_offer_the_page_answers():
+    """A policy choosing among the proposals can search, read what search found and answer from
+    the page read; the proposals come from the text alone, and every one is a valid action."""
+    env = gym.make("turngym/LongDocVQA-v0", obs_mode="text")
+    obs, info = env.reset(options={"split": "train", "index": 0})  # "... Eindhoven study site, when was it set up?"
+    question = env.unwrapped.state_dict()["question"]
+    propose = type(env.unwrapped).propose_actions
+    first = propose(obs, info)
+    assert [a for a in first if a.startswith("search[")] == ["search[according figure about eindhoven study site when "
+                                                             "set up]", "search[eindhoven]"]
+    assert first[-1] == "answer[Not answerable]" and not any(a.startswith("read[") for a in first)
+    obs, _, _, _, info = env.step(first[1])
+    hits = [a for a in propose(obs, info) if a.startswith("read[")]
+    assert hits and hits == [f"read[{p}]" for p in dict.fromkeys(HIT.findall(obs["text"]))]
+    assert f"read[{question['evidence_pages'][0]}]" in hits
+    obs, _, _, _, info = env.step(f"read[{question['evidence_pages'][0]}]")
+    answers = [a for a in propose(obs, info) if a.startswith("answer[")]
+    assert f"answer[{question['answer']}]" in answers and len(answers) <= 13
+    for action in propose(obs, info):  # (an answer would end the episode)
+        if not action.startswith("answer["):
+            assert env.unwrapped.step(action)[4]["valid"], action
+
+
+def test_oracle_proposed_keeps_to_the_proposals_and_abstains_only_after_reading():
+    env = gym.make("turngym/LongDocVQA-v0", obs_mode="text")
+    agent, propose = make_agent("oracle:proposed", env), type(env.unwrapped).propose_actions
+    right = 0
+    for index in range(12):
+        obs, info = env.reset(options={"split": "test", "index": index})
+        agent.reset(obs, info)
+        done, actions = False, []
+        while not done:
+            actions.append(agent.act(obs, info))
+            assert actions[-1] in propose(obs, info)
+            obs, reward, terminated, truncated, info = env.step(actions[-1])
+            done = terminated or truncated
+        assert any(a.startswith("read[") for a in actions)
+        right += reward == 1.0
+    assert right >= 3  # the ceiling of a policy that keeps to the proposals (42% over 100 test questions)
+    with pytest.raises(ValueError, match="unknown oracle variant"):
+        make_agent("oracle:truth", env)

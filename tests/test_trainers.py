@@ -109,6 +109,19 @@ def test_text_backend_with_reinforce_and_code_reward(tmp_path):
     assert len(rollout(env, agent, seed=3, record_images=False).turns) <= 5
 
 
+def test_net_sizes_a_fresh_text_policy_and_its_cnn_sees_the_image(tmp_path):
+    train(NeuralTrainConfig(env_id=HOPVQA, groups=1, group_size=2, steps=8, net={"image": True, "dim": 32},
+                            env_kwargs={"max_turns": 2, "size": 256}, out=str(tmp_path), tensorboard=False),
+          progress=False)
+    saved = torch.load(tmp_path / "policy.pt", weights_only=True)
+    assert saved["config"]["image"] is True and saved["config"]["dim"] == 32
+    assert any(key.startswith("cnn.") for key in saved["state_dict"])
+    with pytest.raises(ValueError, match="unknown net option"):
+        NeuralTrainConfig(env_id=HOPVQA, net={"width": 3}).check()
+    with pytest.raises(ValueError, match="keeps its own"):
+        NeuralTrainConfig(env_id=HOPVQA, policy=f"neural:{tmp_path / 'policy.pt'}", net={"dim": 8}).check()
+
+
 def test_the_task_goes_where_the_env_class_says():
     """Craft names its task kwarg (and has a vector backend); HopVQA takes a task id or a split at
     reset, so a text-backend run plays exactly the task it was given."""

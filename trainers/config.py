@@ -137,6 +137,9 @@ class NeuralTrainConfig(TrainConfig):
     max_grad_norm: float = 0.5
     backend: str = knob("symbolic (the env's fast vector backend), text (any env, text policy) or auto "
                         "(symbolic where the env has a backend for its kwargs)", "auto")
+    net: dict[str, Any] = field(default_factory=dict, metadata=field_meta(
+        "a size or switch of a fresh text policy as key=value (repeatable; a PolicyConfig field of "
+        "agents/neural.py), e.g. --net image=true for a CNN over the observation's image", aliases=("--net",)))
     vf_coef: float = knob("weight of the value loss (estimators with a critic: "
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
     credit_epochs: int = knob("algo spa and oprl: passes of the progress estimator's or implicit PRM's fit per update "
@@ -180,6 +183,14 @@ class NeuralTrainConfig(TrainConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.credit_lr > 0 and self.oprl_beta > 0):
             raise ValueError(f"credit_lr and oprl_beta must be > 0, got {self.credit_lr} and {self.oprl_beta}")
+        from turngym.agents.neural import PolicyConfig
+
+        unknown = set(self.net) - set(PolicyConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown net option(s) {sorted(unknown)}: use "
+                             f"{', '.join(PolicyConfig.__dataclass_fields__)}")
+        if self.net and self.policy != "neural":
+            raise ValueError("net sizes a fresh policy; a saved one (--policy neural:PATH) keeps its own")
         self.vector_backend()  # a backend that cannot play these settings fails before any work
 
     def vector_backend(self) -> VectorBackend | None:

@@ -77,7 +77,7 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
         return policy, SymbolicActor(policy, EpisodeAnalysis(env, env.state_dict, path)), "symbolic"
     if saved is not None and saved.get("kind") == KIND:
         raise ValueError(f"{path} is a symbolic policy; use backend symbolic (or auto)")
-    policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(), config.seed)
+    policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(**config.net), config.seed)
 
     def make() -> gym.Env:
         env = gym.make(config.env_id, **kwargs)

@@ -23,6 +23,37 @@ MIN_ZOOM = 0.02  # the smallest zoom box side, as a fraction of the page
 OPEN_DOCUMENTS = 4  # PDFs kept open per process
 
 
+MAX_ANSWERS = 12
+NAMED = re.compile(r"[A-Z][A-Za-z&'-]+|\d[\d,.]*\d|\d")  # capitalised words and numbers of a question
+HIT = re.compile(r"p\. (\d+): ")
+READ = re.compile(r"^Text of page \d+: (.*)$", re.MULTILINE)
+ANSWER = re.compile(r"-?\d[\d,]*(?:\.\d+)?%?|(?:[A-Z][A-Za-z&'-]+:? )*[A-Z][A-Za-z&'-]+")
+
+
+def candidate_answers(page: str, keywords: set[str], question: str) -> list[str]:
+    """Numbers and names (runs of capitalised words, and their words and word pairs: a table's text
+    layer runs its cells together) of a page's sentences, the sentences sharing the most question
+    keywords first, leaving out what the question itself says."""
+    sentences = re.split(r"(?<=[.!?])\s+", page)
+    ranked = sorted(range(len(sentences)), key=lambda k: -len(keywords & set(WORD.findall(sentences[k].lower()))))
+    said = question.lower()
+    found: list[str] = []
+    for k in ranked:
+        matches = sorted(ANSWER.finditer(sentences[k]), key=lambda m: m.group()[0].isalpha())  # numbers first
+        for m in matches:
+            words = m.group().rstrip(".,").split(" ")
+            while len(words) > 1 and words[0].lower() in STOP_WORDS:  # "The Riga" -> "Riga"
+                words = words[1:]
+            parts = [" ".join(words)] + ([" ".join(words[i:i + n]) for n in (2, 1) for i in range(len(words) - n + 1)]
+                                         if len(words) > 2 else [])
+            for value in parts:
+                if value.lower() not in said and value.lower() not in STOP_WORDS and value not in found:
+                    found.append(value)
+        if len(found) >= MAX_ANSWERS:
+            break
+    return found[:MAX_ANSWERS]
+
+
 class LongDocEnv(TurnEnv):
     """LongDocVQA: a question about a 20-150 page PDF; search it, read and view pages, zoom, answer.
 
@@ -256,9 +287,19 @@ class LongDocEnv(TurnEnv):
 
     @classmethod
     def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
-        """A search for the question's keywords, and the abstention; pages and answers are open-ended."""
-        keywords = " ".join(w for w in WORD.findall(info.get("instruction", "").lower()) if w not in STOP_WORDS)
-        return [f"search[{keywords}]", "answer[Not answerable]"]
+        """Searches for the question's keywords and for its names and numbers alone; a read of each
+        page the last search found; after a read, the numbers and names of the page's sentences that
+        share the most words with the question (closest first, at most MAX_ANSWERS); and the
+        abstention. It reads the text only, so a policy choosing among these never sees the truth."""
+        question = info.get("instruction", "")
+        keywords = [w for w in WORD.findall(question.lower()) if w not in STOP_WORDS]
+        names = [w.lower() for w in NAMED.findall(question)[1:] if w.lower() not in STOP_WORDS]
+        proposed = [f"search[{' '.join(keywords)}]", *([f"search[{' '.join(names)}]"] if names else [])]
+        text = obs.get("text", "") if isinstance(obs, dict) else ""
+        proposed += [f"read[{page}]" for page in dict.fromkeys(HIT.findall(text))]
+        if (page := READ.search(text)) is not None:
+            proposed += [f"answer[{a}]" for a in candidate_answers(page.group(1), set(keywords), question)]
+        return list(dict.fromkeys([*proposed, "answer[Not answerable]"]))
 
     def _image(self) -> np.ndarray:
         if self.shown is None:
