@@ -7,13 +7,13 @@ with their line numbers, go through a small transformer whose first position is 
 optional CNN adds `obs["image"]`. A transformer over lines rather than words keeps a batch of 64
 Craft observations (about 250 words but 20 lines each) cheap on a CPU. Each candidate action is a
 bag of n-grams too, and a small MLP scores (observation, candidate) pairs; a softmax over the
-candidates is the policy. A candidate that names an opaque id the observation shows on a line of
-its own (WebShop's `click[B0ZLFRF0QZ]` on a results page) also reads the `context` lines after it
-(the product's title and price): a pooled observation cannot say which of ten ids carries the
-instruction's words, the id's own lines can. Each candidate also attends over the encoded lines
-(`attend`), and scores it with the share of its words found in each of the observation's first
-lines (`overlap_lines`: where every family puts the instruction), the cue for which option or
-product the instruction asks for that hashed bags blur. A value head on the observation serves critics.
+candidates is the policy. A pooled observation cannot say which of ten opaque ids carries the
+instruction's words, or whether an option is already chosen, so each candidate also reads what the
+observation shows of it (`with_context`: its line's mark, an id's title and price, the sentence an
+answer comes from), attends over the encoded lines (`attend`), and is scored with the shares of its
+words in the observation's first lines and theirs in it (`overlap_lines`: every family puts the
+instruction there), also through a linear path that carries "the instruction names it" over to
+words never seen in training. A value head on the observation serves critics.
 
 The candidates are the env's `propose_actions(obs, info)`: `info["actions"]` with templates such
 as `search[<query>]` filled in by the family (see `TurnEnv.propose_actions`), so one network
@@ -273,7 +273,7 @@ class NeuralPolicy(nn.Module):
 
     def _attend(self, a: torch.Tensor, lines_h: torch.Tensor, pad: torch.Tensor) -> list[torch.Tensor]:
         """Each candidate's attention over its observation's encoded lines: what it read, that times
-        itself, its best match's score (how well the instruction asks for it) and the line."""
+        itself, its best match's score, and the encoder's read-out position before its norm."""
         q, k, v = (self.attention[name](x) for name, x in zip("qkv", (a, lines_h, lines_h), strict=True))
         logits = (k @ q[:, :, None]).squeeze(-1).masked_fill(pad, float("-inf")) / self.config.dim ** 0.5
         read = (torch.softmax(logits, dim=-1)[:, None] @ v).squeeze(1)
@@ -318,8 +318,9 @@ class NeuralPolicy(nn.Module):
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> NeuralPolicy:
-        # Files saved before candidates read context and attended were trained without them.
-        policy = cls(PolicyConfig(**{"context": 0, "attend": False, "overlap_lines": 0, "slots": 0, **saved["config"]}))
+        # files saved before these candidate features existed were trained without them
+        before = {"context": 0, "attend": False, "overlap_lines": 0, "slots": 0}
+        policy = cls(PolicyConfig(**{**before, **saved["config"]}))
         policy.load_state_dict(saved["state_dict"])
         return policy.eval()
 
