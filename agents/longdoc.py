@@ -10,6 +10,7 @@ import gymnasium as gym
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.bm25 import STOP_WORDS
 from turngym.envs.longdoc import LongDocEnv
+from turngym.envs.longdoc.env import HIT, READ  # how the env prints search hits and a page read
 from turngym.envs.longdoc.scoring import score_answer
 
 QUESTION_WORDS = frozenset(
@@ -21,7 +22,6 @@ NOT_ANSWERS = frozenset("Table Figure Chart Source Note Page Contents Section".s
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 NAME = re.compile(r"(?:[A-Z][a-zA-Z&'.-]+ ?)+")
 YEAR = re.compile(r"(19|20)\d\d")
-HIT = re.compile(r"p\. (\d+):")
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.&'-]*")
 
 
@@ -120,7 +120,7 @@ class LongDocRuleBaseline(Agent):
             return f"search[{' '.join(self.keywords) or self.question}]"
         if info["turn"] == 1:
             self.pages = [int(p) for p in HIT.findall(text)][:3]
-        elif (read := re.search(r"^Text of page \d+: (.*)$", text, re.MULTILINE)) is not None:
+        elif (read := READ.search(text)) is not None:
             self.texts.append(read.group(1))
         if len(self.texts) < len(self.pages):
             return f"read[{self.pages[len(self.texts)]}]"
