@@ -138,15 +138,16 @@ def test_minibatches_of_whole_units():
     assert cut([2, 0, 1, 3], [3, 5, 2, 4], 4) == [[2], [0], [1], [3]]
 
 
-def test_needs_keep_the_language_model_trainer_out():
+def test_needs_and_the_credit_settings_are_checked():
     assert NEEDS["spa"] == {"step_rewards", "values"} and NEEDS["oprl"] == {"step_rewards"}
-    for algo in ("spa", "oprl"):
-        with pytest.raises(ValueError, match=f"estimator '{algo}' needs step_rewards"):
-            LMTrainConfig(env_id=CRAFT, policy="hf:m", algo=algo).check()
+    for algo in ("spa", "oprl"):  # the LM trainer provides both (trainers/lm_credit.py)
+        LMTrainConfig(env_id=CRAFT, policy="hf:m", algo=algo).check()
     with pytest.raises(ValueError, match="credit_minibatch_size must be at least 1"):
         NeuralTrainConfig(env_id=CRAFT, algo="spa", credit_minibatch_size=0).check()
-    with pytest.raises(ValueError, match="oprl_beta must be > 0"):
-        NeuralTrainConfig(env_id=CRAFT, algo="oprl", oprl_beta=0.0).check()
+    for trainer in (NeuralTrainConfig, LMTrainConfig):
+        with pytest.raises(ValueError, match="oprl_beta must be > 0"):
+            trainer(env_id=CRAFT, policy="hf:m" if trainer is LMTrainConfig else "neural", algo="oprl",
+                    oprl_beta=0.0).check()
 
 
 # ---- end to end -----------------------------------------------------------------------------------

@@ -229,12 +229,15 @@ def test_kl_starts_at_zero_and_lora_trains_only_the_adapters(lm: str, tmp_path: 
         assert all(torch.equal(p, before) for p, before in zip(policy.reference.parameters(), reference, strict=True))
 
 
-def test_lm_policies_refuse_estimators_that_need_a_critic(tmp_path: Path) -> None:
-    for algo in ("gae", "evpo"):
-        with pytest.raises(ValueError, match=r"needs values, which the language-model trainer does not provide: use "
-                                             r"one of .*grpo.*prm"):
-            config("unused", tmp_path, algo=algo).check()
-    config("unused", tmp_path, algo="prm").check()  # the trainer fits a PRM of its own
+def test_lm_policies_check_their_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from turngym.rewards import estimators
+
+    for algo in estimators.ESTIMATORS:  # prm, spa and oprl's models and gae's critic: trainers/lm_credit.py
+        config("unused", tmp_path, algo=algo).check()
+    monkeypatch.setitem(estimators.NEEDS, "gae", frozenset({"values", "world_model"}))
+    with pytest.raises(ValueError, match=r"needs values and world_model, which the language-model trainer does not "
+                                         r"provide: use one of .*grpo.*oprl.*prm"):
+        config("unused", tmp_path, algo="gae").check()
     with pytest.raises(ValueError, match="use ppo or reinforce"):
         config("unused", tmp_path, loss="a2c").check()
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -346,6 +349,68 @@ def test_prm_fits_a_process_reward_model_on_the_lms_turns(lm: str, tmp_path: Pat
     with torch.no_grad():
         values = prm(prm.encode([obs] * len(MOVES), [[move] for move in MOVES]))[0][:, 0]
     assert MOVES[int(values.argmax())] == "move north"
+
+
+@pytest.mark.parametrize(("algo", "mode"), [("spa", "score"), ("oprl", "generate"), ("oprl", "score"),
+                                           ("gae", "generate")])
+def test_spa_oprl_and_a_critic_train_an_lm(lm: str, tmp_path: Path, algo: str, mode: str) -> None:
+    """SPA's progress estimator and the critic (small text networks) and OPRL's implicit PRM (a
+    LoRA copy of the LM) are fitted on each update's turns: each fit lowers its loss on the batch it
+    fits (SPA's decomposition error; the implicit PRM's DPO loss, its preference accuracy rising
+    from the untrained 0.5), a resumed run equals an uninterrupted one, and the models are saved
+    beside the policy."""
+    options = {"algo": algo, "mode": mode, "score_reduce": "mean", "group_size": 8, "credit_epochs": 4,
+               "credit_lr": 1e-2 if algo == "oprl" else 3e-3}
+    whole = train_lm(config(lm, tmp_path / "a", updates=2, **options), progress=False)
+    train_lm(config(lm, tmp_path / "b", updates=1, **options), progress=False)
+    resumed = train_lm(config(lm, tmp_path / "b", updates=2, resume=True, **options), progress=False)
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in resumed] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in whole]
+    run = tmp_path / "a" / "run"
+    if algo != "oprl":
+        assert all(math.isfinite(row["critic_loss"]) and "critic_ev" in row for row in whole)
+        assert (run / "critic.pt").exists()
+    if algo == "spa":
+        assert all(row["spa_mse"] < row["spa_mse_before"] for row in whole)
+        assert (run / "spa.pt").exists()
+    if algo == "oprl":
+        fitted = [row for row in whole if row["oprl_pairs"]]
+        assert fitted and whole[0]["oprl_acc_before"] == 0.5  # pi_phi starts as the policy: every pair ties
+        assert all(row["oprl_loss"] < row["oprl_loss_before"] and row["oprl_acc"] > 0.5 for row in fitted)
+        assert (run / "oprl" / "adapter_config.json").exists()
+
+
+def test_the_implicit_prms_two_pass_gradient_is_the_dpo_gradient(lm: str, tmp_path: Path) -> None:
+    """ImplicitLM.backward (per-episode dL/ds, then the turns in micro-batches) leaves the gradient
+    that autograd gives through the whole DPO loss at once."""
+    from turngym.trainers.credit import dpo_loss
+    from turngym.trainers.lm_credit import ImplicitLM
+
+    run = config(lm, tmp_path, algo="oprl", group_size=4, micro_batch_size=3, oprl_beta=0.7)
+    env = gym.make(NORTH)
+    policy = make_policy(run, env)
+    trajectories, _ = collect(env, policy.agent, run, update=1)
+    implicit = ImplicitLM(policy, run)
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from pi_old (LoRA's B = 0 leaves A's gradient 0)
+        for p in implicit.params:
+            p.add_(0.05 * torch.randn_like(p))
+    samples, owner = implicit.turns(trajectories)
+    episode = np.repeat(np.arange(len(trajectories)), [len(t) for t in trajectories])[owner]
+    pairs = [(0, 1), (2, 3), (5, 4), (1, 6)]
+    loss = implicit.backward(samples, episode, len(trajectories), pairs)
+    two_pass = [p.grad.clone() for p in implicit.params]
+    for p in implicit.params:
+        p.grad = None
+    logp = implicit.logprobs(samples).double() - torch.tensor([implicit.old_logprob(x) for x in samples],
+                                                                 dtype=torch.float64)
+    s = torch.zeros(len(trajectories), dtype=torch.float64).index_add(0, torch.as_tensor(episode), logp)
+    direct = dpo_loss(s, pairs, 0.7)
+    direct.backward()
+    assert loss == pytest.approx(float(direct.detach()), rel=1e-5)
+    assert any(g.abs().sum() > 0 for g in two_pass)
+    for got, want in zip(two_pass, (p.grad for p in implicit.params), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
 
 
 def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

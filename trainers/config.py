@@ -80,6 +80,15 @@ class TrainConfig(ABC):
     prm_lr: float = knob("algo prm: the PRM's learning rate", 1e-3)
     prm_target: str = knob("algo prm: td (AgentPRM's TD(lambda) targets) or mc (Monte-Carlo returns)", "td")
     prm_beta: float = knob("algo prm: weight of the turn-to-turn difference term of the PRM loss", 1.0)
+    credit_epochs: int = knob("algo spa and oprl: passes of the progress estimator's or implicit PRM's fit per update "
+                              "(trainers/credit.py; hf: policies, trainers/lm_credit.py)", 3)
+    credit_lr: float = knob("algo spa and oprl: the progress estimator's or implicit PRM's learning rate (hf: "
+                            "policies: also their critic's, for gae, evpo and spa)", 3e-4)
+    credit_minibatch_size: int = knob("algo spa and oprl: turns per step of their fit, in whole episodes (spa) or "
+                                      "groups (oprl)", 1024)
+    oprl_beta: float = knob("algo oprl: beta of the implicit PRM's DPO loss and step rewards, r_t = beta "
+                            "log(pi_phi(a_t|s_t) / pi_old(a_t|s_t)); a small beta lets pi_phi drift far from the "
+                            "policy, and the policy, pulled after it, loses its entropy", 1.0)
     ray: str | None = knob("collect rollouts on Ray workers: local (a new instance on this machine), auto (the "
                            "running cluster) or a cluster address; same results as without (none: this process)", None)
     ray_workers: int | None = knob("Ray collection workers, each playing a share of the groups (none: one per CPU of "
@@ -96,11 +105,12 @@ class TrainConfig(ABC):
             raise ValueError(f"unknown algo {self.algo!r}: use one of {', '.join(sorted(ESTIMATORS))}")
         if self.loss not in self.losses:
             raise ValueError(f"unknown loss {self.loss!r} for {self.about}: use {' or '.join(self.losses)}")
-        for name in ("groups", "group_size", "epochs", "minibatch_size", "steps"):
+        for name in ("groups", "group_size", "epochs", "minibatch_size", "steps", "credit_epochs",
+                     "credit_minibatch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        for name in ("lr", "clip_eps", "max_grad_norm"):
+        for name in ("lr", "clip_eps", "max_grad_norm", "credit_lr", "oprl_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.entropy_coef < 0:
@@ -142,14 +152,6 @@ class NeuralTrainConfig(TrainConfig):
         "agents/neural.py), e.g. --net image=true for a CNN over the observation's image", aliases=("--net",)))
     vf_coef: float = knob("weight of the value loss (estimators with a critic: "
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
-    credit_epochs: int = knob("algo spa and oprl: passes of the progress estimator's or implicit PRM's fit per update "
-                              "(trainers/credit.py)", 3)
-    credit_lr: float = knob("algo spa and oprl: the progress estimator's or implicit PRM's learning rate", 3e-4)
-    credit_minibatch_size: int = knob("algo spa and oprl: turns per step of their fit, in whole episodes (spa) or "
-                                      "groups (oprl)", 1024)
-    oprl_beta: float = knob("algo oprl: beta of the implicit PRM's DPO loss and step rewards, r_t = beta "
-                            "log(pi_phi(a_t|s_t) / pi_old(a_t|s_t)); a small beta lets pi_phi drift far from the "
-                            "policy, and the policy, pulled after it, loses its entropy", 1.0)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
                                    "source), added to the env's reward", None)
     curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
@@ -178,11 +180,6 @@ class NeuralTrainConfig(TrainConfig):
         if self.curriculum_signal not in CURRICULUM_SIGNALS:
             raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
                              + ", ".join(CURRICULUM_SIGNALS))
-        for name in ("credit_epochs", "credit_minibatch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not (self.credit_lr > 0 and self.oprl_beta > 0):
-            raise ValueError(f"credit_lr and oprl_beta must be > 0, got {self.credit_lr} and {self.oprl_beta}")
         from turngym.agents.neural import PolicyConfig
 
         unknown = set(self.net) - set(PolicyConfig.__dataclass_fields__)
@@ -215,7 +212,9 @@ class NeuralTrainConfig(TrainConfig):
         return f"neural:{Path(self.out) / 'policy.pt'}", {**kwargs, **(backend.single if backend else {})}
 
 
-LM_PROVIDES = frozenset({"prm"})  # what the LM trainer gives estimators: a PRM over its turns (trainers/lm.py)
+# what the LM trainer gives estimators (trainers/lm_credit.py): a PRM, the step rewards of SPA's progress
+# estimator or OPRL's implicit PRM, and a critic's values
+LM_PROVIDES = frozenset({"prm", "step_rewards", "values"})
 
 
 @dataclass(kw_only=True)

@@ -11,9 +11,11 @@ Top to bottom, one update:
 1. `collect`: `groups` training tasks, each from a fresh env seed, played G = `group_size` times
    with that same env seed and G different agent seeds (so a group differs only in what the model
    sampled, which group-relative estimators need); with `ray`, the same rollouts on Ray workers.
-2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn (with `algo="prm"`, from
-   the scores of AgentPRM's process reward model, a small text network fitted first on the same
-   turns: `make_prm`); `make_samples` turns each turn into a `Sample` (generate: the sequence
+2. `estimate(config.algo, Rollouts(...))` gives one advantage A per turn. The learned credit of
+   prm, spa and oprl is fitted on the same turns first, and the estimators that read values (gae,
+   evpo, spa) get a small text critic's, fitted to their returns afterwards (trainers/lm_credit.py:
+   AgentPRM's PRM and SPA's progress estimator are small text networks, OPRL's implicit PRM a LoRA
+   copy of the policy). `make_samples` turns each turn into a `Sample` (generate: the sequence
    prompt + reply, every reply token carrying the turn's A) or a `Choice` (score: the prompt, the
    candidates, the choice and A; turns with a single candidate have nothing to learn and are left out).
 3. `optimize`: `epochs` passes over the turns in shuffled minibatches of `minibatch_size` turns,
@@ -82,9 +84,7 @@ from rich.progress import Progress
 from turngym.console import progress_bar
 from turngym.rewards.estimators import Rollouts, estimate
 from turngym.rollout import rollout
-from turngym.trainers.collect import Collected, TextActor
 from turngym.trainers.config import LMTrainConfig
-from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import Trajectory
 
@@ -228,41 +228,6 @@ def play_groups(env: gym.Env, agent: Any, env_seeds: Sequence[int], agent_seeds:
             if advance is not None:
                 advance()
     return trajectories
-
-
-# --- AgentPRM for language-model policies ------------------------------------------------------
-
-def make_prm(config: LMTrainConfig) -> PRMTrainer | None:
-    """With `algo="prm"`: AgentPRM's process reward model for the LM's turns, a small text network
-    (agents/neural.py) whose output for (observation text, action taken) is read as M(s_t, a_t),
-    fitted on every update's rollouts by `PRMTrainer` (TD(lambda) or Monte-Carlo targets) before its
-    scores make the advantages. Separate from the policy, as in AgentPRM, and cheap next to it."""
-    if config.algo != "prm":
-        return None
-    from turngym.agents.neural import new_policy
-
-    return PRMTrainer(new_policy(seed=config.seed), config)
-
-
-def turn_batch(trajectories: Sequence[Trajectory], groups: Sequence[int]) -> Collected:
-    """The LM's turns in the form the PRM fit reads (trainers/collect.py's `Collected`): each turn's
-    observation text with the action taken as its one candidate, read by `TextActor.scores`."""
-    turns, inputs, at = [], [], 0
-    for traj in trajectories:
-        turns.append(list(range(at, at + len(traj))))
-        inputs += [({"text": turn.text, "image": None}, [turn.action]) for turn in traj.turns]
-        at += len(traj)
-    zeros = torch.zeros(at)
-    return Collected(list(trajectories), list(groups), turns, inputs, torch.zeros(at, dtype=torch.long), zeros, zeros,
-                     [0.0] * len(trajectories))
-
-
-def fit_prm(prm: PRMTrainer, trajectories: Sequence[Trajectory], groups: Sequence[int],
-            generator: torch.Generator) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Fit the PRM on an update's rollouts; its fit figures and its M(s_t, a_t) for every turn."""
-    batch = turn_batch(trajectories, groups)
-    stats = prm.fit(TextActor, batch, generator)
-    return stats, prm.scores(TextActor, batch)
 
 
 # --- samples and batches ----------------------------------------------------------------------
@@ -695,7 +660,9 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
     env, options = make_env(config)
     policy = make_policy(config, env)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    prm = make_prm(config)
+    from turngym.trainers.lm_credit import make_credit, make_critic, turn_batch  # it imports this module
+
+    credit, critic = make_credit(config, policy), make_critic(config)
     metrics = Metrics(out, tensorboard=config.tensorboard)
     update, env_steps = 0, 0
     checkpoint = out / "checkpoint.pt"
@@ -705,8 +672,9 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
         load_trainable_state(policy, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
-        if prm is not None:
-            prm.load_state_dict(state["prm"])
+        for model in (credit, critic):
+            if model is not None:
+                model.load_state_dict(state[model.name])
         update, env_steps = int(state["update"]), int(state["env_steps"])
     metrics.truncate(update)  # a fresh run (update 0) starts a fresh curve
     write_config(out, config)
@@ -732,11 +700,16 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                 else:
                     trajectories, groups = collect(env, policy.agent, config, update, options, bar, episodes_job)
                 collected = time.perf_counter()
-                prm_stats, prm_scores = {}, None
-                if prm is not None:
-                    prm_stats, prm_scores = fit_prm(prm, trajectories, groups, update_generator(config.seed, update))
-                advantages = estimate(config.algo, Rollouts(trajectories, groups, prm=prm_scores),
+                generator = update_generator(config.seed, update)
+                credit_stats, learned = credit.update(trajectories, groups, generator) if credit else ({}, {})
+                values = None
+                if critic is not None:
+                    batch = turn_batch(trajectories, groups)
+                    values = critic.values(batch)
+                advantages = estimate(config.algo, Rollouts(trajectories, groups, values=values, **learned),
                                       **config.algo_options)
+                if critic is not None:
+                    credit_stats.update(critic.fit(batch, advantages.returns, generator, values))
                 samples = make_samples(policy, trajectories, advantages.advantages)
                 if config.kl_coef > 0:
                     add_reference(policy, samples, config.micro_batch_size or config.minibatch_size)
@@ -746,7 +719,7 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                 row = {"update": update, "env_steps": env_steps, **episode_stats(trajectories),
                        "tokens": scored_tokens(samples), **candidate_stats(samples),
                        "adv_abs": float(np.mean([abs(s.advantage) for s in samples])) if samples else 0.0,
-                       **stats, **prm_stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
+                       **stats, **credit_stats, **{f"algo_{k}": v for k, v in advantages.stats.items()},
                        "rollout_s": collected - started, "learn_s": time.perf_counter() - collected,
                        "time_s": time.perf_counter() - started}
                 # The row first: a crash before the checkpoint leaves a row that a resume cuts again.
@@ -754,14 +727,15 @@ def train_lm(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str, 
                 if update % config.save_every == 0 or not budget_left(config, update, env_steps):
                     save_checkpoint(checkpoint, {"update": update, "env_steps": env_steps,
                                                  "model": trainable_state(policy), "optimizer": optimizer.state_dict(),
-                                                 "prm": prm.state_dict() if prm is not None else None,
+                                                 **{m.name: m.state_dict() for m in (credit, critic) if m},
                                                  "rng": rng_state(), "config": asdict(config)})
                 bar.update(job, completed=budget_done(config, update, env_steps)[0],
                            description=f"training (reward {row['reward']:.2f})")
         save_model(policy, out / "model")
-        if prm is not None:  # beside the model, as the neural trainer keeps it beside policy.pt
-            prm.save(out / "prm.pt", env_id=config.env_id, task=config.task, algo=config.algo, updates=update,
-                     env_steps=env_steps)
+        for model in (credit, critic):  # beside the model, as the neural trainer keeps them beside policy.pt
+            if model is not None:
+                model.save(out, env_id=config.env_id, task=config.task, algo=config.algo, updates=update,
+                           env_steps=env_steps)
     finally:
         metrics.close()
         env.close()
