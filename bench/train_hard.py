@@ -18,7 +18,8 @@ Each run is evaluated on the task's 100 frozen test worlds (the original task, n
 one): test success, mean progress (the fraction of the goal's chain done) and deaths by cause.
 Writes DIR/results.json ({"task", "rows": [{"method", "seed", "test_success", ...}]}), one
 learning-curve plot (training success and progress against env steps, mean over seeds) and prints
-one table. Finished runs are cached in their folders, so a rerun only trains what is missing.
+one table. Finished runs are cached in their folders, so a rerun only trains what is missing, and a
+larger `--steps` extends finished runs from their checkpoints (their training seconds add up).
 """
 
 from __future__ import annotations
@@ -82,13 +83,14 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     torch.set_num_threads(1)
     folder = Path(out) / task / method / f"seed{seed}"
     done = folder / "done.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    previous = json.loads(done.read_text()) if done.exists() else None
+    if previous is not None and previous["env_steps"] >= steps:
+        return previous
     start = time.perf_counter()
     config = NeuralTrainConfig(env_id=ENV, task=task, steps=steps, seed=seed, out=str(folder), resume=True,
                                tensorboard=False, **settings(method, task))
     train(config, progress=False)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + (previous["seconds"] if previous else 0.0)  # an extended run's too
     spec, kwargs = config.trained()
     results = evaluate(ENV, [spec], TEST_EPISODES, env_kwargs=kwargs, out=folder / "test")
     row = entry_row(results, spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +21,7 @@ from turngym.rollout import rollout
 from turngym.trainers.collect import SymbolicActor, collect_groups
 from turngym.trainers.config import CONFIGS, LMTrainConfig, NeuralTrainConfig, TrainConfig, knobs, make_config
 from turngym.trainers.ppo import build, train
-from turngym.trainers.runlog import read_metrics
+from turngym.trainers.runlog import load_checkpoint, read_metrics, save_checkpoint
 
 CRAFT, HOPVQA = "turngym/Craft-v0", "turngym/HopVQA-v0"
 
@@ -80,6 +81,13 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, algo):
     with pytest.raises(ValueError, match="config differs in lr"):
         train(NeuralTrainConfig(steps=1200, lr=0.5, out=str(tmp_path / "b"), resume=True, **config),
               progress=False)
+    # a copy of the folder elsewhere, made before a knob existed (it compares as its default), resumes too
+    shutil.copytree(tmp_path / "b", tmp_path / "d")
+    state = load_checkpoint(tmp_path / "d" / "checkpoint.pt")
+    del state["config"]["credit_lr"]
+    save_checkpoint(tmp_path / "d" / "checkpoint.pt", state)
+    moved = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "d"), resume=True, **config), progress=False)
+    assert strip(moved) == strip(whole)
     # a resumed run with a larger budget extends the first one into the uninterrupted run
     extended = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "b"), resume=True, **config),
                      progress=False)

@@ -421,6 +421,11 @@ def knobs() -> list[Knob]:
     return out
 
 
+def defaults(cls: type[TrainConfig]) -> dict[str, Any]:
+    """The trainer config class's defaults, by field (fields without one left out)."""
+    return {k.name: k.defaults[cls] for k in knobs() if cls in k.defaults}
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> list[dict[str, Any]]:
     """Run the trainer `config` belongs to; returns its metric rows."""
     module, _, function = config.trainer.partition(":")

@@ -41,7 +41,7 @@ from turngym.rewards.analysis import EpisodeAnalysis, recipe_path, summarize
 from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import Collected, SymbolicActor, TextActor, group_seeds, group_streams
-from turngym.trainers.config import NeuralTrainConfig
+from turngym.trainers.config import NeuralTrainConfig, defaults
 from turngym.trainers.credit import CreditModel, OPRLTrainer, SPATrainer
 from turngym.trainers.curriculum import all_equal_share, from_config, group_signals
 from turngym.trainers.distributed import collector
@@ -170,10 +170,12 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     checkpoint = out / "checkpoint.pt"
     if config.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        # a larger step budget extends the run; anything else but logging (and where rollouts are
-        # collected: same results) would mix two experiments
-        changed = sorted(k for k, v in asdict(config).items() if state["config"].get(k) != v
-                         and k not in ("steps", "resume", "tensorboard", "ray", "ray_workers"))
+        # a larger step budget extends the run; anything else but logging, the folder (a run may be
+        # moved or copied) and where rollouts are collected (same results) would mix two experiments.
+        # A knob added since the run was made compares as its default.
+        saved = {**defaults(type(config)), **state["config"]}
+        changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v
+                         and k not in ("steps", "resume", "tensorboard", "ray", "ray_workers", "out"))
         if changed:
             raise ValueError(f"cannot resume {out}: its config differs in {', '.join(changed)}; "
                              "use another out folder or the same options (only steps may grow)")
