@@ -190,7 +190,8 @@ def test_configs_share_one_name_per_knob_and_convert_values():
     with pytest.raises(ValueError, match="unknown train option 'learning_rate'"):
         make_config({"env_id": CRAFT, "learning_rate": 0.1})
     # every field is an option of `turngym train`, named after it
-    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    # (rich sizes the help to COLUMNS and cuts long option names at 80 columns)
+    help_text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     for knob in knobs():
         if knob.name != "env_id":
             assert (knob.aliases or ("--" + knob.name.replace("_", "-"),))[0] in help_text, knob.name
