@@ -11,7 +11,8 @@ Methods:
     ALGO                RL from scratch with an estimator (grpo, spo, prm, evpo, ...; rewards/estimators.py)
     bc+ALGO             the clone, then RL with that estimator (WebShop's paper: IL, then IL+RL)
     METHOD@k=v,...      with trainer fields (prm_target=mc, lr=1e-4) or env kwargs (variant=single,
-                        evidence_weight=0) changed; env kwargs change training only, the test stays
+                        evidence_weight=0) changed; env kwargs change training only, the test stays;
+                        expert=SPEC clones another expert (bc@expert=oracle:guess, bc+grpo@expert=...)
 
 Budgets: a bc+ALGO run plays `steps` env steps of RL after its clone's expert episodes; an RL run
 from scratch plays those expert steps more, so every trained row has the same env steps. The
@@ -91,19 +92,21 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def clone_of(family: str, seed: int, out: Path) -> dict[str, Any]:
-    """The seed's clone (made once): its policy file and the expert's env steps."""
+def clone_of(family: str, seed: int, out: Path, expert: str | None = None) -> dict[str, Any]:
+    """The seed's clone of `expert` (the family's by default; made once): its policy file and the
+    expert's env steps."""
     one_thread()
     from turngym.agents.neural import PolicyConfig, new_policy, proposer
     from turngym.trainers.bc import clone, collect, demonstrations
 
     spec = FAMILIES[family]
-    folder = out / family / "bc" / f"seed{seed}"
+    expert = expert or spec.expert
+    folder = out / family / ("bc" if expert == spec.expert else f"bc@expert={expert}") / f"seed{seed}"
     done = folder / "clone.json"
     if done.exists():
         return json.loads(done.read_text())
     start = time.perf_counter()
-    trajectories = collect(spec.env, spec.bc_episodes, env_kwargs=spec.kwargs, expert=spec.expert,
+    trajectories = collect(spec.env, spec.bc_episodes, env_kwargs=spec.kwargs, expert=expert,
                            seed=10_000 + 100_000 * seed, images=bool(spec.net.get("image")))
     samples = demonstrations(trajectories, proposer(spec.env))
     policy = new_policy(PolicyConfig(**spec.net), seed)
@@ -153,7 +156,8 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
     warm, algo, changes = parse(method)
     if (warm or not algo) and not spec.bc_episodes:
         raise ValueError(f"{family} has no expert to clone: use RL from scratch (e.g. grpo), not {method}")
-    bc = clone_of(family, seed, out) if spec.bc_episodes else {"env_steps": 0, "seconds": 0.0}
+    expert = changes.pop("expert", None)
+    bc = clone_of(family, seed, out, expert) if spec.bc_episodes else {"env_steps": 0, "seconds": 0.0}
     if not algo:
         record.update(test_rows(family, f"neural:{bc['policy']}", folder, spec.kwargs), env_steps=bc["env_steps"],
                       seconds=bc["seconds"], curve=[])
@@ -248,8 +252,12 @@ def main() -> None:
     jobs = [(args.family, m, 0, str(args.out)) for m in fixed]
     jobs += [(args.family, m, seed, str(args.out)) for m in methods if m not in fixed for seed in args.seeds]
     with console.status(f"{len(jobs)} runs on {args.workers} workers..."), ProcessPoolExecutor(args.workers) as pool:
-        if spec.bc_episodes:
-            list(pool.map(clone_of, [args.family] * len(args.seeds), args.seeds, [args.out] * len(args.seeds)))
+        if spec.bc_episodes:  # every clone first: runs sharing one must not make it twice at once
+            experts = sorted({parse(m)[2].get("expert") or spec.expert for m in methods if m not in fixed
+                              and (parse(m)[0] or not parse(m)[1])})
+            pairs = [(seed, expert) for expert in experts for seed in args.seeds]
+            list(pool.map(clone_of, [args.family] * len(pairs), [s for s, _ in pairs], [args.out] * len(pairs),
+                          [e for _, e in pairs]))
         rows = list(pool.map(run_one, jobs))
     console.print(table(args.family, rows))
     folder = args.out / args.family

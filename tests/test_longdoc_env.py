@@ -201,10 +201,13 @@ def test_proposals_read_the_hits_and_offer_the_page_answers():
             assert env.unwrapped.step(action)[4]["valid"], action
 
 
-def test_oracle_proposed_keeps_to_the_proposals_and_abstains_only_after_reading():
+@pytest.mark.parametrize("variant", ["proposed", "guess"])
+def test_oracle_proposed_keeps_to_the_proposals_and_abstains_only_after_reading(variant):
+    """oracle:guess plays as oracle:proposed but answers, where no proposal is right, the first
+    proposed value: it abstains on the unanswerable questions only."""
     env = gym.make("turngym/LongDocVQA-v0", obs_mode="text")
-    agent, propose = make_agent("oracle:proposed", env), type(env.unwrapped).propose_actions
-    right = 0
+    agent, propose = make_agent(f"oracle:{variant}", env), type(env.unwrapped).propose_actions
+    right, abstained = 0, []
     for index in range(12):
         obs, info = env.reset(options={"split": "test", "index": index})
         agent.reset(obs, info)
@@ -216,6 +219,12 @@ def test_oracle_proposed_keeps_to_the_proposals_and_abstains_only_after_reading(
             done = terminated or truncated
         assert any(a.startswith("read[") for a in actions)
         right += reward == 1.0
+        if actions[-1] == "answer[Not answerable]":
+            abstained.append(env.unwrapped.state_dict()["question"]["answer_format"])
     assert right >= 3  # the ceiling of a policy that keeps to the proposals (42% over 100 test questions)
+    if variant == "guess":
+        assert abstained and set(abstained) == {"None"}
+    else:
+        assert "None" in abstained and set(abstained) != {"None"}  # it abstains where the truth was not proposed
     with pytest.raises(ValueError, match="unknown oracle variant"):
         make_agent("oracle:truth", env)
