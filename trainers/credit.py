@@ -173,8 +173,17 @@ class CreditModel(ABC):
         return {f"{k}_before": v for k, v in self.figures(col, self.per_turn(actor, col)).items()}
 
 
-def returns_of(col: Any) -> np.ndarray:
-    return np.array([t.total_reward for t in col.trajectories], dtype=np.float64)
+def returns_of(trajectories: Sequence[Any]) -> np.ndarray:
+    return np.array([t.total_reward for t in trajectories], dtype=np.float64)
+
+
+def preference_figures(returns: np.ndarray, groups: Sequence[int], values: list[np.ndarray]) -> dict[str, float]:
+    """OPRL's fit on a batch: its pairs, and the DPO loss and preference accuracy of the episodes'
+    summed step rewards (`values` per episode, so each sums to beta s_i)."""
+    pairs = preference_pairs(returns, groups)
+    rewards = np.array([v.sum() for v in values])
+    loss = float(dpo_loss(torch.as_tensor(rewards), pairs, 1.0)) if pairs else 0.0
+    return {"oprl_pairs": len(pairs), "oprl_acc": preference_accuracy(rewards, pairs), "oprl_loss": loss}
 
 
 class SPATrainer(CreditModel):
@@ -197,13 +206,13 @@ class SPATrainer(CreditModel):
 
     def figures(self, col: Any, values: list[np.ndarray]) -> dict[str, float]:
         totals = np.array([v.sum() for v in values])
-        return {"spa_mse": float(np.mean((returns_of(col) - totals) ** 2)) if len(totals) else 0.0}
+        return {"spa_mse": float(np.mean((returns_of(col.trajectories) - totals) ** 2)) if len(totals) else 0.0}
 
     def fit(self, actor: Any, col: Any, generator: torch.Generator) -> dict[str, float]:
         """`credit_epochs` passes over the batch's episodes, shuffled, in minibatches of whole
         episodes of at most `credit_minibatch_size` turns."""
         stats = self.before(actor, col)
-        returns = torch.as_tensor(returns_of(col), dtype=torch.float32)
+        returns = torch.as_tensor(returns_of(col.trajectories), dtype=torch.float32)
         sizes = [len(idx) for idx in col.turns]
         self.net.train()
         for _ in range(self.config.credit_epochs):
@@ -243,17 +252,14 @@ class OPRLTrainer(CreditModel):
         return per_turn_outputs(col, lambda rows: self.beta * self.log_ratios(actor, col, rows))
 
     def figures(self, col: Any, values: list[np.ndarray]) -> dict[str, float]:
-        pairs = preference_pairs(returns_of(col), col.groups)
-        rewards = np.array([v.sum() for v in values])  # beta s_i
-        loss = float(dpo_loss(torch.as_tensor(rewards), pairs, 1.0)) if pairs else 0.0
-        return {"oprl_pairs": len(pairs), "oprl_acc": preference_accuracy(rewards, pairs), "oprl_loss": loss}
+        return preference_figures(returns_of(col.trajectories), col.groups, values)
 
     def fit(self, actor: Any, col: Any, generator: torch.Generator) -> dict[str, float]:
         """`credit_epochs` passes over the groups that have pairs, shuffled, in minibatches of
         whole groups of at most `credit_minibatch_size` turns."""
         stats = self.before(actor, col)
         members = group_members(col.groups)
-        pairs = preference_pairs(returns_of(col), col.groups)
+        pairs = preference_pairs(returns_of(col.trajectories), col.groups)
         units = sorted({col.groups[w] for w, _ in pairs})  # the groups that have a pair
         sizes = {g: sum(len(col.turns[i]) for i in members[g]) for g in units}
         self.net.train()

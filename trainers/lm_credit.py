@@ -30,8 +30,9 @@ from turngym.trainers.credit import (
     CreditModel,
     SPATrainer,
     dpo_loss,
-    preference_accuracy,
+    preference_figures,
     preference_pairs,
+    returns_of,
 )
 from turngym.trainers.lm import Policy, add_lora, choice_logpi, chunks, collate, make_samples, token_logprobs
 from turngym.trainers.prm import PRMTrainer
@@ -147,11 +148,7 @@ class ImplicitLM:
 
     def figures(self, trajectories: Sequence[Trajectory], groups: Sequence[int],
                 rewards: list[np.ndarray]) -> dict[str, float]:
-        """The DPO loss and preference accuracy of the episodes' summed step rewards (beta s_i)."""
-        pairs = preference_pairs(returns_of_trajectories(trajectories), groups)
-        totals = np.array([r.sum() for r in rewards])
-        loss = float(dpo_loss(torch.as_tensor(totals), pairs, 1.0)) if pairs else 0.0
-        return {"oprl_pairs": len(pairs), "oprl_acc": preference_accuracy(totals, pairs), "oprl_loss": loss}
+        return preference_figures(returns_of(trajectories), groups, rewards)
 
     def backward(self, samples: Sequence[Any], episode: np.ndarray, episodes: int,
                  pairs: Sequence[tuple[int, int]], ratios: np.ndarray | None = None) -> float:
@@ -176,7 +173,7 @@ class ImplicitLM:
         """Fit pi_phi on the update's episodes; the figures before and after, and the step rewards."""
         samples, owner = self.turns(trajectories)
         episode = np.repeat(np.arange(len(trajectories)), [len(t) for t in trajectories])[owner]
-        pairs = preference_pairs(returns_of_trajectories(trajectories), groups)
+        pairs = preference_pairs(returns_of(trajectories), groups)
         ratios = self.log_ratios(samples)
         stats = {f"{k}_before": v for k, v in
                  self.figures(trajectories, groups, self.per_turn(trajectories, owner, ratios)).items()}
@@ -202,10 +199,6 @@ class ImplicitLM:
     def save(self, out: Path, **meta: Any) -> None:
         """OUT/oprl/: pi_phi's adapters (peft's folder) over the model the run started from."""
         self.model.save_pretrained(out / self.name)
-
-
-def returns_of_trajectories(trajectories: Sequence[Trajectory]) -> np.ndarray:
-    return np.array([t.total_reward for t in trajectories], dtype=np.float64)
 
 
 def make_credit(config: LMTrainConfig, policy: Policy) -> TurnModel | ImplicitLM | None:
