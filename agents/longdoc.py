@@ -10,14 +10,10 @@ import gymnasium as gym
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.bm25 import STOP_WORDS
 from turngym.envs.longdoc import LongDocEnv
-from turngym.envs.longdoc.env import HIT, READ  # how the env prints search hits and a page read
+from turngym.envs.longdoc.answers import QUESTION_WORDS
+from turngym.envs.longdoc.env import ABSTAIN, HIT, READ  # how the env prints search hits and a page read
 from turngym.envs.longdoc.scoring import score_answer
 
-QUESTION_WORDS = frozenset(
-    "what which who whom whose when where why how many much large big high does did do is was were are according "
-    "document report paper workbook guide brochure manual tutorial page shown listed mentioned given total name "
-    "names list all".split()
-)
 NOT_ANSWERS = frozenset("Table Figure Chart Source Note Page Contents Section".split())  # labels, not names
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 NAME = re.compile(r"(?:[A-Z][a-zA-Z&'.-]+ ?)+")
@@ -68,7 +64,7 @@ class LongDocOracle(Agent):
         for action in candidates:  # abstaining only after reading, as a policy must
             right = action.startswith("answer[") and score_answer(
                 question["answer"], action[len("answer["):-1], question["answer_format"], env.scoring) >= 1.0
-            if right and (action != "answer[Not answerable]" or state["seen"]):
+            if right and (action != ABSTAIN or state["seen"]):
                 return action
         evidence = [f"read[{p}]" for p in question["evidence_pages"] if p not in state["seen"]]
         reads = [a for a in candidates if a.startswith("read[")]
@@ -81,11 +77,11 @@ class LongDocOracle(Agent):
         if reads and not state["seen"]:
             return reads[0]
         if self.guess and question["answer_format"] != "None":  # answer the first proposed value, reading for one
-            guesses = [a for a in candidates if a.startswith("answer[") and a != "answer[Not answerable]"]
+            guesses = [a for a in candidates if a.startswith("answer[") and a != ABSTAIN]
             unseen = [a for a in reads if int(a[len("read["):-1]) not in state["seen"]]
             if guesses or unseen:
                 return (guesses or unseen)[0]
-        return "answer[Not answerable]"
+        return ABSTAIN
 
 
 def keywords(question: str) -> list[str]:
@@ -113,10 +109,18 @@ class LongDocRuleBaseline(Agent):
     nothing new) the number nearest the entity the question names, years only when asked when; its
     capitalised names otherwise. It answers "Not answerable" when a name or number the question
     gives is missing from the pages read, or no sentence shares two keywords. Reads only its
-    observations."""
+    observations.
+
+    `heuristic:proposed` keeps to the env's proposals, as a policy choosing among them does: the
+    first proposed search, then a read of the best hit, then the first proposed answer (the value
+    the page ties to the question's names, or the abstention where the page lacks one). It is the
+    rule to beat for such a policy: what the proposals' ranking gives with no learning."""
 
     def __init__(self, env: gym.Env, argument: str = "") -> None:
-        pass
+        if argument not in ("", "proposed"):
+            raise ValueError(f"unknown heuristic variant {argument!r}: use heuristic or heuristic:proposed")
+        self.proposed = argument == "proposed"
+        self.propose = type(env.unwrapped).propose_actions
 
     def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
         self.question = info["instruction"]
@@ -125,6 +129,8 @@ class LongDocRuleBaseline(Agent):
         self.texts: list[str] = []
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        if self.proposed:
+            return self._proposed(obs, info)
         text = obs["text"]
         if info["turn"] == 0:
             return f"search[{' '.join(self.keywords) or self.question}]"
@@ -135,6 +141,10 @@ class LongDocRuleBaseline(Agent):
         if len(self.texts) < len(self.pages):
             return f"read[{self.pages[len(self.texts)]}]"
         return f"answer[{self.extract()}]"
+
+    def _proposed(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        kind = "answer[" if READ.search(obs["text"]) else "read[" if info["turn"] else "search["
+        return next((a for a in self.propose(obs, info) if a.startswith(kind)), ABSTAIN)
 
     def extract(self) -> str:
         text = " ".join(self.texts)

@@ -6,7 +6,9 @@ and the paper's numbers, at equal env-step budgets, on the frozen test split.
     python bench/train_families.py --family hopvqa --methods grpo grpo@variant=single
 
 Methods:
-    random, heuristic   the family's agents (played once; they do not train)
+    random, heuristic   the family's agents, played once, not trained; variants and the oracle too
+                        (heuristic:proposed; oracle:proposed, the ceiling of a policy choosing
+                        among the proposals)
     bc                  behaviour cloning from the family's expert on training tasks (trainers/bc.py)
     ALGO                RL from scratch with an estimator (grpo, spo, prm, evpo, ...; rewards/estimators.py)
     bc+ALGO             the clone, then RL with that estimator (WebShop's paper: IL, then IL+RL)
@@ -60,13 +62,23 @@ FAMILIES = {
                       paper=(("WebShop paper: rule baseline", "9.6%", "45.6"), ("WebShop paper: IL", "29.1%", "59.9"),
                              ("WebShop paper: IL+RL", "28.7%", "62.4"),
                              ("WebShop paper: human expert", "59.6%", "82.1"))),
-    "longdoc": Family("turngym/LongDocVQA-v0", {"obs_mode": "text"}, "oracle:proposed", 1000, 10_000, 300,
-                      ("random", "heuristic", "bc", "grpo", "bc+grpo", "bc+spo", "bc+grpo@evidence_weight=0.5")),
+    # 500 training documents (2,500 questions), generated once up front and shared by every run: a
+    # fresh document per episode would cost each run an hour of generating here.
+    "longdoc": Family("turngym/LongDocVQA-v0", {"obs_mode": "text", "train_documents": 500}, "oracle:proposed",
+                      1000, 10_000, 300,
+                      ("random", "heuristic", "heuristic:proposed", "oracle:proposed", "bc", "bc+grpo", "bc+spo",
+                       "bc+grpo@evidence_weight=0.5")),
     # The oracle claims hops, which no proposal does, so there is nothing to clone: RL from scratch.
     "hopvqa": Family("turngym/HopVQA-v0", {}, "oracle", 0, 2_000, 200,
                      ("random", "heuristic", "grpo", "grpo@variant=single"), net={"image": True},
                      tests={"single": {"variant": "single"}}),
 }
+
+
+def is_agent(method: str) -> bool:
+    """The family's own agents (random, heuristic, heuristic:proposed, oracle:proposed, ...): played, not
+    trained."""
+    return method.split(":")[0] in ("random", "heuristic", "oracle")
 
 
 def parse(method: str) -> tuple[bool, str, dict[str, Any]]:
@@ -119,24 +131,32 @@ def clone_of(family: str, seed: int, out: Path, expert: str | None = None) -> di
     return record
 
 
-def test_rows(family: str, spec_: str, folder: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Test success and score of an agent on the family's test split (and its extra settings)."""
+def make_document(seed: int) -> None:
+    """LongDocVQA's training document `seed`, generated into the cache unless it is there."""
+    from turngym.envs.longdoc.dataset import GeneratedSet
+
+    GeneratedSet().questions_of(seed)
+
+
+def test_rows(family: str, spec_: str, folder: Path, kwargs: dict[str, Any], split: str) -> dict[str, Any]:
+    """Success and score of an agent on the family's test (or dev) split, and its extra settings,
+    as `{split}_success`, `{split}_score`, `{split}_success_{setting}`, ..."""
     from turngym.apps.harness import evaluate
     from turngym.results import entry_row
 
     spec = FAMILIES[family]
     out: dict[str, Any] = {}
     for name, extra in {"": {}, **spec.tests}.items():
-        results = evaluate(spec.env, [spec_], spec.test, env_kwargs={**kwargs, **extra}, out=folder / f"test{name}",
-                           images=False)
+        results = evaluate(spec.env, [spec_], spec.test, split=split, env_kwargs={**kwargs, **extra},
+                           out=folder / f"{split}{name}", images=False)
         row = entry_row(results, spec_)
         key = f"_{name}" if name else ""
-        out[f"test_success{key}"], out[f"test_score{key}"] = row["success_rate"], row["mean_score"]
+        out[f"{split}_success{key}"], out[f"{split}_score{key}"] = row["success_rate"], row["mean_score"]
     return out
 
 
-def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
-    family, method, seed, out_dir = job
+def run_one(job: tuple[str, str, int, str, str]) -> dict[str, Any]:
+    family, method, seed, out_dir, split = job
     one_thread()
     from turngym.trainers.config import NeuralTrainConfig, knobs
     from turngym.trainers.ppo import train
@@ -144,13 +164,13 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
 
     spec, out = FAMILIES[family], Path(out_dir)
     folder = out / family / method.replace("/", "_") / f"seed{seed}"
-    done = folder / "done.json"
+    done = folder / ("done.json" if split == "test" else f"done_{split}.json")  # one training, either split
     if done.exists():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"method": method, "seed": seed}
-    if method in ("random", "heuristic"):
-        record.update(test_rows(family, method, folder, spec.kwargs), env_steps=0, seconds=0.0, curve=[])
+    if is_agent(method):
+        record.update(test_rows(family, method, folder, spec.kwargs, split), env_steps=0, seconds=0.0, curve=[])
         write_json(done, record)
         return record
     warm, algo, changes = parse(method)
@@ -159,8 +179,8 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
     expert = changes.pop("expert", None)
     bc = clone_of(family, seed, out, expert) if spec.bc_episodes else {"env_steps": 0, "seconds": 0.0}
     if not algo:
-        record.update(test_rows(family, f"neural:{bc['policy']}", folder, spec.kwargs), env_steps=bc["env_steps"],
-                      seconds=bc["seconds"], curve=[])
+        record.update(test_rows(family, f"neural:{bc['policy']}", folder, spec.kwargs, split),
+                      env_steps=bc["env_steps"], seconds=bc["seconds"], curve=[])
         write_json(done, record)
         return record
     names = {k.name for k in knobs()}
@@ -175,7 +195,7 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
     train(config, progress=False)
     seconds = time.perf_counter() - start + (bc["seconds"] if warm else 0.0)
     metrics = read_metrics(folder)
-    record.update(test_rows(family, config.trained()[0], folder, spec.kwargs),
+    record.update(test_rows(family, config.trained()[0], folder, spec.kwargs, split),
                   env_steps=metrics[-1]["env_steps"] + (bc["env_steps"] if warm else 0), seconds=round(seconds, 1),
                   curve=[(m["env_steps"] + (bc["env_steps"] if warm else 0), m["success"], m["return"])
                          for m in metrics])
@@ -183,19 +203,19 @@ def run_one(job: tuple[str, str, int, str]) -> dict[str, Any]:
     return record
 
 
-def table(family: str, rows: list[dict[str, Any]]) -> Table:
+def table(family: str, rows: list[dict[str, Any]], split: str = "test") -> Table:
     spec = FAMILIES[family]
-    out = Table(title=f"{spec.env} {spec.kwargs or ''}: test split ({spec.test} tasks), mean over seeds (min-max)")
+    out = Table(title=f"{spec.env} {spec.kwargs or ''}: {split} split ({spec.test} tasks), mean over seeds (min-max)")
     extra = list(spec.tests)
-    for column in ("method", "seeds", "test success", "score", *(f"{name}: success" for name in extra),
+    for column in ("method", "seeds", f"{split} success", "score", *(f"{name}: success" for name in extra),
                    "env steps", "minutes"):
         out.add_column(column, justify="left" if column == "method" else "right")
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        success = [r["test_success"] for r in mine]
+        success = [r[f"{split}_success"] for r in mine]
         out.add_row(method, str(len(mine)), f"{np.mean(success):.1%} ({min(success):.0%}-{max(success):.0%})",
-                    f"{100 * np.mean([r['test_score'] for r in mine]):.1f}",
-                    *(f"{np.mean([r[f'test_success_{name}'] for r in mine]):.1%}" for name in extra),
+                    f"{100 * np.mean([r[f'{split}_score'] for r in mine]):.1f}",
+                    *(f"{np.mean([r[f'{split}_success_{name}'] for r in mine]):.1%}" for name in extra),
                     f"{np.mean([r['env_steps'] for r in mine]):,.0f}",
                     f"{np.mean([r['seconds'] for r in mine]) / 60:.1f}")
     for row, success, score in spec.paper:
@@ -206,7 +226,7 @@ def table(family: str, rows: list[dict[str, Any]]) -> Table:
 SMOOTH = 5
 
 
-def plot(family: str, rows: list[dict[str, Any]], path: Path) -> None:
+def plot(family: str, rows: list[dict[str, Any]], path: Path, split: str = "test") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,9 +240,9 @@ def plot(family: str, rows: list[dict[str, Any]], path: Path) -> None:
         smooth = np.convolve(mean[:, 1], np.ones(SMOOTH) / SMOOTH, mode="valid")  # one update's 8 tasks are noisy
         ax.plot(mean[SMOOTH - 1:, 0], smooth, label=method, linewidth=1.4)
     for method, style in (("heuristic", ":"), ("bc", "--")):
-        test = [r["test_success"] for r in rows if r["method"] == method]
+        test = [r[f"{split}_success"] for r in rows if r["method"] == method]
         if test:
-            ax.axhline(float(np.mean(test)), linestyle=style, linewidth=1, color="gray", label=f"{method} (test)")
+            ax.axhline(float(np.mean(test)), linestyle=style, linewidth=1, color="gray", label=f"{method} ({split})")
     ax.set_xlabel("env steps (a clone's expert steps included)")
     ax.set_ylabel("training success (sampled policy)")
     ax.grid(alpha=0.3)
@@ -240,18 +260,24 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_families"))
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="evaluate on the dev split to choose methods and settings; report the test split")
     args = parser.parse_args()
     spec = FAMILIES[args.family]
     methods = args.methods or list(spec.methods)
     for method in methods:  # a malformed name fails now, not in a worker
-        if method not in ("random", "heuristic") and (parse(method)[0] or not parse(method)[1]) \
+        if not is_agent(method) and (parse(method)[0] or not parse(method)[1]) \
                 and not spec.bc_episodes:
             parser.error(f"{args.family} has no expert to clone: use RL from scratch (e.g. grpo), not {method}")
     console = Console(width=160)
-    fixed = [m for m in methods if m in ("random", "heuristic")]
-    jobs = [(args.family, m, 0, str(args.out)) for m in fixed]
-    jobs += [(args.family, m, seed, str(args.out)) for m in methods if m not in fixed for seed in args.seeds]
+    fixed = [m for m in methods if is_agent(m)]
+    jobs = [(args.family, m, seed, str(args.out), args.split) for m in methods
+            for seed in ([0] if m in fixed else args.seeds)]
     with console.status(f"{len(jobs)} runs on {args.workers} workers..."), ProcessPoolExecutor(args.workers) as pool:
+        if documents := spec.kwargs.get("train_documents"):
+            from turngym.envs.longdoc.dataset import TRAIN_DOCS
+
+            list(pool.map(make_document, TRAIN_DOCS[:documents], chunksize=8))
         if spec.bc_episodes:  # every clone first: runs sharing one must not make it twice at once
             experts = sorted({parse(m)[2].get("expert") or spec.expert for m in methods if m not in fixed
                               and (parse(m)[0] or not parse(m)[1])})
@@ -259,13 +285,14 @@ def main() -> None:
             list(pool.map(clone_of, [args.family] * len(pairs), [s for s, _ in pairs], [args.out] * len(pairs),
                           [e for _, e in pairs]))
         rows = list(pool.map(run_one, jobs))
-    console.print(table(args.family, rows))
+    console.print(table(args.family, rows, args.split))
     folder = args.out / args.family
-    results = {"family": args.family, "env": spec.env, "env_kwargs": spec.kwargs,
+    name = "" if args.split == "test" else f"_{args.split}"
+    results = {"family": args.family, "env": spec.env, "env_kwargs": spec.kwargs, "split": args.split,
                "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows]}
-    write_json(folder / "results.json", results)
-    plot(args.family, rows, folder / "curves.png")
-    console.print(f"results in {folder / 'results.json'}, curves in {folder / 'curves.png'}")
+    write_json(folder / f"results{name}.json", results)
+    plot(args.family, rows, folder / f"curves{name}.png", args.split)
+    console.print(f"results in {folder / f'results{name}.json'}, curves in {folder / f'curves{name}.png'}")
 
 
 if __name__ == "__main__":

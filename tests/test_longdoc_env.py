@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from turngym import rollout
 from turngym.agents import make_agent
 from turngym.envs.longdoc import accuracy, generalized_f1
-from turngym.envs.longdoc.env import HIT
+from turngym.envs.longdoc.answers import candidate_answers, names_all
+from turngym.envs.longdoc.env import HIT, READ
 
 PAGES = {
     1: "Norhaven Annual Review 2021. Prepared by the Office of Planning. Published 4 May 2022.",
@@ -199,6 +200,81 @@ def test_proposals_read_the_hits_and_offer_the_page_answers():
     for action in propose(obs, info):  # (an answer would end the episode)
         if not action.startswith("answer["):
             assert env.unwrapped.step(action)[4]["valid"], action
+
+
+def test_train_documents_limits_the_training_pool_and_nothing_else(dataset):
+    """Training questions come from the first N generated documents (made once, then reused);
+    the frozen test and dev splits stay as they are."""
+    env = gym.make("turngym/LongDocVQA-v0", obs_mode="text", train_documents=2)
+    full = gym.make("turngym/LongDocVQA-v0", obs_mode="text").unwrapped.splits
+    splits = env.unwrapped.splits
+    assert list(splits["train"]) == list(full["train"][:10]) and len(splits["train"]) == 10
+    assert list(splits["test"]) == list(full["test"]) and list(splits["dev"]) == list(full["dev"])
+    drawn = {env.reset(seed=seed)[1]["task_id"] for seed in range(30)}
+    assert drawn <= set(splits["train"]) and len(drawn) > 3
+    for bad, match in ((0, "at least 1"), (-3, "at least 1")):
+        with pytest.raises(ValueError, match=match):
+            gym.make("turngym/LongDocVQA-v0", train_documents=bad)
+    with pytest.raises(ValueError, match="no training split"):
+        make(dataset, train_documents=5)
+
+
+@pytest.mark.parametrize(("page", "question", "first"), [
+    ("The revenue of the Linz branch came to 515.3 million US dollars in 2016. The revenue of the Innsbruck branch "
+     "came to 878.3 million US dollars in 2015.", "What was the revenue of the Innsbruck branch in 2015?", "878.3"),
+    ("Daily visitors 0 3000 6000 4596 Fortress Walls 3390 Castle Hill 951 Botanical Garden 886 Water Mill Figure 3: "
+     "Daily visitors by attraction, 2020", "What was the average number of daily visitors to the Botanical Garden in "
+     "2020?", "951"),
+    ("Table 2: Headcount, selected branches (Headcount) Branch Haarlem Geneva Valencia Coimbra 2016 1704 511 1692 554 "
+     "2017 799 394 2198 187 2018 2244 427 743 1791", "How large was the headcount of the Valencia branch in 2017?",
+     "2198"),
+    ("Attraction Old Harbour Cathedral Square Water Mill 2019 120 340 560 2020 130 350 570",
+     "What was the adult ticket price at the Cathedral Square in 2020?", "350"),
+    ("Contents Overview ........ 9 Complaints and Appeals ........ 17 Digital Services ........ 21",
+     'According to the table of contents, on which page does "Complaints and Appeals" start?', "17"),
+    ("Staff costs: 6.6% Facilities: 11.1% Training: 20.1% Contracted services: 16.7% Figure 11: Share of expenditure "
+     "by category, 2018", "What figure does the report give for the share of expenditure spent on staff costs in "
+     "2018?", "6.6%"),
+    ("Regional Focus: Linz The head office of Oakridge Group is located in Salzburg. Further detail follows.",
+     "Where is the head office of Oakridge Group?", "Salzburg"),
+])
+def test_answer_proposals_rank_the_value_the_page_ties_to_the_question_first(page, question, first):
+    """Prose gives a value after its subject, a chart's text layer before its label, a table's text
+    layer column by column; the value bound to the question's names comes first."""
+    answers = candidate_answers(page, question)
+    assert answers[0] == first, answers[:4]
+    assert not any(a.lower() in question.lower() for a in answers)  # nothing the question says
+
+
+def test_the_proposal_rule_reads_the_best_hit_and_answers_the_first_value_or_abstains():
+    """heuristic:proposed keeps to the proposals: the first search, the best hit, then the first
+    proposed answer: the abstention where the page lacks a name the question gives, else the
+    first value."""
+    env = gym.make("turngym/LongDocVQA-v0", obs_mode="text")
+    agent, propose = make_agent("heuristic:proposed", env), type(env.unwrapped).propose_actions
+    outcomes = []
+    for index in range(10):
+        obs, info = env.reset(options={"split": "test", "index": index})
+        agent.reset(obs, info)
+        expected = [propose(obs, info)[0]]
+        while True:
+            action = agent.act(obs, info)
+            assert action in propose(obs, info)
+            if action.startswith("answer["):
+                page = READ.search(obs["text"]).group(1)
+                values = [a for a in propose(obs, info) if a.startswith("answer[") and a != "answer[Not answerable]"]
+                named = names_all(page, info["instruction"])
+                assert action == (values[0] if named else "answer[Not answerable]")  # the abstention ranks first
+            else:
+                first = expected.pop() if expected else next(a for a in propose(obs, info) if a.startswith("read["))
+                assert action == first
+            obs, reward, terminated, _, info = env.step(action)
+            if terminated:
+                break
+        outcomes.append((action == "answer[Not answerable]", reward == 1.0))
+    assert {a for a, _ in outcomes} == {True, False} and sum(r for _, r in outcomes) >= 3
+    with pytest.raises(ValueError, match="unknown heuristic variant"):
+        make_agent("heuristic:best", env)
 
 
 @pytest.mark.parametrize("variant", ["proposed", "guess"])

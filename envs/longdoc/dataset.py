@@ -160,11 +160,12 @@ def cache_dir() -> Path:
 class GeneratedSet:
     """The generated questions (see the module docstring)."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, train_documents: int | None = None) -> None:
         self.root = folder or cache_dir()
         frozen = manifest()
+        documents = TRAIN_DOCS if train_documents is None else TRAIN_DOCS[:train_documents]
         self.splits = {"test": TaskIds("gen-", frozen["test"]), "dev": TaskIds("gen-", frozen["dev"]),
-                       "train": TaskIds("gen-", _FirstQuestions(TRAIN_DOCS, TRAIN_QUESTIONS))}
+                       "train": TaskIds("gen-", _FirstQuestions(documents, TRAIN_QUESTIONS))}
         self.skipped: dict[str, int] = {}
 
     @staticmethod
@@ -204,6 +205,12 @@ class GeneratedSet:
         return path
 
 
-def open_dataset(dataset: str | Path | None) -> BenchmarkSet | GeneratedSet:
-    """None: the generated questions; a folder: a benchmark in MMLongBench-Doc's layout."""
-    return GeneratedSet() if dataset is None else BenchmarkSet(dataset)
+def open_dataset(dataset: str | Path | None, train_documents: int | None = None) -> BenchmarkSet | GeneratedSet:
+    """None: the generated questions (training on the first `train_documents` training documents,
+    or all); a folder: a benchmark in MMLongBench-Doc's layout."""
+    if dataset is None:
+        return GeneratedSet(train_documents=train_documents)
+    if train_documents is not None:
+        raise ValueError("train_documents picks generated training documents; a benchmark folder has no "
+                         "training split: leave it unset")
+    return BenchmarkSet(dataset)

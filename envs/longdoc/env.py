@@ -11,6 +11,7 @@ import numpy as np
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv, ascii_text, parse_action, parse_box
 from turngym.envs.bm25 import STOP_WORDS, WORD, tokenize
+from turngym.envs.longdoc.answers import candidate_answers, named, names_all
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
 from turngym.envs.longdoc.scoring import SCORINGS, accuracy, generalized_f1, score_answer
@@ -23,35 +24,9 @@ MIN_ZOOM = 0.02  # the smallest zoom box side, as a fraction of the page
 OPEN_DOCUMENTS = 4  # PDFs kept open per process
 
 
-MAX_ANSWERS = 12
-NAMED = re.compile(r"[A-Z][A-Za-z&'-]+|\d[\d,.]*\d|\d")  # capitalised words and numbers of a question
+ABSTAIN = "answer[Not answerable]"
 HIT = re.compile(r"p\. (\d+): ")
 READ = re.compile(r"^Text of page \d+: (.*)$", re.MULTILINE)
-ANSWER = re.compile(r"-?\d[\d,]*(?:\.\d+)?%?|(?:[A-Z][A-Za-z&'-]+:? )*[A-Z][A-Za-z&'-]+")
-
-
-def candidate_answers(page: str, keywords: set[str], question: str) -> list[str]:
-    """Numbers and names (runs of capitalised words, and their words and word pairs: a table's text
-    layer runs its cells together) of a page's sentences, the sentences sharing the most question
-    keywords first, leaving out what the question itself says."""
-    sentences = re.split(r"(?<=[.!?])\s+", page)
-    ranked = sorted(range(len(sentences)), key=lambda k: -len(keywords & set(WORD.findall(sentences[k].lower()))))
-    said = question.lower()
-    found: list[str] = []
-    for k in ranked:
-        matches = sorted(ANSWER.finditer(sentences[k]), key=lambda m: m.group()[0].isalpha())  # numbers first
-        for m in matches:
-            words = m.group().rstrip(".,").split(" ")
-            while len(words) > 1 and words[0].lower() in STOP_WORDS:  # "The Riga" -> "Riga"
-                words = words[1:]
-            parts = [" ".join(words)] + ([" ".join(words[i:i + n]) for n in (2, 1) for i in range(len(words) - n + 1)]
-                                         if len(words) > 2 else [])
-            for value in parts:
-                if value.lower() not in said and value.lower() not in STOP_WORDS and value not in found:
-                    found.append(value)
-        if len(found) >= MAX_ANSWERS:
-            break
-    return found[:MAX_ANSWERS]
 
 
 class LongDocEnv(TurnEnv):
@@ -100,6 +75,9 @@ class LongDocEnv(TurnEnv):
     - `view_budget`: at most this many view and zoom actions per episode (default None: no limit).
     - `evidence_weight`: w in the score above (default 0.0).
     - `read_chars`: the most page text one read shows (default 3,000).
+    - `train_documents`: draw training questions from the first N generated training documents
+      (each made once, then cached: a run that reuses a few hundred documents skips generating one
+      per episode) (default None: all 900,000).
     - `scoring`: "mmlongbench" (default; MMLongBench-Doc's exact rules, comparable with published
       numbers) or "lenient" (more forgiving matching, for rewards).
     - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
@@ -113,7 +91,8 @@ class LongDocEnv(TurnEnv):
 
     def __init__(self, dataset: str | Path | None = None, obs_mode: str = "both", dpi: int = 96,
                  max_turns: int | None = None, view_budget: int | None = None, evidence_weight: float = 0.0,
-                 read_chars: int = 3_000, scoring: str = "mmlongbench", render_mode: str | None = None) -> None:
+                 read_chars: int = 3_000, scoring: str = "mmlongbench", train_documents: int | None = None,
+                 render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {obs_mode!r}: use one of {', '.join(OBS_MODES)}")
         if not 24 <= int(dpi) <= 300:
@@ -125,7 +104,9 @@ class LongDocEnv(TurnEnv):
                              "numbers comparable with published ones) or 'lenient' (forgiving formatting, for rewards)")
         super().__init__(max_turns=max_turns, render_mode=render_mode,
                          image_shape=None if obs_mode == "text" else image_shape(int(dpi)))
-        self.data = open_dataset(dataset)
+        if train_documents is not None and int(train_documents) < 1:
+            raise ValueError(f"train_documents must be at least 1 (or None for all), got {train_documents}")
+        self.data = open_dataset(dataset, None if train_documents is None else int(train_documents))
         self.splits = self.data.splits
         self.obs_mode, self.dpi = obs_mode, int(dpi)
         self.view_budget = view_budget
@@ -288,18 +269,22 @@ class LongDocEnv(TurnEnv):
     @classmethod
     def propose_actions(cls, obs: dict[str, Any], info: dict[str, Any]) -> list[str]:
         """Searches for the question's keywords and for its names and numbers alone; a read of each
-        page the last search found; after a read, the numbers and names of the page's sentences that
-        share the most words with the question (closest first, at most MAX_ANSWERS); and the
-        abstention. It reads the text only, so a policy choosing among these never sees the truth."""
+        page the last search found; after a read, the page's numbers and names ranked by how its
+        layout ties them to the question's names (`answers.candidate_answers`, at most 12); and the
+        abstention, last, or before the values when the page read lacks a name or number the
+        question gives. It reads the text only, so a policy choosing among these never sees the
+        truth."""
         question = info.get("instruction", "")
         keywords = [w for w in WORD.findall(question.lower()) if w not in STOP_WORDS]
-        names = [w.lower() for w in NAMED.findall(question)[1:] if w.lower() not in STOP_WORDS]
+        names = [w.lower() for w in named(question)]
         proposed = [f"search[{' '.join(keywords)}]", *([f"search[{' '.join(names)}]"] if names else [])]
         text = obs.get("text", "") if isinstance(obs, dict) else ""
         proposed += [f"read[{page}]" for page in dict.fromkeys(HIT.findall(text))]
         if (page := READ.search(text)) is not None:
-            proposed += [f"answer[{a}]" for a in candidate_answers(page.group(1), set(keywords), question)]
-        return list(dict.fromkeys([*proposed, "answer[Not answerable]"]))
+            values = [f"answer[{a}]" for a in candidate_answers(page.group(1), question)]
+            # a page that lacks a name or number the question gives does not answer it
+            proposed += values if names_all(page.group(1), question) else [ABSTAIN, *values]
+        return list(dict.fromkeys([*proposed, ABSTAIN]))
 
     def _image(self) -> np.ndarray:
         if self.shown is None:
