@@ -194,7 +194,7 @@ def test_the_record_is_the_softmax_of_the_scores(models: dict[str, str]) -> None
     traj = rollout(env, agent, seed=2)
     for turn in traj.turns:
         extras = turn.extras
-        logpi = torch.log_softmax(torch.tensor(extras["scores"]) / 0.7, 0)
+        logpi = torch.log_softmax(torch.tensor(extras["scores"], dtype=torch.float64) / 0.7, 0)
         k = extras["choice"]
         assert math.isclose(float(logpi.exp().sum()), 1.0, abs_tol=1e-9)
         assert math.isclose(turn.logprobs[0], float(logpi[k]), abs_tol=1e-6)
