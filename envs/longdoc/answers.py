@@ -8,9 +8,11 @@ reports do) leaves a trace in word order that binds a value to its label:
 - a table's text layer runs column by column: the row labels, then each column header with its
   values in row order ("Branch Haarlem Geneva Valencia 2016 1704 511 1692 2017 799 394 2198"), so
   Valencia's 2017 value is the third number after 2017.
-Values are ranked by those bindings to the question's names and numbers (a table cell both name,
-first), then by the words their sentence shares with the question, numbers before names unless the
-question asks who, which or where. Nothing here sees the answer: it reads the observation only.
+Values are ranked by kind first (names where the question asks who, which or where, numbers
+otherwise; no share or year unless asked), then the table cell that the question's name and year
+both point to, then by distance in tokens to the question's names, then to its years, word pairs
+and other words, then by the words their sentence shares with the question. Nothing here sees the
+answer: it reads the observation only.
 """
 
 from __future__ import annotations
