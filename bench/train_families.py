@@ -14,7 +14,8 @@ Methods:
     bc+ALGO             the clone, then RL with that estimator (WebShop's paper: IL, then IL+RL)
     METHOD@k=v,...      with trainer fields (prm_target=mc, lr=1e-4) or env kwargs (variant=single,
                         evidence_weight=0) changed; env kwargs change training only, the test stays;
-                        expert=SPEC clones another expert (bc@expert=oracle:guess, bc+grpo@expert=...)
+                        expert=SPEC clones another expert (bc@expert=oracle:guess, bc+grpo@expert=...),
+                        smoothing=e smooths the clone's labels (keeps entropy for the RL after it)
 
 Budgets: a bc+ALGO run plays `steps` env steps of RL after its clone's expert episodes; an RL run
 from scratch plays those expert steps more, so every trained row has the same env steps. The
@@ -67,7 +68,7 @@ FAMILIES = {
     "longdoc": Family("turngym/LongDocVQA-v0", {"obs_mode": "text", "train_documents": 500}, "oracle:proposed",
                       1000, 10_000, 300,
                       ("random", "heuristic", "heuristic:proposed", "oracle:proposed", "bc", "bc+grpo", "bc+spo",
-                       "bc+grpo@evidence_weight=0.5")),
+                       "bc+grpo@evidence_weight=0.5", "bc+grpo@expert=heuristic:proposed,smoothing=0.2")),
     # The oracle claims hops, which no proposal does, so there is nothing to clone: RL from scratch.
     "hopvqa": Family("turngym/HopVQA-v0", {}, "oracle", 0, 2_000, 200,
                      ("random", "heuristic", "grpo", "grpo@variant=single"), net={"image": True},
@@ -104,16 +105,26 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def clone_of(family: str, seed: int, out: Path, expert: str | None = None) -> dict[str, Any]:
-    """The seed's clone of `expert` (the family's by default; made once): its policy file and the
-    expert's env steps."""
+CLONE = {"expert": None, "smoothing": 0.0}  # the method fields that make a clone (defaults: the family's)
+
+
+def clone_settings(changes: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The clone fields of a method's changes, popped from them (as sorted pairs: one clone per value)."""
+    return tuple(sorted((k, changes.pop(k)) for k in CLONE if k in changes))
+
+
+def clone_of(family: str, seed: int, out: Path, settings: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """The seed's clone (made once) of the family's expert, or of `expert=SPEC` with labels smoothed by
+    `smoothing=e` where `settings` say so: its policy file and the expert's env steps."""
     one_thread()
     from turngym.agents.neural import PolicyConfig, new_policy, proposer
     from turngym.trainers.bc import clone, collect, demonstrations
 
     spec = FAMILIES[family]
-    expert = expert or spec.expert
-    folder = out / family / ("bc" if expert == spec.expert else f"bc@expert={expert}") / f"seed{seed}"
+    fields = {**CLONE, **dict(settings)}
+    expert = fields["expert"] or spec.expert
+    name = ",".join(f"{k}={v}" for k, v in settings if v != CLONE[k] and v != spec.expert)
+    folder = out / family / (f"bc@{name}" if name else "bc") / f"seed{seed}"
     done = folder / "clone.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -122,7 +133,7 @@ def clone_of(family: str, seed: int, out: Path, expert: str | None = None) -> di
                            seed=10_000 + 100_000 * seed, images=bool(spec.net.get("image")))
     samples = demonstrations(trajectories, proposer(spec.env))
     policy = new_policy(PolicyConfig(**spec.net), seed)
-    history = clone(policy, samples, epochs=10, seed=seed)
+    history = clone(policy, samples, epochs=10, seed=seed, label_smoothing=float(fields["smoothing"]))
     path = policy.save(folder / "policy.pt", env_id=spec.env, env_kwargs=spec.kwargs, history=history)
     record = {"policy": str(path), "env_steps": sum(len(t.turns) for t in trajectories),
               "demonstrations": len(samples), "accuracy": history[-1]["accuracy"],
@@ -176,8 +187,8 @@ def run_one(job: tuple[str, str, int, str, str]) -> dict[str, Any]:
     warm, algo, changes = parse(method)
     if (warm or not algo) and not spec.bc_episodes:
         raise ValueError(f"{family} has no expert to clone: use RL from scratch (e.g. grpo), not {method}")
-    expert = changes.pop("expert", None)
-    bc = clone_of(family, seed, out, expert) if spec.bc_episodes else {"env_steps": 0, "seconds": 0.0}
+    settings = clone_settings(changes)
+    bc = clone_of(family, seed, out, settings) if spec.bc_episodes else {"env_steps": 0, "seconds": 0.0}
     if not algo:
         record.update(test_rows(family, f"neural:{bc['policy']}", folder, spec.kwargs, split),
                       env_steps=bc["env_steps"], seconds=bc["seconds"], curve=[])
@@ -279,11 +290,11 @@ def main() -> None:
 
             list(pool.map(make_document, TRAIN_DOCS[:documents], chunksize=8))
         if spec.bc_episodes:  # every clone first: runs sharing one must not make it twice at once
-            experts = sorted({parse(m)[2].get("expert") or spec.expert for m in methods if m not in fixed
-                              and (parse(m)[0] or not parse(m)[1])})
-            pairs = [(seed, expert) for expert in experts for seed in args.seeds]
+            clones = sorted({clone_settings(parse(m)[2]) for m in methods if m not in fixed
+                             and (parse(m)[0] or not parse(m)[1])}, key=str)
+            pairs = [(seed, settings) for settings in clones for seed in args.seeds]
             list(pool.map(clone_of, [args.family] * len(pairs), [s for s, _ in pairs], [args.out] * len(pairs),
-                          [e for _, e in pairs]))
+                          [c for _, c in pairs]))
         rows = list(pool.map(run_one, jobs))
     console.print(table(args.family, rows, args.split))
     folder = args.out / args.family

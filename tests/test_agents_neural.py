@@ -16,7 +16,7 @@ from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, p
 from turngym.apps.cli import app
 from turngym.apps.harness import evaluate
 from turngym.results import entry_row
-from turngym.trainers.bc import clone, collect, demonstrations
+from turngym.trainers.bc import clone, collect, demonstrations, smoothed_cross_entropy
 
 CRAFT = "turngym/Craft-v0"
 
@@ -246,6 +246,39 @@ def test_cloning_webshop_beats_a_fresh_policy_on_held_out_turns():
     before = accuracy(policy)
     clone(policy, train, epochs=10)
     assert accuracy(policy) > before + 0.2
+
+
+def test_label_smoothing_spreads_mass_over_a_rows_candidates_only():
+    rows = [torch.tensor([1.0, 2.0, -0.5]), torch.tensor([0.3, -1.0])]
+    padded = torch.full((2, 3), float("-inf"))
+    for i, row in enumerate(rows):
+        padded[i, :len(row)] = row
+    index = torch.tensor([0, 1])
+    for smoothing in (0.0, 0.2):
+        # torch's own smoothing, one row at a time: no padding to spread mass over
+        expected = torch.stack([torch.nn.functional.cross_entropy(row[None], index[i:i + 1], label_smoothing=smoothing)
+                                for i, row in enumerate(rows)]).mean()
+        assert torch.isclose(smoothed_cross_entropy(padded, index, smoothing), expected)
+
+
+def test_a_smoothed_clone_of_a_rule_keeps_its_choices_and_some_entropy():
+    kwargs = {"task": "wood_pickaxe", "action_mode": "skills"}
+    samples = demonstrations(collect(CRAFT, 20, env_kwargs=kwargs), proposer(CRAFT))
+
+    def probabilities(policy):
+        with torch.no_grad():
+            logits, _ = policy(policy.encode([s.obs for s in samples], [s.candidates for s in samples]))
+        chosen = torch.softmax(logits, -1).gather(1, torch.tensor([s.index for s in samples])[:, None])
+        return chosen.squeeze(1), logits.argmax(-1)
+
+    sharp, smooth = new_policy(seed=0), new_policy(seed=0)
+    clone(sharp, samples, epochs=30)
+    history = clone(smooth, samples, epochs=30, label_smoothing=0.2)
+    assert history[-1]["accuracy"] > 0.9  # still the expert's choices, greedily
+    # the label's target is 0.8 plus its share of the 0.2 spread: the sharp clone goes near 1
+    assert probabilities(sharp)[0].median() > 0.97 > 0.9 > probabilities(smooth)[0].median() > 0.7
+    with pytest.raises(ValueError, match="label_smoothing"):
+        clone(smooth, samples, label_smoothing=1.0)
 
 
 def test_oracle_instruction_takes_only_proposed_actions_and_buys_the_target():

@@ -11,7 +11,7 @@ from conftest import ROOT
 from PIL import Image
 from typer.testing import CliRunner
 
-from turngym.apps.cli import app
+from turngym.apps.cli import app, parse_kwargs
 
 runner = CliRunner()
 
@@ -133,3 +133,9 @@ def test_an_installed_plugin_family_appears_in_the_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "turngym", "list"], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert "guessing/GuessNumber-v0" in out
+
+
+def test_kwargs_are_yaml_values_with_exponents_read_as_numbers():
+    parsed = parse_kwargs(["lr=1e-4", "scale=2.5E3", "task=iron_pickaxe", "size=48", "flag=true", "id=task1e5", "x="])
+    assert parsed == {"lr": 1e-4, "scale": 2500.0, "task": "iron_pickaxe", "size": 48, "flag": True,
+                      "id": "task1e5", "x": ""}

@@ -7,6 +7,10 @@ cross-entropy of the policy's softmax over candidates with Adam (`clone`).
 `collect(noise=p)` executes a random admissible action instead of the expert's with probability p
 while still labelling the turn with the expert's choice (DART): the clone then also sees, and
 learns to recover from, the states its own mistakes lead to.
+
+`clone(label_smoothing=e)` moves e of each label's mass evenly over the turn's candidates. A clone of a
+deterministic rule otherwise ends with no entropy: every rollout of an RL group then plays the same
+episode, every advantage is zero, and RL after the clone has nothing to learn from.
 """
 
 from __future__ import annotations
@@ -89,9 +93,24 @@ def demonstrations(trajectories: list[Trajectory], propose: Propose) -> list[Dem
     return samples
 
 
+def smoothed_cross_entropy(logits: torch.Tensor, index: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy against labels with `smoothing` of their mass spread evenly over each row's
+    candidates (its finite logits; torch's own label smoothing would spread it over the padding too)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, index[:, None]).squeeze(1)
+    if not smoothing:
+        return nll.mean()
+    valid = torch.isfinite(logits)
+    uniform = -logp.masked_fill(~valid, 0.0).sum(-1) / valid.sum(-1)
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
 def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 10, batch_size: int = 64,
-          lr: float = 1e-3, seed: int = 0, progress: Progress | None = None) -> list[dict[str, float]]:
+          lr: float = 1e-3, seed: int = 0, label_smoothing: float = 0.0,
+          progress: Progress | None = None) -> list[dict[str, float]]:
     """Train `policy` on `samples`; returns each epoch's mean loss and accuracy."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if not samples:
         raise ValueError("no demonstrations to clone: the expert's actions never matched the env's candidates")
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
@@ -107,7 +126,7 @@ def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 1
             batch = policy.encode([s.obs for s in chunk], [s.candidates for s in chunk])
             index = torch.tensor([s.index for s in chunk])
             logits, _ = policy(batch)
-            loss = torch.nn.functional.cross_entropy(logits, index)
+            loss = smoothed_cross_entropy(logits, index, label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,8 +63,16 @@ def parse_kwargs(pairs: list[str] | None, hint: str = "--kw") -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint=hint)
-        kwargs[key] = yaml.safe_load(value) if value else ""
+        kwargs[key] = yaml_value(value) if value else ""
     return kwargs
+
+
+def yaml_value(text: str) -> Any:
+    """YAML's value of `text`, with exponents such as 1e-4 read as numbers (YAML 1.1 wants 1.0e-4)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def make_env(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
@@ -217,6 +226,9 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
        epochs: Annotated[int, typer.Option(min=1)] = 10,
        noise: Annotated[float, typer.Option(help="rate of random actions while collecting (DART)", min=0, max=1)] = 0.0,
        expert: Annotated[str, typer.Option(help="agent spec of the expert")] = "oracle",
+       label_smoothing: Annotated[float, typer.Option(
+           help="label mass spread over each turn's candidates: a clone of a rule keeps some entropy for RL",
+           min=0, max=0.99)] = 0.0,
        evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
        seed: Annotated[int, typer.Option(help="seeds the expert episodes, the weights and the shuffling")] = 0,
        kw: KwargsOption = None) -> None:
@@ -231,11 +243,12 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
                         progress=progress)
         samples = demonstrations(trajs, proposer(env_id))
         policy = new_policy(PolicyConfig(), seed)
-        history = clone(policy, samples, epochs=epochs, seed=seed, progress=progress)
+        history = clone(policy, samples, epochs=epochs, seed=seed, label_smoothing=label_smoothing,
+                        progress=progress)
     path = policy.save(out / "policy.pt", env_id=env_id, env_kwargs=kwargs, episodes=episodes, noise=noise,
-                       history=history)
+                       label_smoothing=label_smoothing, history=history)
     record: dict[str, Any] = {"env_id": env_id, "env_kwargs": kwargs, "episodes": episodes, "demonstrations":
-                              len(samples), "noise": noise, "history": history}
+                              len(samples), "noise": noise, "label_smoothing": label_smoothing, "history": history}
     console.print(f"cloned {len(samples)} expert turns: accuracy {history[-1]['accuracy']:.1%}; policy in {path}")
     if evaluate:
         record["test"] = _evaluate_into(out, env_id, kwargs, f"neural:{path}", evaluate,
