@@ -68,7 +68,8 @@ FAMILIES = {
     "longdoc": Family("turngym/LongDocVQA-v0", {"obs_mode": "text", "train_documents": 500}, "oracle:proposed",
                       1000, 10_000, 300,
                       ("random", "heuristic", "heuristic:proposed", "oracle:proposed", "bc", "bc+grpo", "bc+spo",
-                       "bc+grpo@evidence_weight=0.5", "bc+grpo@expert=heuristic:proposed,smoothing=0.2")),
+                       "bc+grpo@evidence_weight=0.5", "bc@expert=heuristic:proposed,smoothing=0.2",
+                       "bc+grpo@expert=heuristic:proposed,smoothing=0.2")),
     # The oracle claims hops, which no proposal does, so there is nothing to clone: RL from scratch.
     "hopvqa": Family("turngym/HopVQA-v0", {}, "oracle", 0, 2_000, 200,
                      ("random", "heuristic", "grpo", "grpo@variant=single"), net={"image": True},
