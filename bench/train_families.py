@@ -106,7 +106,7 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-CLONE = {"expert": None, "smoothing": 0.0}  # the method fields that make a clone (defaults: the family's)
+CLONE = ("expert", "smoothing")  # the method fields that make a clone
 
 
 def clone_settings(changes: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -122,15 +122,15 @@ def clone_of(family: str, seed: int, out: Path, settings: tuple[tuple[str, Any],
     from turngym.trainers.bc import clone, collect, demonstrations
 
     spec = FAMILIES[family]
-    fields = {**CLONE, **dict(settings)}
-    expert = fields["expert"] or spec.expert
-    name = ",".join(f"{k}={v}" for k, v in settings if v != CLONE[k] and v != spec.expert)
+    defaults = {"expert": spec.expert, "smoothing": 0.0}
+    fields = {**defaults, **dict(settings)}
+    name = ",".join(f"{k}={v}" for k, v in settings if v != defaults[k])  # the family's own clone is plain bc
     folder = out / family / (f"bc@{name}" if name else "bc") / f"seed{seed}"
     done = folder / "clone.json"
     if done.exists():
         return json.loads(done.read_text())
     start = time.perf_counter()
-    trajectories = collect(spec.env, spec.bc_episodes, env_kwargs=spec.kwargs, expert=expert,
+    trajectories = collect(spec.env, spec.bc_episodes, env_kwargs=spec.kwargs, expert=fields["expert"],
                            seed=10_000 + 100_000 * seed, images=bool(spec.net.get("image")))
     samples = demonstrations(trajectories, proposer(spec.env))
     policy = new_policy(PolicyConfig(**spec.net), seed)
