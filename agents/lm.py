@@ -297,9 +297,13 @@ def compact_system_prompt(prefill: str) -> str:
 
 def compact_user_message(text: str, actions: list[str], feedback: str | None) -> str:
     """The compact style's user message: feedback on the previous turn, the observation, the
-    actions, a template's `<placeholder>` shown as `...` (small models copy `<query>` verbatim)."""
+    actions, a template's `<placeholder>` shown as `...` (small models copy `<query>` verbatim).
+    An observation line that already lists exactly these actions (Craft's `Possible now: ...`) is
+    left out: the list follows anyway, and every token is a small model's time."""
     parts = [feedback] if feedback else []
-    parts.append(text.strip())
+    listed = ", ".join(actions)
+    parts.append("\n".join(line for line in text.strip().splitlines()
+                           if not (actions and line.partition(": ")[2] == listed)))
     if actions:
         parts.append("Admissible actions now: " + ", ".join(_PLACEHOLDER.sub("...", a) for a in actions))
     return "\n\n".join(parts)

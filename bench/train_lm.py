@@ -118,8 +118,13 @@ def main() -> None:
                         help="score mode: a candidate's score is the sum or the per-token mean of its log-likelihoods")
     parser.add_argument("--prompt-grad", action="store_true",
                         help="score mode: the exact gradient, through the prompt's keys and values too")
+    parser.add_argument("--reward", choices=("success", "progress"), default="success",
+                        help="craft: the training env's final reward, success (0/1) or progress (the share of the "
+                             "goal's recipe path reached, graded where success is rare); tests report success")
     parser.add_argument("--ray", default=None, help="collect training rollouts on Ray workers: local, auto, ADDRESS")
     args = parser.parse_args()
+    if args.reward != "success" and not args.task.startswith("craft"):
+        parser.error(f"--reward {args.reward} is Craft's: {args.task} trains on its own score")
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
     from turngym.trainers.config import LMTrainConfig
@@ -133,7 +138,8 @@ def main() -> None:
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
-    config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
+    train_kwargs = {**kwargs, **({"reward": args.reward} if args.reward != "success" else {})}
+    config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=train_kwargs, policy=f"hf:{MODEL}", mode=args.mode,
                            algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
                            group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
                            micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad, ray=args.ray,
@@ -147,6 +153,7 @@ def main() -> None:
                    lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
                                           args.workers, args.reduce))
     results = {"task": args.task, "mode": args.mode, "algo": args.algo, "seed": args.seed, "model": MODEL,
+               "reward": args.reward, "lr": args.lr,
                "before": before, "after": after, "env_steps": rows[-1]["env_steps"], "updates": len(rows),
                "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
     atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())

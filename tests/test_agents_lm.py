@@ -367,6 +367,21 @@ def test_the_compact_prompt_shows_templates_as_dots_and_no_earlier_turns(lm: str
     assert "<placeholder>" not in messages[0]["content"] and "..." in messages[0]["content"]
 
 
+def test_the_compact_prompt_lists_the_actions_once() -> None:
+    """Craft's `Possible now:` line is the admissible list: the compact message leaves it out and
+    keeps every other line (a line listing other actions stays)."""
+    from turngym.agents.lm import compact_user_message
+
+    env = gym.make("turngym/Craft-v0", task="wood_pickaxe", action_mode="skills", text_map=False)
+    obs, info = env.reset(seed=0)
+    message = compact_user_message(obs["text"], info["actions"], None)
+    lines = obs["text"].strip().splitlines()
+    assert any(line.startswith("Possible now: ") for line in lines)
+    kept = [line for line in lines if not line.startswith("Possible now: ")]
+    assert message == "\n".join(kept) + "\n\nAdmissible actions now: " + ", ".join(info["actions"])
+    assert "Possible now: " in compact_user_message(obs["text"], info["actions"][:2], None)
+
+
 def test_reusing_the_prompt_prefix_changes_no_reply(gpt2_lm: str) -> None:
     """The cached head of the prompt gives the same greedy tokens and log-probs (to float
     rounding) as computing the whole prompt; an episode's replies do not depend on the one before."""

@@ -321,3 +321,16 @@ def test_a_family_adds_its_run_level_metrics(tmp_path):
     answers = [{"score": p["answer"], "answer_format": p["answer_format"], "pred": p["prediction"] or ""}
                for p in parts]
     assert row["metrics"] == {"accuracy": pytest.approx(row["parts"]["answer"]), "f1": generalized_f1(answers)}
+
+
+def test_pool_workers_share_the_cores_unless_the_user_chose(monkeypatch):
+    """A worker's torch/BLAS threads are its share of the cores (one thread per core per worker
+    oversubscribes them); a thread count the user set is kept."""
+    from turngym.apps.harness import share_cores
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")
+    share_cores(3)
+    assert (os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"], os.environ["MKL_NUM_THREADS"]) == \
+        ("3", "3", "4")

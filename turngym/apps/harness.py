@@ -16,6 +16,7 @@ episode seed, so the results do not depend on how the work is spread.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -232,14 +233,24 @@ def _finished(path: Path, retry_errors: bool) -> bool:
     return json.loads(path.read_text())["meta"].get("error") is None
 
 
+def share_cores(threads: int) -> None:
+    """A pool worker's share of the cores for torch and BLAS (unless the user set one), set before
+    the worker imports torch, which reads it then. Without it every worker starts a thread per core:
+    on 2 cores, two workers playing SmolLM2's Craft turns managed 0.37 turns/s together, against
+    1.2 with one thread each."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+
+
 def _run_pool(jobs: list[Job], options: dict[str, Any], images: bool, workers: int
               ) -> Iterator[tuple[Job, Record]]:
     """Episodes in `workers` processes. When a worker dies, the pool is replaced and the episodes
     it had in flight are replayed alone, so only the one that kills its worker is lost."""
     queue, suspects = list(jobs), []
     context = get_context("spawn")  # a clean interpreter: no threads or locks inherited from this one
+    share = {"initializer": share_cores, "initargs": (max(1, (os.cpu_count() or 1) // workers),)}
     while queue:
-        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context, **share) as pool:
             futures = {pool.submit(play, job, options, images): job for job in queue}
             queue = []
             try:
@@ -255,7 +266,8 @@ def _run_pool(jobs: list[Job], options: dict[str, Any], images: bool, workers: i
                 for future in futures:
                     future.cancel()
         while suspects:  # one at a time: a second death convicts the episode
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as alone:
+            with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=share_cores,
+                                     initargs=(os.cpu_count() or 1,)) as alone:
                 while suspects:
                     job = suspects.pop(0)
                     try:
