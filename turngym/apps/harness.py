@@ -248,9 +248,10 @@ def _run_pool(jobs: list[Job], options: dict[str, Any], images: bool, workers: i
     it had in flight are replayed alone, so only the one that kills its worker is lost."""
     queue, suspects = list(jobs), []
     context = get_context("spawn")  # a clean interpreter: no threads or locks inherited from this one
-    share = {"initializer": share_cores, "initargs": (max(1, (os.cpu_count() or 1) // workers),)}
+    cores = os.cpu_count() or 1
     while queue:
-        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context, **share) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=context, initializer=share_cores,
+                                 initargs=(max(1, cores // workers),)) as pool:
             futures = {pool.submit(play, job, options, images): job for job in queue}
             queue = []
             try:
@@ -267,7 +268,7 @@ def _run_pool(jobs: list[Job], options: dict[str, Any], images: bool, workers: i
                     future.cancel()
         while suspects:  # one at a time: a second death convicts the episode
             with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=share_cores,
-                                     initargs=(os.cpu_count() or 1,)) as alone:
+                                     initargs=(cores,)) as alone:
                 while suspects:
                     job = suspects.pop(0)
                     try:
