@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from turngym.rewards.estimators import ESTIMATORS
+from turngym.trajectory import atomic_write_bytes
 
 # wood_pickaxe: the success reward alone (1 or 0 at the end). stone_pickaxe: from scratch, random
 # play succeeds in 0.1% of episodes, so no estimator gets a signal from success alone within a
@@ -53,7 +54,7 @@ def run_one(job: tuple[str, str, str, int, int]) -> tuple[str, str, int, list[di
                                env_kwargs={"reward": reward}, resume=True, tensorboard=False)
     rows = train(config, progress=False)
     seconds = time.perf_counter() - start
-    done.write_text(json.dumps({"seconds": seconds}))
+    atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
     return task, algo, seed, rows, seconds
 
 

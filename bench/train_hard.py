@@ -79,6 +79,7 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     from turngym.trainers.config import NeuralTrainConfig
     from turngym.trainers.ppo import train
     from turngym.trainers.runlog import read_metrics
+    from turngym.trajectory import atomic_write_bytes
 
     torch.set_num_threads(1)
     folder = Path(out) / task / method / f"seed{seed}"
@@ -101,7 +102,7 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
               "test_progress": parts.get("progress", 0.0), "deaths": deaths,
               "env_steps": metrics[-1]["env_steps"], "seconds": round(seconds, 1),
               "curve": [(m["env_steps"], m["success"], m.get("progress", m.get("return", 0.0))) for m in metrics]}
-    done.write_text(json.dumps(record))
+    atomic_write_bytes(done, json.dumps(record).encode())  # a run killed mid-write is retrained, not misread
     return record
 
 

@@ -146,9 +146,8 @@ def main() -> None:
                            score_reduce=args.reduce,
                            max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
                            tensorboard=False)
-    train_start = time.perf_counter()
     rows = train_lm(config)
-    train_seconds = time.perf_counter() - train_start
+    train_seconds = sum(row["time_s"] for row in rows)  # every update's, those of a resumed run's first part too
     after = cached(args.out / "after.json",
                    lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
                                           args.workers, args.reduce))
