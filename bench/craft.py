@@ -126,7 +126,7 @@ def main() -> None:
                        str(len(samples)), "<= 10 ms")
     console.print(resets)
     if not crafter:
-        console.print("crafter is not installed: `make bench` installs it (pip install -e '.[bench]').")
+        console.print("crafter is not installed: `make bench` installs it (pip install -e '.[bench]').", markup=False)
 
 
 if __name__ == "__main__":

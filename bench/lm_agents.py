@@ -126,7 +126,7 @@ def main() -> None:
                                     "threads per row in results.json)"))
     for r in everything:
         if "skipped" in r:
-            console.print(f"skipped {r['agent']} on {r['family']}: {r['skipped']}")
+            console.print(f"skipped {r['agent']} on {r['family']}: {r['skipped']}", markup=False)
     console.print(f"results.json and the episodes in {args.out}")
 
 

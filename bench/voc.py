@@ -141,7 +141,7 @@ def gvl_scorer(spec: str | None, max_frames: int, console: Console) -> Callable[
     try:
         from turngym.rewards.gvl import GVLScorer
     except ImportError as exc:
-        console.print(f"GVL skipped: turngym.rewards.gvl cannot be imported ({exc})")
+        console.print(f"GVL skipped: turngym.rewards.gvl cannot be imported ({exc})", markup=False)
         return None
     scorer = GVLScorer(spec, max_frames=max_frames, seed=0)
     return lambda traj: float(scorer.score(traj).voc)  # over the answered frames, the final one included
@@ -207,7 +207,7 @@ def webshop(args: argparse.Namespace, gvl: Callable[[Trajectory], float] | None,
     try:
         env = gym.make(WEBSHOP, screenshot=gvl is not None)
     except BrowserNotFound as exc:
-        console.print(f"WebShop skipped: {exc}")
+        console.print(f"WebShop skipped: {exc}", markup=False)
         return None
     try:
         with console.status(f"the oracle on {args.webshop_episodes} WebShop test tasks in Chromium..."):
