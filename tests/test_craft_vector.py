@@ -18,10 +18,11 @@ ACTION = {a: i for i, a in enumerate(RULES.actions)}
 
 
 def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP, max_turns: int = 120,
-             reward: str = "success", task_ids: list[str] | None = None) -> int:
+             reward: str = "success", task_ids: list[str] | None = None, worldgen_workers: int = 0) -> int:
     """Step a vector env and n single envs together, comparing everything; returns episodes ended.
     `task_ids`: the first episode of each env (later ones are drawn from the reset seeds)."""
-    venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode, reward=reward)
+    venv = CraftVectorEnv(n, task=task, max_turns=max_turns, autoreset_mode=mode, reward=reward,
+                          worldgen_workers=worldgen_workers)
     envs = [CraftEnv(task=task, image=False, max_turns=max_turns, symbolic=True, reward=reward) for _ in range(n)]
     venv.reset(seed=100, options=None if task_ids is None else {"task_ids": task_ids})
     infos = [env.reset(seed=100 + i, options=None if task_ids is None else {"task_id": task_ids[i]})[1]
@@ -54,6 +55,7 @@ def lockstep(task: str, n: int, steps: int, choose, mode=AutoresetMode.NEXT_STEP
             if listed:  # after an ended episode a single env lists nothing until reset
                 assert set(np.flatnonzero(info["action_mask"][i])) == listed
         assert venv.observation_space.contains(obs)
+    venv.close()
     return ended
 
 
@@ -69,6 +71,49 @@ def random_choice(rng):
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_random_play_matches_single_envs(task, mode):
     assert lockstep(task, 5, 260, random_choice(np.random.default_rng(1)), mode) >= 5
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_worlds_made_ahead_by_workers_play_as_single_envs(mode):
+    assert lockstep("find_tree", 5, 200, random_choice(np.random.default_rng(3)), mode, max_turns=15,
+                    worldgen_workers=1) >= 20
+
+
+# Python 3.11's pool manager, breaking, sets an exception on futures already cancelled and raises
+# InvalidStateError in its own thread; the env is unaffected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_world_workers_change_no_world_across_reseeds_task_ids_and_a_dead_pool():
+    """Worlds made ahead are taken only for the seed drawn; a reseed, explicit task ids and workers
+    that die fall back to making the world here, with a warning, never a different world."""
+    def play(workers: int, kill: bool = False) -> list:
+        env = CraftVectorEnv(8, task="collect_wood", max_turns=6, worldgen_workers=workers)
+        rng, seen = np.random.default_rng(0), []
+        obs, _ = env.reset(seed=5)
+        for t in range(60):
+            if t == 40 and kill:
+                for process in list(env._pool._executor._processes.values()):
+                    process.kill()
+                    process.join()
+            if t == 20:
+                obs, _ = env.reset(seed=9)
+            elif t == 30:
+                obs, _ = env.reset(options={"task_ids": [f"collect_wood:{k}" for k in range(8)]})
+            else:
+                obs, *_ = env.step(rng.integers(0, env.single_action_space.n, 8))
+            seen.append((obs["view"].copy(), list(env.task_ids)))
+        env.close()
+        return seen
+
+    def same(a: list, b: list) -> bool:
+        return all(np.array_equal(x[0], y[0]) and x[1] == y[1] for x, y in zip(a, b, strict=True))
+
+    alone = play(0)
+    assert len({task for _, ids in alone for task in ids}) > 30  # many resets, so many worlds made ahead
+    assert same(play(1), alone)
+    with pytest.warns(RuntimeWarning, match="makes its worlds itself"):
+        assert same(play(1, kill=True), alone)
+    with pytest.raises(ValueError, match="worldgen_workers"):
+        CraftVectorEnv(2, worldgen_workers=-1)
 
 
 def test_oracle_play_up_the_whole_tech_tree_matches_single_envs():

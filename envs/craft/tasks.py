@@ -24,7 +24,7 @@ The world itself is still the seed's; the goal, reward and score are the task's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
@@ -138,16 +138,32 @@ class Episode:
     max_turns: int | None = None  # this episode's turn budget (None: the env's)
 
 
+def draw_train_seed(rng: np.random.Generator) -> int:
+    """A training world's seed, as `new_episode` draws it for a task id without one."""
+    return int(rng.integers(len(TRAIN_SEEDS)))
+
+
+def next_train_seed(rng: np.random.Generator) -> int:
+    """The seed `draw_train_seed(rng)` will give next, leaving `rng` as it was."""
+    state = rng.bit_generator.state
+    seed = draw_train_seed(rng)
+    rng.bit_generator.state = state
+    return seed
+
+
 def new_episode(rules: Rules, task_id: str | TaskSpec | None, default: Task, rng: np.random.Generator,
-                size: int) -> Episode:
-    """The task, world and dynamics key of a new episode; draws only from `rng`, in fixed order."""
+                size: int, made: Callable[[Task, int], Layout | None] | None = None) -> Episode:
+    """The task, world and dynamics key of a new episode; draws only from `rng`, in fixed order.
+    `made(task, seed)` may hand over the world of (task, size, seed) made ahead (or None)."""
     spec = TaskSpec(default) if task_id is None else (
         task_id if isinstance(task_id, TaskSpec) else parse_task_id(rules, task_id))
     seed = spec.seed
     if seed is None:
-        seed = int(rng.integers(len(TRAIN_SEEDS)))
+        seed = draw_train_seed(rng)
     key = int(rng.integers(2**63))
-    layout = generate(rules, spec.task, size, seed)
+    layout = made(spec.task, seed) if made is not None else None
+    if layout is None:
+        layout = generate(rules, spec.task, size, seed)
     if spec.start is None and spec.spawn is None:
         return Episode(spec.task, spec.task_id(seed), layout, key, max_turns=spec.turns)
     chain = rules.prerequisites(spec.task.goal)
@@ -232,4 +248,4 @@ def evolve(rules: Rules, task_id: str, rng: np.random.Generator) -> str:
         low, high = max(10, default // 4), 4 * default
         change = {"turns": int(np.clip(round((spec.turns or default) * rng.uniform(0.5, 2.0)), low, high))}
     child = replace(spec, **change)
-    return child.task_id(int(rng.integers(len(TRAIN_SEEDS))))
+    return child.task_id(draw_train_seed(rng))

@@ -19,8 +19,8 @@ from gymnasium.vector.utils import batch_space
 
 from turngym.envs.base import select_task
 from turngym.envs.craft.env import REWARDS
-from turngym.envs.craft.rules import ACTION_MODES, load_rules
-from turngym.envs.craft.tasks import TaskSpec, new_episode, parse_task_id, splits_for
+from turngym.envs.craft.rules import ACTION_MODES, Task, load_rules
+from turngym.envs.craft.tasks import TaskSpec, new_episode, next_train_seed, parse_task_id, splits_for
 from turngym.envs.craft.world import (
     DO,
     MASK64,
@@ -34,6 +34,8 @@ from turngym.envs.craft.world import (
     mix_np,
     symbolic_spaces,
 )
+from turngym.envs.craft.worldgen import Layout
+from turngym.envs.craft.worldpool import WorldPool
 
 HEALTH, FOOD, DRINK = 0, 1, 2
 
@@ -83,11 +85,15 @@ class CraftVectorEnv(VectorEnv):
     possible next) on every step, and `success`/`score` for the envs whose episode just ended.
     Autoreset follows Gymnasium's `autoreset_mode` (next_step by default, or same_step).
     `reward` is CraftEnv's: "success" (default) or "progress" (partial credit, paid at the end).
+    `worldgen_workers` > 0 makes each env's next training world ahead in that many background
+    processes (envs/craft/worldpool.py): the same worlds, sooner, where a core is free; `close()`
+    stops them.
     """
 
     def __init__(self, num_envs: int, task: str = "wood_pickaxe", size: int = 64, view: int = 9,
                  max_turns: int | None = None,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, reward: str = "success") -> None:
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, reward: str = "success",
+                 worldgen_workers: int = 0) -> None:
         rules = self.rules = load_rules()
         if task not in rules.tasks:
             raise ValueError(f"unknown Craft task {task!r}: use one of {', '.join(rules.tasks)}")
@@ -128,6 +134,9 @@ class CraftVectorEnv(VectorEnv):
         self.task_ids = [""] * n
         self._needs_reset = np.zeros(n, bool)
         self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(n)]
+        if worldgen_workers < 0:
+            raise ValueError(f"worldgen_workers must be 0 or more, got {worldgen_workers}")
+        self._pool = WorldPool(task, size, worldgen_workers) if worldgen_workers else None
         self._compile()
 
     def _compile(self) -> None:
@@ -176,8 +185,13 @@ class CraftVectorEnv(VectorEnv):
             else:
                 requested.append(select_task(self.splits, options, self._rngs[i]))
         specs = [None if r is None else self._spec(r) for r in requested]  # every id is checked first
-        for i, spec in enumerate(specs):
-            self._reset_env(i, spec)
+        if self._pool is not None:  # the workers start from the last env, this process from the first
+            for i in reversed(range(self.num_envs)):
+                if specs[i] is None:
+                    self._pool.submit(i, next_train_seed(self._rngs[i]))
+                else:
+                    self._pool.discard(i)
+        self._reset_envs(range(self.num_envs), specs)
         self._needs_reset[:] = False
         self._update_mask()
         return self._observe(), {"valid": np.ones(self.num_envs, bool), "action_mask": self.mask.copy()}
@@ -185,8 +199,8 @@ class CraftVectorEnv(VectorEnv):
     def step(self, actions):
         a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
         fresh = self._needs_reset.copy()
-        for i in np.flatnonzero(fresh):
-            self._reset_env(int(i), None)
+        if fresh.any():
+            self._reset_envs(np.flatnonzero(fresh).tolist())
         active = ~fresh
         in_range = (a >= 0) & (a < len(self.rules.actions))
         valid = active & in_range & self.mask[self.rows, np.where(in_range, a, 0)]
@@ -207,13 +221,17 @@ class CraftVectorEnv(VectorEnv):
                         progress=progress, _progress=done)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
             info["final_obs"] = self._observe()
-            for i in np.flatnonzero(done):
-                self._reset_env(int(i), None)
+            self._reset_envs(np.flatnonzero(done).tolist())
         else:
             self._needs_reset = done
         self._update_mask()
         info["action_mask"] = self.mask.copy()
         return self._observe(), reward, terminated, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def state_dict(self, i: int) -> dict[str, Any]:
         """World i's true state in the format of `CraftEnv.state_dict()`."""
@@ -247,8 +265,22 @@ class CraftVectorEnv(VectorEnv):
                              f"{self.task.name}: make a CraftVectorEnv(task={spec.task.name!r}) for it")
         return spec
 
+    def _reset_envs(self, envs: Sequence[int], specs: Sequence[TaskSpec | None] | None = None) -> None:
+        """Reset `envs` in order, each to its spec (None: a training world). With a pool, then start
+        their next training worlds, last env first: the next resets take envs from the first on, so
+        the workers and this process meet in the middle instead of queueing for the same worlds."""
+        for k, i in enumerate(envs):
+            self._reset_env(i, None if specs is None else specs[k])
+        if self._pool is not None:
+            for i in reversed(envs):
+                self._pool.submit(i, next_train_seed(self._rngs[i]))
+
     def _reset_env(self, i: int, task_id: str | TaskSpec | None) -> None:
-        episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size)
+        pool, made = self._pool, None
+        if pool is not None:
+            def made(task: Task, seed: int) -> Layout | None:
+                return pool.take(i, seed) if task is self.task else None
+        episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size, made)
         # as World starts, without compiling its tables
         start = Start(self.rules, episode.layout, self.pad, episode.inventory, episode.achieved)
         self.maps[i] = start.grid.reshape(-1)
