@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 from turngym.agents import make_agent
 from turngym.envs.craft import CraftEnv, CraftVectorEnv, load_rules
 from turngym.envs.craft.tasks import parse_task_id
+from turngym.envs.craft.worldgen import generate
 
 RULES = load_rules()
 ACTION = {a: i for i, a in enumerate(RULES.actions)}
@@ -114,6 +115,27 @@ def test_world_workers_change_no_world_across_reseeds_task_ids_and_a_dead_pool()
         assert same(play(1, kill=True), alone)
     with pytest.raises(ValueError, match="worldgen_workers"):
         CraftVectorEnv(2, worldgen_workers=-1)
+
+
+def test_envs_that_draw_one_seed_share_one_world(monkeypatch):
+    """A GRPO group's envs reset with one seed: its world is made once, and each env plays its own copy."""
+    import turngym.envs.craft.vector as vector
+
+    made = []
+    monkeypatch.setattr(vector, "generate", lambda *args: made.append(args[-1]) or generate(*args))
+    env = CraftVectorEnv(8, task="collect_wood", max_turns=5)
+    obs, _ = env.reset(seed=[11] * 4 + [12] * 4)
+    assert len(made) == 2 and len(set(env.task_ids[:4])) == 1 and env.task_ids[0] != env.task_ids[4]
+    assert all(np.array_equal(obs["view"][0], obs["view"][k]) for k in range(4))
+    rng = np.random.default_rng(0)
+    for _ in range(12):  # play on (and through autoresets): the kept worlds stay as they were made
+        env.step(rng.integers(0, len(RULES.actions), 8))
+    task = RULES.tasks["collect_wood"]
+    assert all(np.array_equal(layout.grid, generate(RULES, task, 64, seed).grid) for (_, seed), layout in
+               env._worlds.items())
+    for _ in range(2 * vector.RECENT_WORLDS // 8):  # new worlds push the oldest out
+        env.reset(seed=int(np.random.default_rng(len(made)).integers(2**31)))
+    assert len(env._worlds) == vector.RECENT_WORLDS
 
 
 def test_oracle_play_up_the_whole_tech_tree_matches_single_envs():

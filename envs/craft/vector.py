@@ -34,10 +34,13 @@ from turngym.envs.craft.world import (
     mix_np,
     symbolic_spaces,
 )
-from turngym.envs.craft.worldgen import Layout
+from turngym.envs.craft.worldgen import Layout, generate
 from turngym.envs.craft.worldpool import WorldPool
 
 HEALTH, FOOD, DRINK = 0, 1, 2
+# Worlds kept for reuse: a GRPO group's envs share their task's world (the same seed), so a trainer's
+# reset makes one world per group, not one per env.
+RECENT_WORLDS = 256
 
 
 class MapText:
@@ -137,6 +140,7 @@ class CraftVectorEnv(VectorEnv):
         if worldgen_workers < 0:
             raise ValueError(f"worldgen_workers must be 0 or more, got {worldgen_workers}")
         self._pool = WorldPool(task, size, worldgen_workers) if worldgen_workers else None
+        self._worlds: dict[tuple[str, int], Layout] = {}  # the last RECENT_WORLDS made, oldest first
         self._compile()
 
     def _compile(self) -> None:
@@ -276,10 +280,20 @@ class CraftVectorEnv(VectorEnv):
                 self._pool.submit(i, next_train_seed(self._rngs[i]))
 
     def _reset_env(self, i: int, task_id: str | TaskSpec | None) -> None:
-        pool, made = self._pool, None
-        if pool is not None:
-            def made(task: Task, seed: int) -> Layout | None:
-                return pool.take(i, seed) if task is self.task else None
+        def made(task: Task, seed: int) -> Layout:
+            key = (task.name, seed)
+            layout = self._worlds.pop(key, None)
+            if layout is not None and self._pool is not None:
+                self._pool.discard(i)
+            if layout is None and self._pool is not None and task is self.task:
+                layout = self._pool.take(i, seed)
+            if layout is None:
+                layout = generate(self.rules, task, self.size, seed)
+            self._worlds[key] = layout  # the newest last; layouts are read, never written
+            if len(self._worlds) > RECENT_WORLDS:
+                del self._worlds[next(iter(self._worlds))]
+            return layout
+
         episode = new_episode(self.rules, task_id, self.task, self._rngs[i], self.size, made)
         # as World starts, without compiling its tables
         start = Start(self.rules, episode.layout, self.pad, episode.inventory, episode.achieved)
