@@ -189,12 +189,6 @@ class CraftVectorEnv(VectorEnv):
             else:
                 requested.append(select_task(self.splits, options, self._rngs[i]))
         specs = [None if r is None else self._spec(r) for r in requested]  # every id is checked first
-        if self._pool is not None:  # the workers start from the last env, this process from the first
-            for i in reversed(range(self.num_envs)):
-                if specs[i] is None:
-                    self._pool.submit(i, next_train_seed(self._rngs[i]))
-                else:
-                    self._pool.discard(i)
         self._reset_envs(range(self.num_envs), specs)
         self._needs_reset[:] = False
         self._update_mask()
