@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -62,6 +64,30 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def tiny_checkpoint(factory: pytest.TempPathFactory, name: str, *, vlm: bool = False, **kwargs: Any) -> Path:
+    """A fresh copy of `build_tiny_lm(**kwargs)` (or `build_tiny_vlm`) in a new folder `name`.
+
+    Each checkpoint is built once per test run, under a lock that the xdist workers share, and
+    copied for every caller: the same arguments give the same checkpoint, and a trained one takes
+    about 20 s to build, which a dozen fixtures across the workers would otherwise repeat. A copy
+    (about 1 MB) leaves the shared build untouched whatever a test writes."""
+    from turngym.agents.tiny import build_tiny_lm, build_tiny_vlm
+
+    base = factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny-checkpoints"
+    shared.mkdir(exist_ok=True)
+    key = "-".join(["vlm" if vlm else "lm", *(f"{k}={v}" for k, v in sorted(kwargs.items()))])
+    built = shared / key
+    with open(shared / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first caller builds; the others wait, then copy
+        if not built.exists():
+            staging = shared / f"{key}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            (build_tiny_vlm if vlm else build_tiny_lm)(staging, **kwargs)
+            staging.rename(built)
+    return Path(shutil.copytree(built, factory.mktemp("models") / name))
 
 
 @pytest.fixture(scope="module")

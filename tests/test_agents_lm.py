@@ -19,6 +19,7 @@ import gymnasium as gym
 import httpx
 import pytest
 from conftest import serving as serve
+from conftest import tiny_checkpoint
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -44,9 +45,7 @@ SHORT = {"max_new_tokens": 32}  # short replies keep the tests fast; the tiny mo
 
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from turngym.agents.tiny import build_tiny_lm
-
-    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny")
+    return tiny_checkpoint(tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +56,13 @@ def lm(tiny_lm: Path, one_thread: None) -> str:
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """A tiny vision-language checkpoint with random weights (16 image tokens an image)."""
-    from turngym.agents.tiny import build_tiny_vlm
-
-    return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm"))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny-vlm", vlm=True))
 
 
 @pytest.fixture(scope="module")
 def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """The tiny LM as a GPT-2 (learned positions, full attention), briefly trained."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", train_steps=50))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny-gpt2", arch="gpt2", train_steps=50))
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
+from conftest import tiny_checkpoint
 
 from turngym.agents import make_agent
 from turngym.agents.models import MODELS, models_dir
@@ -28,10 +29,8 @@ SKILLS = {"task": "wood_pickaxe", "action_mode": "skills"}
 def models(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, str]:
     """A tiny Mistral-style model (RoPE, sliding-window attention) and a tiny GPT-2 (learned
     absolute positions), random weights."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    root = tmp_path_factory.mktemp("models")
-    return {arch: str(build_tiny_lm(root / arch, arch=arch, train_steps=0)) for arch in ("mistral", "gpt2")}
+    return {arch: str(tiny_checkpoint(tmp_path_factory, arch, arch=arch, train_steps=0))
+            for arch in ("mistral", "gpt2")}
 
 
 def craft(max_turns: int = 4, **kwargs: Any) -> gym.Env:

@@ -72,7 +72,7 @@ def test_play_in_the_terminal(tmp_path):
 
 
 def test_demo_writes_a_report(tmp_path):
-    code, out = invoke("demo", "--episodes", "2", "--out", str(tmp_path))
+    code, out = invoke("demo", "--episodes", "2", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0, out
     report_dir = tmp_path / "report"
     assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
@@ -112,7 +112,7 @@ def test_demo_writes_a_report(tmp_path):
     # a rerun resumes: nothing is played or trained again
     metrics = tmp_path / "training" / "grpo" / "metrics.jsonl"
     stamp = metrics.stat().st_mtime_ns
-    code, _ = invoke("demo", "--episodes", "2", "--out", str(tmp_path))
+    code, _ = invoke("demo", "--episodes", "2", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     assert metrics.stat().st_mtime_ns == stamp
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from typer.testing import CliRunner
 
 from turngym.apps.cli import app
@@ -156,17 +157,16 @@ def test_ray_settings_that_cannot_work_name_the_fix(ray_session, monkeypatch):
     actor.close()
 
 
-def test_lm_training_on_ray_gives_the_local_run(ray_session, tmp_path, one_thread):
+def test_lm_training_on_ray_gives_the_local_run(ray_session, tmp_path, tmp_path_factory, one_thread):
     """An hf: policy (a tiny model, LoRA, score mode on Craft skills) trained 2 updates with its
     rollouts on 2 Ray workers logs the rows and saves the weights of the run in one process: the
     workers play the groups `collect` would, with the adapters of each update."""
     from safetensors.torch import load_file
 
-    from turngym.agents.tiny import build_tiny_lm
     from turngym.trainers.config import LMTrainConfig
     from turngym.trainers.lm import train_lm
 
-    model = build_tiny_lm(tmp_path / "tiny", train_steps=0)
+    model = tiny_checkpoint(tmp_path_factory, "tiny", train_steps=0)
     options = dict(env_id=CRAFT, task="wood_pickaxe", env_kwargs={"max_turns": 3, "image": False,
                                                                    "action_mode": "skills"},
                    policy=f"hf:{model}", mode="score", score_reduce="mean", lora=True, lr=5e-3, entropy_coef=0.01,

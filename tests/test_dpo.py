@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import pytest
 import torch
+from conftest import tiny_checkpoint
 
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv
 from turngym.trainers.dpo import (
@@ -90,9 +91,7 @@ if NORTHWARD not in gym.registry:  # a test env: Gymnasium's registry only, no t
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """The tiny Mistral-style chat model, trained for a few seconds to reply in the agents' format."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny"))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny"))
 
 
 def config(model: str, tmp_path: Path, **overrides: Any) -> LMTrainConfig:

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 
 from turngym.agents import make_agent
 from turngym.rewards.flr import (
@@ -44,9 +45,7 @@ ITEMS = [
 def flr(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         one_thread: None) -> FollowUpLikelihood:
     """A FollowUpLikelihood on a tiny random-weight LM: a Mistral (sliding window) or a GPT-2."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    path = build_tiny_lm(tmp_path_factory.mktemp("models") / request.param, arch=request.param, train_steps=0)
+    path = tiny_checkpoint(tmp_path_factory, request.param, arch=request.param, train_steps=0)
     return FollowUpLikelihood(str(path), FOLLOWUPS)
 
 

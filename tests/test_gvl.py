@@ -15,13 +15,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import serving
+from conftest import serving, tiny_checkpoint
 from scipy.stats import spearmanr
 
 from turngym.agents.chat_api import image_from_data_url
@@ -289,9 +288,7 @@ def test_filter_by_voc_keeps_the_episodes_whose_values_rise() -> None:
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """A tiny vision-language checkpoint with random weights (16 image tokens an image)."""
-    from turngym.agents.tiny import build_tiny_vlm
-
-    return str(build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm"))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny-vlm", vlm=True))
 
 
 class Recorder:
@@ -366,11 +363,11 @@ def test_gvl_over_http_sends_every_frame_in_order_and_reports_garbage_as_missing
     assert direct.reply == result.reply and direct.missing == result.missing
 
 
-def test_gvl_refuses_a_text_only_model_which_reads_only_the_text_of_image_messages(tmp_path: Path) -> None:
+def test_gvl_refuses_a_text_only_model_which_reads_only_the_text_of_image_messages(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     from turngym.agents.hf import HFModel
-    from turngym.agents.tiny import build_tiny_lm
 
-    path = build_tiny_lm(tmp_path / "lm", train_steps=0)
+    path = tiny_checkpoint(tmp_path_factory, "lm", train_steps=0)
     with pytest.raises(ValueError, match="text-only"):
         GVLScorer(f"hf:{path}")
     model = HFModel(str(path))

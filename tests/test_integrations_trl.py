@@ -19,6 +19,7 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
+from conftest import tiny_checkpoint
 
 import turngym  # noqa: F401  (registers the envs)
 from turngym.agents.lm import parse_action
@@ -37,11 +38,9 @@ KWARGS = {"task": "wood_pickaxe", "image": False, "max_turns": 2}
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The tiny Mistral-style chat model of `turngym.agents.tiny`, on one torch thread (identical runs)."""
-    from turngym.agents.tiny import build_tiny_lm
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny"))
+    yield str(tiny_checkpoint(tmp_path_factory, "tiny"))
     torch.set_num_threads(threads)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import serving as serve
+from conftest import tiny_checkpoint
 from rich.console import Console
 
 from turngym.apps.reward_design import design_command
@@ -186,15 +187,14 @@ def test_extract_code() -> None:
     assert extract_code("no code here") is None
 
 
-def test_tiny_hf_model_garbage_does_not_break_the_loop(tmp_path: Path) -> None:
+def test_tiny_hf_model_garbage_does_not_break_the_loop(tmp_path: Path,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
     import torch
-
-    from turngym.agents.tiny import build_tiny_lm
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = build_tiny_lm(tmp_path / "tiny", train_steps=0)
+        model = tiny_checkpoint(tmp_path_factory, "tiny", train_steps=0)
         versions = run_design(ENV, "wood_pickaxe", f"hf:{model}", iterations=1, out=tmp_path / "run", max_fixes=1,
                               agent_options={"max_new_tokens": 24}, **FAST)
     finally:

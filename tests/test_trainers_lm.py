@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 
 from turngym.agents import make_agent
 from turngym.envs.base import InvalidAction, Outcome, TurnEnv
@@ -106,17 +107,13 @@ if NORTH not in gym.registry:
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """The tiny Mistral-style chat model, trained for a few seconds to reply in the agents' format."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny"))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny"))
 
 
 @pytest.fixture(scope="module")
 def gpt2_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> str:
     """A tiny GPT-2 (learned absolute positions) with random weights: long, varied replies."""
-    from turngym.agents.tiny import build_tiny_lm
-
-    return str(build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", train_steps=0))
+    return str(tiny_checkpoint(tmp_path_factory, "tiny-gpt2", arch="gpt2", train_steps=0))
 
 
 def config(model: str, tmp_path: Path, **overrides: Any) -> LMTrainConfig:

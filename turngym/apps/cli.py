@@ -495,12 +495,14 @@ def bench_command(
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
-         episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None
+         episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None,
+         train_steps: Annotated[int | None, typer.Option(help="env steps of each training run (default 40,000)",
+                                                         min=1)] = None,
          ) -> None:
     """Play the demo suite with the built-in agents, train on sparse Craft, and write the report."""
     from turngym.apps.demo import run_demo
 
-    markdown, html = run_demo(out, console, episodes)
+    markdown, html = run_demo(out, console, episodes, train_steps)
     console.print(f"\nReport: {html.resolve()} (open it in a browser)\nMarkdown summary: {markdown.resolve()}")
 
 

@@ -23,9 +23,11 @@ AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle", "hf:smollm2",
 TRAIN_TASK, TRAIN_STEPS, TRAIN_ALGOS = "wood_pickaxe", 40_000, ("grpo", "prm")
 
 
-def run_demo(out: Path, console: Console, episodes: int | None = None) -> tuple[Path, Path]:
+def run_demo(out: Path, console: Console, episodes: int | None = None, train_steps: int | None = None
+             ) -> tuple[Path, Path]:
     """Play the demo suite into `out` (the first `episodes` tasks of each entry, default all), train
-    into `out/training`, and write the report; returns the paths of report.md and index.html."""
+    `train_steps` env steps per estimator (default TRAIN_STEPS) into `out/training`, and write the
+    report; returns the paths of report.md and index.html."""
     from turngym.apps.harness import pending, run_eval
     from turngym.apps.report import write_report
     from turngym.results import results_table
@@ -38,12 +40,12 @@ def run_demo(out: Path, console: Console, episodes: int | None = None) -> tuple[
         results = run_eval(suite, list(AGENTS), out, workers=min(os.cpu_count() or 1, 4),
                            on_episode=lambda job, record: progress.advance(bar))
     console.print(results_table(results))
-    train(out / "training", console)
+    train(out / "training", console, train_steps or TRAIN_STEPS)
     html, markdown = write_report([out])
     return markdown, html
 
 
-def train(out: Path, console: Console) -> None:
+def train(out: Path, console: Console, steps: int = TRAIN_STEPS) -> None:
     """A short from-scratch run per estimator on sparse Craft (the symbolic policy on
     CraftVectorEnv), each in its own folder with its metrics.jsonl; a finished run is kept."""
     from turngym.trainers.config import NeuralTrainConfig
@@ -55,7 +57,7 @@ def train(out: Path, console: Console) -> None:
         rows = read_metrics(folder) if (folder / "policy.pt").exists() else []
         if not rows:
             rows = run_training(NeuralTrainConfig(env_id="turngym/Craft-v0", task=TRAIN_TASK, algo=algo,
-                                                  steps=TRAIN_STEPS, out=str(folder), tensorboard=False),
+                                                  steps=steps, out=str(folder), tensorboard=False),
                                 progress=False)
         console.print(f"training {algo} on Craft {TRAIN_TASK}: success {rows[0]['success']:.0%} -> "
                       f"{rows[-1]['success']:.0%} in {rows[-1]['env_steps']:,} env steps")
