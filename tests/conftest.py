@@ -71,7 +71,7 @@ def tiny_checkpoint(factory: pytest.TempPathFactory, name: str, *, vlm: bool = F
 
     Each checkpoint is built once per test run, under a lock that the xdist workers share, and
     copied for every caller: the same arguments give the same checkpoint, and a trained one takes
-    about 20 s to build, which a dozen fixtures across the workers would otherwise repeat. A copy
+    about 25 s to build, which a dozen fixtures across the workers would otherwise repeat. A copy
     (about 1 MB) leaves the shared build untouched whatever a test writes."""
     from turngym.agents.tiny import build_tiny_lm, build_tiny_vlm
 
