@@ -68,8 +68,10 @@ class WorldPool:
         if ahead is None:
             return None
         expected, future = ahead
-        if expected != seed or future.cancel():  # not started: making it here is as fast
+        if expected != seed:  # (a reseed or an explicit task id changed the env's next world)
             future.cancel()
+            return None
+        if future.cancel():  # not started: making it here is as fast
             return None
         try:
             return future.result()
