@@ -143,6 +143,13 @@ class Bags:
         ids = [i for b in bags for i in b]
         return cls(torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long))
 
+    @classmethod
+    def join(cls, parts: Sequence[Bags]) -> Bags:
+        """The bags of `parts`, in order, as one."""
+        starts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
+        offsets = [p.offsets + int(start) for p, start in zip(parts, starts, strict=True)]
+        return cls(torch.cat([p.ids for p in parts]), torch.cat(offsets))
+
 
 @dataclass
 class Batch:
@@ -159,6 +166,20 @@ class Batch:
     slot: torch.Tensor
     counts: list[int]
     candidates: list[list[str]]
+
+    @classmethod
+    def join(cls, parts: Sequence[Batch]) -> Batch:
+        """The turns of `parts`, in order, as one batch: equal to encoding them together, so turns
+        encoded once can be batched again every epoch without re-encoding."""
+        first = np.cumsum([0] + [len(p.counts) for p in parts[:-1]])
+        cat = torch.cat
+        return cls(Bags.join([p.lines for p in parts]),
+                   cat([p.line_owner + int(f) for p, f in zip(parts, first, strict=True)]),
+                   cat([p.line_number for p in parts]),
+                   None if parts[0].images is None else cat([p.images for p in parts]),
+                   Bags.join([p.actions for p in parts]), cat([p.overlap for p in parts]),
+                   cat([p.owner + int(f) for p, f in zip(parts, first, strict=True)]), cat([p.slot for p in parts]),
+                   [n for p in parts for n in p.counts], [c for p in parts for c in p.candidates])
 
 
 @dataclass
@@ -264,20 +285,23 @@ class NeuralPolicy(nn.Module):
             o = h[batch.owner]
             features = [o, a, o * a, batch.overlap]
             if self.attention is not None:
-                features += self._attend(a, encoded[batch.owner], pad[batch.owner])
+                features += self._attend(a, encoded, pad, batch.owner)
             scores = self.scorer(torch.cat(features, dim=-1)).squeeze(-1)
             if self.overlap_score is not None:
                 scores = scores + self.overlap_score(batch.overlap).squeeze(-1)
             logits = logits.index_put((batch.owner, batch.slot), scores)
         return logits, values
 
-    def _attend(self, a: torch.Tensor, lines_h: torch.Tensor, pad: torch.Tensor) -> list[torch.Tensor]:
+    def _attend(self, a: torch.Tensor, encoded: torch.Tensor, pad: torch.Tensor, owner: torch.Tensor
+                ) -> list[torch.Tensor]:
         """Each candidate's attention over its observation's encoded lines: what it read, that times
-        itself, its best match's score, and the encoder's read-out position before its norm."""
-        q, k, v = (self.attention[name](x) for name, x in zip("qkv", (a, lines_h, lines_h), strict=True))
-        logits = (k @ q[:, :, None]).squeeze(-1).masked_fill(pad, float("-inf")) / self.config.dim ** 0.5
+        itself, its best match's score, and the encoder's read-out position before its norm. Keys
+        and values are projected once per observation, not once per candidate."""
+        q = self.attention["q"](a)
+        k, v = (self.attention[name](encoded)[owner] for name in "kv")
+        logits = (k @ q[:, :, None]).squeeze(-1).masked_fill(pad[owner], float("-inf")) / self.config.dim ** 0.5
         read = (torch.softmax(logits, dim=-1)[:, None] @ v).squeeze(1)
-        return [read, read * a, logits.max(-1, keepdim=True).values, lines_h[:, 0]]
+        return [read, read * a, logits.max(-1, keepdim=True).values, encoded[owner, 0]]
 
     def evaluate(self, batch: Batch, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob and entropy of the chosen candidates, and the values (with gradients), for

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import turngym
 from turngym.agents import make_agent
-from turngym.agents.neural import NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch, with_context
+from turngym.agents.neural import Batch, NeuralPolicy, PolicyConfig, bag, new_policy, proposer, unbatch, with_context
 from turngym.apps.cli import app
 from turngym.apps.harness import evaluate
 from turngym.results import entry_row
@@ -129,6 +129,25 @@ def test_demonstrations_label_every_expert_turn_including_the_first():
     labels = [s.candidates[s.index] for s in samples]
     assert labels != executed  # noise ran other actions, the labels stay the expert's
     assert samples[0].candidates == proposer(CRAFT)({"text": ""}, trajs[0].reset_info)
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_turns_encoded_apart_and_joined_are_the_batch_encoded_together(image):
+    """What `clone` relies on to encode each demonstration once rather than every epoch."""
+    samples = demonstrations(collect(CRAFT, 2, env_kwargs={"task": "wood_pickaxe", "image": image}, images=image),
+                             proposer(CRAFT))
+    policy = new_policy(PolicyConfig(image=image), seed=0)
+    observations, candidates = [s.obs for s in samples], [s.candidates for s in samples]
+    together = policy.encode(observations, candidates)
+    joined = Batch.join([policy.encode([o], [c]) for o, c in zip(observations, candidates, strict=True)])
+    for name in ("lines", "actions"):
+        assert torch.equal(getattr(joined, name).ids, getattr(together, name).ids)
+        assert torch.equal(getattr(joined, name).offsets, getattr(together, name).offsets)
+    for name in ("line_owner", "line_number", "overlap", "owner", "slot") + (("images",) if image else ()):
+        assert torch.equal(getattr(joined, name), getattr(together, name)), name
+    assert joined.images is None if not image else joined.images.shape[0] == len(samples)
+    assert (joined.counts, joined.candidates) == (together.counts, together.candidates)
+    assert torch.equal(policy(joined)[0], policy(together)[0])
 
 
 def test_behaviour_cloning_from_200_oracle_episodes_makes_a_wood_pickaxe(tmp_path):

@@ -135,7 +135,7 @@ class CreditModel(ABC):
 
     def __init__(self, net: torch.nn.Module, lr: float, max_grad_norm: float) -> None:
         self.net = net.eval()
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, fused=True)
         self.max_grad_norm = max_grad_norm
 
     def state_dict(self) -> dict[str, Any]:

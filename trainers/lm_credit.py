@@ -228,7 +228,7 @@ class TextCritic:
 
         self.config = config
         self.net = new_policy(seed=config.seed + 5).eval()
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.credit_lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.credit_lr, fused=True)
 
     def predict(self, batch: Collected, rows: np.ndarray) -> torch.Tensor:
         observations = [batch.inputs[r][0] for r in rows]

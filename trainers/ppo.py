@@ -160,7 +160,9 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     policy, actor, backend = build(config)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    # fused: one pass over the parameters a step; the text policy's n-gram table alone has 2M,
+    # and the unfused step took 27 ms of it against 6 on one core
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, fused=True)
     model = CREDIT_MODELS[config.algo](policy, config) if config.algo in CREDIT_MODELS else None
     curriculum = from_config(config)
     rng = np.random.default_rng(config.seed)
