@@ -18,7 +18,7 @@ from turngym.apps.cli import app
 from turngym.envs.base import resolve_task
 from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.rollout import rollout
-from turngym.trainers.collect import SymbolicActor, collect_groups
+from turngym.trainers.collect import ENCODED, SymbolicActor, collect_groups
 from turngym.trainers.config import CONFIGS, LMTrainConfig, NeuralTrainConfig, TrainConfig, knobs, make_config
 from turngym.trainers.ppo import build, train
 from turngym.trainers.runlog import load_checkpoint, read_metrics, save_checkpoint
@@ -153,6 +153,30 @@ def test_the_task_goes_where_the_env_class_says():
     finally:
         actor.close()
     assert backend == "text" and {t.task_id for t in col.trajectories} == {task_id}
+
+
+def test_an_updates_turns_are_encoded_once_and_read_as_encoding_them_afresh():
+    from turngym.agents.neural import PolicyConfig, choice_stats, new_policy
+
+    config = NeuralTrainConfig(env_id="turngym/WebShop-v0", env_kwargs={"obs_mode": "text_rich"}, groups=2,
+                               group_size=2)
+    policy, actor, _ = build(config)
+    try:
+        col = collect_groups(actor, [5, 6], 2, config.env_id, torch.Generator().manual_seed(0))
+    finally:
+        actor.close()
+    other = new_policy(PolicyConfig(context=0, dim=16), seed=1)  # another config encodes differently
+    rows = np.arange(len(col.inputs))[::-2].copy()  # some turns, out of order
+    for net in (policy, other, policy):
+        logp, entropy, value = actor.evaluate(col.inputs, rows, col.index[rows], net)
+        chosen = [col.inputs[r] for r in rows]
+        logits, values = net(net.encode([o for o, _ in chosen], [c for _, c in chosen]))
+        expected = choice_stats(logits, col.index[rows])
+        assert torch.equal(logp, expected[0]) and torch.equal(entropy, expected[1]) and torch.equal(value, values)
+    assert ENCODED.inputs is col.inputs and len(ENCODED.by_config) == 2
+    fresh = list(col.inputs)
+    actor.evaluate(fresh, rows[:1], col.index[rows[:1]])
+    assert ENCODED.inputs is fresh and sum(p is not None for p in ENCODED.by_config[policy.config]) == 1
 
 
 def test_bad_configs_name_the_fix(tmp_path):

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from turngym.agents.neural import NeuralPolicy, choice_stats, proposer, unbatch
+from turngym.agents.neural import Batch, NeuralPolicy, choice_stats, proposer, unbatch
 from turngym.agents.symbolic import OBS_KEYS, SymbolicPolicy, as_tensors
 from turngym.trajectory import Trajectory, Turn
 
@@ -126,6 +126,29 @@ class TaskAtReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+class Encodings:
+    """The turns of one batch of text inputs, each encoded once per network config: an update reads
+    its turns every epoch, and a credit model's fit again, and encoding was a quarter of a WebShop
+    run's time. A new inputs list starts afresh (only the latest one is kept)."""
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[dict, list[str]]] | None = None
+        self.by_config: dict[Any, list[Batch | None]] = {}
+
+    def batch(self, net: NeuralPolicy, inputs: list[tuple[dict, list[str]]], rows: np.ndarray) -> Batch:
+        if inputs is not self.inputs:
+            self.inputs, self.by_config = inputs, {}
+        parts = self.by_config.setdefault(net.config, [None] * len(inputs))
+        for r in rows:
+            if parts[r] is None:
+                obs, candidates = inputs[r]
+                parts[r] = net.encode([obs], [candidates])
+        return Batch.join([parts[r] for r in rows])
+
+
+ENCODED = Encodings()
+
+
 class TextActor:
     """Any turngym env (each in a SyncVectorEnv slot) + the text NeuralPolicy."""
 
@@ -163,9 +186,7 @@ class TextActor:
     def evaluate(self, inputs: list[tuple[dict, list[str]]], rows: np.ndarray, index: torch.Tensor,
                  network: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         net = network or self.policy
-        chosen = [inputs[r] for r in rows]
-        batch = net.encode([o for o, _ in chosen], [c for _, c in chosen])
-        logits, values = net(batch)
+        logits, values = net(ENCODED.batch(net, inputs, rows))
         return (*choice_stats(logits, index), values)
 
     @staticmethod
@@ -173,8 +194,7 @@ class TextActor:
                index: torch.Tensor) -> torch.Tensor:
         """The network's output for the action taken, M(s, a) where the network is a PRM (a static
         method: the LM trainer's PRM reads its turns with it too)."""
-        chosen = [inputs[r] for r in rows]
-        logits, _ = network(network.encode([o for o, _ in chosen], [c for _, c in chosen]))
+        logits, _ = network(ENCODED.batch(network, inputs, rows))
         return logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
 
     def describe(self, obs: dict[str, Any], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str], list[str],
