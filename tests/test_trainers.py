@@ -177,6 +177,9 @@ def test_an_updates_turns_are_encoded_once_and_read_as_encoding_them_afresh():
     fresh = list(col.inputs)
     actor.evaluate(fresh, rows[:1], col.index[rows[:1]])
     assert ENCODED.inputs is fresh and sum(p is not None for p in ENCODED.by_config[policy.config]) == 1
+    fresh.append(fresh[0])  # the same list, grown: starts afresh, and its new turn reads as turn 0
+    grown = actor.evaluate(fresh, np.array([len(fresh) - 1]), col.index[:1])[0]
+    assert torch.equal(grown, actor.evaluate(col.inputs, np.array([0]), col.index[:1])[0])
 
 
 def test_bad_configs_name_the_fix(tmp_path):
