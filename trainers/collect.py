@@ -128,15 +128,15 @@ class TaskAtReset(gym.Wrapper):
 
 class Encodings:
     """The turns of one batch of text inputs, each encoded once per network config: an update reads
-    its turns every epoch, and a credit model's fit again, and encoding was a quarter of a WebShop
-    run's time. Another inputs list, or this one grown or shrunk, starts afresh (only the latest
+    its turns every epoch, and a credit model's fit again (a clone, every epoch), and encoding was a
+    quarter of a WebShop run's time. Another inputs list, or this one grown or shrunk, starts afresh (only the latest
     one is kept)."""
 
     def __init__(self) -> None:
         self.inputs: list[tuple[dict, list[str]]] | None = None
         self.by_config: dict[Any, list[Batch | None]] = {}
 
-    def batch(self, net: NeuralPolicy, inputs: list[tuple[dict, list[str]]], rows: np.ndarray) -> Batch:
+    def batch(self, net: NeuralPolicy, inputs: list[tuple[dict, list[str]]], rows: Sequence[int]) -> Batch:
         if inputs is not self.inputs or any(len(parts) != len(inputs) for parts in self.by_config.values()):
             self.inputs, self.by_config = inputs, {}
         parts = self.by_config.setdefault(net.config, [None] * len(inputs))

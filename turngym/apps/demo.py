@@ -45,7 +45,7 @@ def run_demo(out: Path, console: Console, episodes: int | None = None, train_ste
     return markdown, html
 
 
-def train(out: Path, console: Console, steps: int = TRAIN_STEPS) -> None:
+def train(out: Path, console: Console, steps: int) -> None:
     """A short from-scratch run per estimator on sparse Craft (the symbolic policy on
     CraftVectorEnv), each in its own folder with its metrics.jsonl; a finished run is kept."""
     from turngym.trainers.config import NeuralTrainConfig
