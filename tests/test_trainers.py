@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import shutil
 
 import gymnasium as gym
@@ -18,7 +19,7 @@ from turngym.apps.cli import app
 from turngym.envs.base import resolve_task
 from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.rollout import rollout
-from turngym.trainers.collect import ENCODED, SymbolicActor, collect_groups
+from turngym.trainers.collect import SymbolicActor, Turns, collect_groups
 from turngym.trainers.config import CONFIGS, LMTrainConfig, NeuralTrainConfig, TrainConfig, knobs, make_config
 from turngym.trainers.ppo import build, train
 from turngym.trainers.runlog import load_checkpoint, read_metrics, save_checkpoint
@@ -173,13 +174,12 @@ def test_an_updates_turns_are_encoded_once_and_read_as_encoding_them_afresh():
         logits, values = net(net.encode([o for o, _ in chosen], [c for _, c in chosen]))
         expected = choice_stats(logits, col.index[rows])
         assert torch.equal(logp, expected[0]) and torch.equal(entropy, expected[1]) and torch.equal(value, values)
-    assert ENCODED.inputs is col.inputs and len(ENCODED.by_config) == 2
-    fresh = list(col.inputs)
-    actor.evaluate(fresh, rows[:1], col.index[rows[:1]])
-    assert ENCODED.inputs is fresh and sum(p is not None for p in ENCODED.by_config[policy.config]) == 1
-    fresh.append(fresh[0])  # the same list, grown: starts afresh, and its new turn reads as turn 0
-    grown = actor.evaluate(fresh, np.array([len(fresh) - 1]), col.index[:1])[0]
-    assert torch.equal(grown, actor.evaluate(col.inputs, np.array([0]), col.index[:1])[0])
+    assert isinstance(col.inputs, Turns) and len(col.inputs._encoded) == 2  # one entry per config
+    assert sum(p is not None for p in col.inputs._encoded[policy.config]) == len(rows)
+    copy = pickle.loads(pickle.dumps(col.inputs))  # as to and from a Ray worker: the turns, no encodings
+    assert copy == col.inputs and "_encoded" not in vars(copy)
+    assert torch.equal(actor.evaluate(copy, rows, col.index[rows])[0],
+                       actor.evaluate(col.inputs, rows, col.index[rows])[0])
 
 
 def test_bad_configs_name_the_fix(tmp_path):

@@ -26,7 +26,7 @@ from rich.progress import Progress
 from turngym.agents import Agent, make_agent
 from turngym.agents.neural import NeuralPolicy, Propose, proposer
 from turngym.rollout import rollout
-from turngym.trainers.collect import Encodings
+from turngym.trainers.collect import Turns
 from turngym.trajectory import Trajectory
 
 
@@ -118,7 +118,7 @@ def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 1
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr, fused=True)  # see trainers/ppo.py
     generator = torch.Generator().manual_seed(seed)
     job = progress.add_task("cloning", total=epochs) if progress else None
-    inputs, encodings = [(s.obs, s.candidates) for s in samples], Encodings()
+    inputs = Turns((s.obs, s.candidates) for s in samples)
     history = []
     policy.train()
     for epoch in range(epochs):
@@ -126,7 +126,7 @@ def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 1
         loss_sum = correct = 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = encodings.batch(policy, inputs, rows)
+            batch = inputs.batch(policy, rows)
             index = torch.tensor([samples[k].index for k in rows])
             logits, _ = policy(batch)
             loss = smoothed_cross_entropy(logits, index, label_smoothing)

@@ -126,28 +126,27 @@ class TaskAtReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
-class Encodings:
-    """The turns of one batch of text inputs, each encoded once per network config: an update reads
-    its turns every epoch, and a credit model's fit again (a clone, every epoch), and encoding was a
-    quarter of a WebShop run's time. Another inputs list, or this one grown or shrunk, starts afresh (only the latest
-    one is kept)."""
+class Turns(tuple):
+    """A batch's text turns, each (observation, candidates), that encode each turn once per network
+    config and keep the encodings while the batch lives: an update reads its turns every epoch, and
+    a credit model's fit again (a clone, every epoch), and encoding was a quarter of a WebShop run's
+    time. A tuple, so the turns cannot change under their encodings."""
 
-    def __init__(self) -> None:
-        self.inputs: list[tuple[dict, list[str]]] | None = None
-        self.by_config: dict[Any, list[Batch | None]] = {}
+    @functools.cached_property
+    def _encoded(self) -> dict[Any, list[Batch | None]]:
+        return {}
 
-    def batch(self, net: NeuralPolicy, inputs: list[tuple[dict, list[str]]], rows: Sequence[int]) -> Batch:
-        if inputs is not self.inputs or any(len(parts) != len(inputs) for parts in self.by_config.values()):
-            self.inputs, self.by_config = inputs, {}
-        parts = self.by_config.setdefault(net.config, [None] * len(inputs))
+    def batch(self, net: NeuralPolicy, rows: Sequence[int]) -> Batch:
+        """Turns `rows`, in that order, as `net` encodes them (equal to encoding them together)."""
+        parts = self._encoded.setdefault(net.config, [None] * len(self))
         for r in rows:
             if parts[r] is None:
-                obs, candidates = inputs[r]
+                obs, candidates = self[r]
                 parts[r] = net.encode([obs], [candidates])
         return Batch.join([parts[r] for r in rows])
 
-
-ENCODED = Encodings()
+    def __reduce__(self) -> tuple[Any, ...]:  # a copy (to or from a Ray worker) carries the turns, not tensors
+        return Turns, (tuple(self),)
 
 
 class TextActor:
@@ -184,18 +183,17 @@ class TextActor:
         observations = [{k: v[r] for k, v in obs.items()} for r in rows]
         return self.policy(self.policy.encode(observations, [[] for _ in rows]))[1]
 
-    def evaluate(self, inputs: list[tuple[dict, list[str]]], rows: np.ndarray, index: torch.Tensor,
+    def evaluate(self, inputs: Turns, rows: np.ndarray, index: torch.Tensor,
                  network: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         net = network or self.policy
-        logits, values = net(ENCODED.batch(net, inputs, rows))
+        logits, values = net(inputs.batch(net, rows))
         return (*choice_stats(logits, index), values)
 
     @staticmethod
-    def scores(network: torch.nn.Module, inputs: list[tuple[dict, list[str]]], rows: np.ndarray,
-               index: torch.Tensor) -> torch.Tensor:
+    def scores(network: torch.nn.Module, inputs: Turns, rows: np.ndarray, index: torch.Tensor) -> torch.Tensor:
         """The network's output for the action taken, M(s, a) where the network is a PRM (a static
         method: the LM trainer's PRM reads its turns with it too)."""
-        logits, _ = network(ENCODED.batch(network, inputs, rows))
+        logits, _ = network(inputs.batch(network, rows))
         return logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
 
     def describe(self, obs: dict[str, Any], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str], list[str],
@@ -204,10 +202,10 @@ class TextActor:
         return texts, [str(actions[r]) for r in rows], texts
 
     @staticmethod
-    def take(inputs: list[list[Any]], order: np.ndarray | None = None) -> list[Any]:
+    def take(inputs: list[Sequence[Any]], order: np.ndarray | None = None) -> Turns:
         """The chunks as one batch, its turns in `order` where given."""
         flat = [item for chunk in inputs for item in chunk]
-        return flat if order is None else [flat[i] for i in order]
+        return Turns(flat if order is None else (flat[i] for i in order))
 
     def close(self) -> None:
         self.env.close()

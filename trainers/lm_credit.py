@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from turngym.rewards.estimators import NEEDS, explained_variance
-from turngym.trainers.collect import Collected, TextActor
+from turngym.trainers.collect import Collected, TextActor, Turns
 from turngym.trainers.config import LMTrainConfig
 from turngym.trainers.credit import (
     CreditModel,
@@ -51,8 +51,8 @@ def turn_batch(trajectories: Sequence[Trajectory], groups: Sequence[int]) -> Col
         inputs += [({"text": turn.text, "image": None}, [turn.action]) for turn in traj.turns]
         at += len(traj)
     zeros = torch.zeros(at)
-    return Collected(list(trajectories), list(groups), turns, inputs, torch.zeros(at, dtype=torch.long), zeros, zeros,
-                     [0.0] * len(trajectories))
+    return Collected(list(trajectories), list(groups), turns, Turns(inputs), torch.zeros(at, dtype=torch.long),
+                     zeros, zeros, [0.0] * len(trajectories))
 
 
 class TurnModel:
