@@ -20,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 import turngym
+from turngym.apps.demo import TRAIN_STEPS
 from turngym.console import progress_bar
 from turngym.registry import command_groups
 from turngym.results import results_table
@@ -496,8 +497,8 @@ def bench_command(
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None,
-         train_steps: Annotated[int | None, typer.Option(help="env steps of each training run (default 40,000)",
-                                                         min=1)] = None,
+         train_steps: Annotated[int | None, typer.Option(
+             help=f"env steps of each training run (default {TRAIN_STEPS:,})", min=1)] = None,
          ) -> None:
     """Play the demo suite with the built-in agents, train on sparse Craft, and write the report."""
     from turngym.apps.demo import run_demo
