@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--test-episodes", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1, help="evaluation processes")
+    parser.add_argument("--prompt-grad", action="store_true",
+                        help="the exact gradient, through the prompt's keys and values too (default: truncated there)")
     args = parser.parse_args()
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,8 @@ def main() -> None:
                            dpo_pairs_per_group=args.pairs_per_group or None,
                            seed=args.seed, updates=args.updates, groups=args.groups, group_size=args.group_size,
                            epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr, lora=True,
-                           micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens, out=str(run),
+                           micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad,
+                           max_new_tokens=args.max_new_tokens, out=str(run),
                            resume=(run / "checkpoint.pt").exists(), tensorboard=False)
     train_start = time.perf_counter()
     rows = train_lm(config)  # loss dpo: train_lm runs trainers/dpo.py's loop

@@ -16,9 +16,9 @@ plus `OUT/curve.png` (training success and score against env steps). Both evalua
 the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached (the
 run folder's checkpoint and OUT/after.json; "before" depends only on the task, the mode (with its
 score reduction) and the test episodes, so runs in one parent folder share it:
-PARENT/before-TASK-MODE-N.json), so a rerun resumes where it stopped. Score mode trains with the
-gradient truncated at the prompt by default (`--prompt-grad` for the exact one: about 2x the time
-and 2.5x the memory on WebShop prompts).
+PARENT/before-TASK-MODE-N.json), so a rerun resumes where it stopped. Both modes train with the
+gradient truncated at the prompt by default (`--prompt-grad` for the exact one; score mode on
+WebShop prompts: about 2x the time and 2.5x the memory).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
                         help="score mode: a candidate's score is the sum or the per-token mean of its log-likelihoods")
     parser.add_argument("--prompt-grad", action="store_true",
-                        help="score mode: the exact gradient, through the prompt's keys and values too")
+                        help="the exact gradient, through the prompt's keys and values too")
     parser.add_argument("--reward", choices=("success", "progress"), default="success",
                         help="craft: the training env's final reward, success (0/1) or progress (the share of the "
                              "goal's recipe path reached, graded where success is rare); tests report success")

@@ -201,6 +201,38 @@ def test_only_reply_tokens_enter_the_loss(lm: str, tmp_path: Path) -> None:
     assert math.isclose(whole, halves, rel_tol=1e-4, abs_tol=1e-4)
 
 
+
+@pytest.mark.parametrize("which", ["lm", "gpt2_lm"])
+def test_a_gradient_truncated_at_the_prompt_keeps_the_logprobs(which: str, request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    """`prompt_grad=False` in generate mode: the prompt runs without gradients and the reply on its
+    keys and values, through left padding, for relative and absolute positions alike. The
+    log-probs and entropies are the full pass's; the final norm, which acts only on the positions
+    the loss reads, gets exactly the full gradient; the first layer does not (the prompt's
+    activations no longer pass gradients back)."""
+    run = config(request.getfixturevalue(which), tmp_path, env_id="turngym/Craft-v0",
+                 env_kwargs={"max_turns": 3, "image": False}, groups=2, group_size=2, temperature=0.7)
+    policy, _, samples = samples_of(run)
+    for s in samples:
+        s.advantage = 1.0
+    batch = collate(samples, policy.pad_id, policy.device)
+    assert len({len(s.ids) for s in samples}) > 1 and batch.input_ids.shape[1] > 2 * batch.targets.shape[1]
+    params = dict(policy.model.named_parameters())
+    norm = next(p for name, p in params.items() if name.endswith(("model.norm.weight", "ln_f.weight")))
+    first = next(p for name, p in params.items() if ".0." in name and name.endswith("weight"))
+
+    def run_pass(prompt_grad: bool) -> tuple[torch.Tensor, ...]:
+        policy.model.zero_grad()
+        logp, entropy = token_logprobs(policy.model, batch, run.temperature, prompt_grad=prompt_grad)
+        loss_terms(logp, entropy, batch, entropy_coef=0.01)["loss"].backward()
+        return logp.detach(), entropy.detach(), norm.grad.clone(), first.grad.clone()
+
+    full, cut = run_pass(True), run_pass(False)
+    assert torch.allclose(full[0], cut[0], atol=1e-4, rtol=0) and torch.allclose(full[1], cut[1], atol=1e-4, rtol=0)
+    assert torch.allclose(full[2], cut[2], atol=1e-6, rtol=1e-3) and cut[2].abs().sum() > 0
+    assert cut[3].abs().sum() > 0 and not torch.allclose(full[3], cut[3], atol=1e-6, rtol=1e-3)
+
+
 # --- KL and LoRA ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("lora", [False, True])

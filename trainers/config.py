@@ -241,9 +241,9 @@ class LMTrainConfig(TrainConfig):
                      "actions)", "generate")
     score_reduce: str = knob("score mode: a candidate's logit is the sum (sum) or the per-token mean (mean) of its "
                              "tokens' log-likelihoods", "sum")
-    prompt_grad: bool = knob("score mode: backpropagate through the prompt's keys and values too (the exact "
-                             "gradient) or only through the candidates' tokens and the prompt's last one (a "
-                             "truncated gradient, several times faster on long prompts)", True)
+    prompt_grad: bool = knob("backpropagate through the prompt's keys and values too (the exact gradient) or only "
+                             "through the reply's tokens (score mode: the candidates' tokens) and the prompt's last "
+                             "one (a truncated gradient, several times faster on long prompts)", True)
     weight_decay: float = knob("AdamW's weight decay", 0.0)
     micro_batch_size: int | None = knob("turns per forward pass, gradients accumulating over a minibatch "
                                         "(none: the whole minibatch)", None)

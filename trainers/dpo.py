@@ -127,7 +127,7 @@ def turn_logpi(model: torch.nn.Module, part: Sequence[Sample] | Sequence[Choice]
         logpis = choice_logpi(model, part, policy)
         return torch.stack([logpi[choice.chosen] for choice, logpi in zip(part, logpis, strict=True)])
     batch = collate(part, policy.pad_id, policy.device)
-    logp, _ = token_logprobs(model, batch, policy.temperature, entropy_grad=False)
+    logp, _ = token_logprobs(model, batch, policy.temperature, entropy_grad=False, prompt_grad=policy.prompt_grad)
     return sequence_logp(logp, batch.mask)
 
 

@@ -39,6 +39,8 @@ with advantage A:
 k3 (Schulman's estimator) is >= 0 per token and unbiased for KL(pi_theta || pi_ref) as y_t is drawn
 from pi_theta. The means run over every reply token of the minibatch (a token-level mean: each
 token weighs the same, so long replies are not diluted as a per-sequence mean would dilute them).
+With `prompt_grad=False` the prompt runs without gradients and the reply on its keys and values:
+the same log-probs, the gradient truncated at the prompt, as in score mode.
 
 Score mode. A turn offers candidates c_1..c_N; s_theta(c) is the model's log-likelihood of c's
 tokens after the prompt (summed, or averaged with `score_reduce=mean`), recomputed with gradients
@@ -112,7 +114,7 @@ class Policy:
     device: torch.device
     mode: str = "generate"  # or "score"
     reduce: str = "sum"  # score mode: a candidate's score is the sum or the mean of its token log-likelihoods
-    prompt_grad: bool = True  # score mode: False truncates the gradient at the prompt's keys and values
+    prompt_grad: bool = True  # False truncates the gradient at the prompt's keys and values (both modes)
 
     @property
     def pad_id(self) -> int:
@@ -317,17 +319,30 @@ def collate(samples: Sequence[Sample], pad_id: int, device: torch.device) -> Bat
 
 
 def token_logprobs(model: torch.nn.Module, batch: Batch, temperature: float,
-                   entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   entropy_grad: bool = True, prompt_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(y_t), H_t) for every target of `batch`, (B, C) each, under softmax(z / T).
 
     Only the last C + 1 positions go through the output layer: a prompt's logits are never
     computed, which saves memory (vocabulary x prompt length) and keeps the prompt out of the loss.
     `entropy_grad=False` returns H_t for the logs only, outside the graph (another B x C x V
-    tensor that backward need not keep)."""
+    tensor that backward need not keep). `prompt_grad=False` runs the positions before the last
+    C + 1 without gradients and the last C + 1 on their keys and values: the same values, with the
+    gradient truncated at the prompt (as score mode's), which spares the backward pass over it."""
     reply = batch.targets.shape[1]
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                logits_to_keep=reply + 1, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
+    split = batch.input_ids.shape[1] - reply - 1
+    if prompt_grad or split < 1 or not torch.is_grad_enabled():
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, logits_to_keep=reply + 1, use_cache=False)
+    else:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()  # no config: full layers, as agents/hf_score.py's prompt caches
+        with torch.no_grad():
+            model(input_ids=batch.input_ids[:, :split], attention_mask=batch.attention_mask[:, :split],
+                  position_ids=batch.position_ids[:, :split], cache=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=batch.input_ids[:, split:], attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids[:, split:], cache=cache, use_cache=True)
+    logits = out.logits[:, -reply - 1:-1].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch.targets[..., None])[..., 0]
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -519,7 +534,8 @@ def part_terms(policy: Policy, part: Sequence[Sample] | Sequence[Choice],
     if policy.mode == "score":
         return choice_terms(policy, part, config)
     batch = collate(part, policy.pad_id, policy.device)
-    logp, entropy = token_logprobs(policy.model, batch, policy.temperature, config.entropy_coef > 0)
+    logp, entropy = token_logprobs(policy.model, batch, policy.temperature, config.entropy_coef > 0,
+                                   policy.prompt_grad)
     return loss_terms(logp, entropy, batch, loss=config.loss, clip_eps=config.clip_eps,
                       entropy_coef=config.entropy_coef, kl_coef=config.kl_coef)
 

@@ -122,7 +122,8 @@ class ImplicitLM:
             return torch.stack([logpi[c.chosen] for c, logpi in zip(part, choice_logpi(self.model, part, policy),
                                                                     strict=True)])
         batch = collate(part, policy.pad_id, policy.device)
-        logp = token_logprobs(self.model, batch, policy.temperature, entropy_grad=False)[0]
+        logp = token_logprobs(self.model, batch, policy.temperature, entropy_grad=False,
+                              prompt_grad=policy.prompt_grad)[0]
         return torch.where(batch.mask, logp, torch.zeros((), device=logp.device)).sum(1)
 
     @staticmethod
