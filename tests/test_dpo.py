@@ -29,10 +29,17 @@ from turngym.trainers.dpo import (
     minibatch_step,
     optimize_dpo,
     pair_key,
-    sequence_logp,
     train_dpo,
 )
-from turngym.trainers.lm import LMTrainConfig, collate, collect, make_policy, token_logprobs, train_lm
+from turngym.trainers.lm import (
+    LMTrainConfig,
+    collate,
+    collect,
+    make_policy,
+    sequence_logp,
+    token_logprobs,
+    train_lm,
+)
 from turngym.trainers.runlog import read_metrics
 from turngym.trajectory import Trajectory, Turn
 

@@ -64,9 +64,7 @@ from turngym.trainers.lm import (
     budget_done,
     budget_left,
     check_resumable,
-    choice_logpi,
     chunks,
-    collate,
     collect,
     episode_stats,
     load_trainable_state,
@@ -78,8 +76,8 @@ from turngym.trainers.lm import (
     save_model,
     scored_tokens,
     set_rng_state,
-    token_logprobs,
     trainable_state,
+    turn_logpi,
 )
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
 from turngym.trajectory import Trajectory
@@ -113,23 +111,6 @@ def pair_key(config: LMTrainConfig) -> Key:
 
 
 # --- log pi(y) of episodes ------------------------------------------------------------------
-
-def sequence_logp(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each row's sum of log-probs over its masked-in (reply) positions, (B, C) -> (B,). Off-mask
-    positions (prompt tail, padding) are selected away, never multiplied by 0 (a NaN would pass)."""
-    return torch.where(mask, logp, torch.zeros((), dtype=logp.dtype, device=logp.device)).sum(1)
-
-
-def turn_logpi(model: torch.nn.Module, part: Sequence[Sample] | Sequence[Choice], policy: Policy) -> torch.Tensor:
-    """log pi(a_t | prompt_t) of each turn of `part` under `model`, shape (len(part),): the reply's
-    summed token log-probs (generate mode) or the chosen candidate's log-softmax (score mode)."""
-    if policy.mode == "score":
-        logpis = choice_logpi(model, part, policy)
-        return torch.stack([logpi[choice.chosen] for choice, logpi in zip(part, logpis, strict=True)])
-    batch = collate(part, policy.pad_id, policy.device)
-    logp, _ = token_logprobs(model, batch, policy.temperature, entropy_grad=False, prompt_grad=policy.prompt_grad)
-    return sequence_logp(logp, batch.mask)
-
 
 @dataclass
 class Episodes:

@@ -350,6 +350,23 @@ def token_logprobs(model: torch.nn.Module, batch: Batch, temperature: float,
     return logp, entropy
 
 
+def sequence_logp(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's sum of log-probs over its masked-in (reply) positions, (B, C) -> (B,). Off-mask
+    positions (prompt tail, padding) are selected away, never multiplied by 0 (a NaN would pass)."""
+    return torch.where(mask, logp, torch.zeros((), dtype=logp.dtype, device=logp.device)).sum(1)
+
+
+def turn_logpi(model: torch.nn.Module, part: Sequence[Sample] | Sequence[Choice], policy: Policy) -> torch.Tensor:
+    """log pi(a_t | prompt_t) of each turn of `part` under `model`, shape (len(part),): the reply's
+    summed token log-probs (generate mode) or the chosen candidate's log-softmax (score mode)."""
+    if policy.mode == "score":
+        logpis = choice_logpi(model, part, policy)
+        return torch.stack([logpi[choice.chosen] for choice, logpi in zip(part, logpis, strict=True)])
+    batch = collate(part, policy.pad_id, policy.device)
+    logp, _ = token_logprobs(model, batch, policy.temperature, entropy_grad=False, prompt_grad=policy.prompt_grad)
+    return sequence_logp(logp, batch.mask)
+
+
 @contextlib.contextmanager
 def reference_model(policy: Policy) -> Iterator[torch.nn.Module]:
     """The KL reference: the frozen copy, or with LoRA the base model (adapters off meanwhile)."""

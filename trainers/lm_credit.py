@@ -34,7 +34,7 @@ from turngym.trainers.credit import (
     preference_pairs,
     returns_of,
 )
-from turngym.trainers.lm import Policy, add_lora, choice_logpi, chunks, collate, make_samples, token_logprobs
+from turngym.trainers.lm import Policy, add_lora, chunks, make_samples, turn_logpi
 from turngym.trainers.prm import PRMTrainer
 from turngym.trajectory import Trajectory
 
@@ -117,14 +117,7 @@ class ImplicitLM:
     def logprobs(self, part: Sequence[Any]) -> torch.Tensor:
         """log pi_phi(a_t|s_t) of each turn of `part`: the reply's summed token log-probs, or the
         chosen candidate's log-prob among the turn's candidates."""
-        policy = self.policy
-        if policy.mode == "score":
-            return torch.stack([logpi[c.chosen] for c, logpi in zip(part, choice_logpi(self.model, part, policy),
-                                                                    strict=True)])
-        batch = collate(part, policy.pad_id, policy.device)
-        logp = token_logprobs(self.model, batch, policy.temperature, entropy_grad=False,
-                              prompt_grad=policy.prompt_grad)[0]
-        return torch.where(batch.mask, logp, torch.zeros((), device=logp.device)).sum(1)
+        return turn_logpi(self.model, part, self.policy)
 
     @staticmethod
     def old_logprob(sample: Any) -> float:
