@@ -13,6 +13,7 @@ import io
 import math
 import os
 import time
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -72,7 +73,7 @@ class OpenAIAgent(LMAgent):
         return self._chat(messages, image, seed, self.temperature)
 
     def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
-                      temperature: float) -> Completion:
+                      temperature: float, actions: Sequence[str] = ()) -> Completion:
         return self._chat(messages, image, seed, temperature)  # no prefill: see the class docstring
 
     def _chat(self, messages: list[Message], image: np.ndarray | None, seed: int, temperature: float) -> Completion:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -51,6 +52,10 @@ COMPACT_CONTEXT = 2048  # the compact style's prompt budget unless max_context s
 PROMPTS = ("auto", "compact", "full")
 PREFILLS = ("Thought:", "Action:", "")
 ACTION_REPLY_TOKENS = 48  # a reply after an `Action:` prefill is one action: longer is a runaway
+# When no admissible action is a template, a reply after the prefill may run this many tokens past the
+# longest of them (room to wrap the action in a few words, which lenient parsing takes), no more: SmolLM2's
+# runaway Craft replies took 48 tokens at about 0.1 s each, two or three times a turn with resampling.
+ACTION_SLACK_TOKENS = 8
 # prompt=auto picks the compact style for a model of this many parameters: a real small chat model
 # (SmolLM2-135M/360M, Qwen2.5-0.5B); below it is a toy such as turngym.agents.tiny's 0.24M-parameter
 # test models, which were trained on the full prompt and keep it.
@@ -111,7 +116,7 @@ def content_text(content: str | list[dict[str, Any]]) -> str:
 _ACTION_LINE = re.compile(r"^[\s>*_#-]*action[\s*_]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _ACTION_ANYWHERE = re.compile(r"\baction[*_]*\s*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _WRAPPERS = ("**", "__", "```", "`", '"', "'", "*", "_")
-_PLACEHOLDER = re.compile(r"<[^<>]*>")
+PLACEHOLDER = re.compile(r"<[^<>]*>")
 _COPIED_PLACEHOLDERS = re.compile(r"(?:(?:<[^<>]*>|\.\.\.|…)[\s,]*)+")  # `<query>` or `...` copied
 
 
@@ -305,7 +310,7 @@ def compact_user_message(text: str, actions: list[str], feedback: str | None) ->
     parts.append("\n".join(line for line in text.strip().splitlines()
                            if not (actions and line.partition(": ")[2] == listed)))
     if actions:
-        parts.append("Admissible actions now: " + ", ".join(_PLACEHOLDER.sub("...", a) for a in actions))
+        parts.append("Admissible actions now: " + ", ".join(PLACEHOLDER.sub("...", a) for a in actions))
     return "\n\n".join(parts)
 
 
@@ -471,10 +476,11 @@ class LMAgent(Agent):
         `text_part`s and `image_part`s); a text-only model reads only their text."""
 
     def complete_turn(self, messages: list[Message], image: np.ndarray | None, seed: int,
-                      temperature: float) -> Completion:
+                      temperature: float, actions: Sequence[str] = ()) -> Completion:
         """The reply of one turn of play, sampled at `temperature`: a backend that can start the
         assistant turn with `self.prefill`, and stop after the action, does so here (and says so
-        in `Completion.prefill`); this default sends the plain chat at the agent's temperature."""
+        in `Completion.prefill`), and may bound the reply by the turn's admissible `actions`; this
+        default sends the plain chat at the agent's temperature."""
         return self.complete(messages, image, seed)
 
     def estimate_tokens(self, text: str) -> int:
@@ -511,7 +517,8 @@ class LMAgent(Agent):
         rejected: list[str] = []
         for attempt in range(self.resample + 1):
             temperature = self.temperature if attempt == 0 or self.temperature > 0 else 1.0
-            completion = self.complete_turn(messages, image, turn_seed(self.seed, turn, attempt), temperature)
+            completion = self.complete_turn(messages, image, turn_seed(self.seed, turn, attempt), temperature,
+                                            admissible)
             reply = completion.prefill + completion.text  # the whole assistant turn
             action, error = parse_action(reply, admissible)
             if not admissible or attempt == self.resample or (action is not None

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from turngym.agents import make_agent
 from turngym.agents.lm import (
     ACTION_REPLY_TOKENS,
+    ACTION_SLACK_TOKENS,
     action_line_done,
     check_style,
     find_admissible,
@@ -329,6 +330,30 @@ def test_action_prefilled_replies_stop_after_the_action(lm: str) -> None:
         reply = turn.extras["reply"]
         assert reply.startswith("Action:") and (turn.extras["finish_reason"] == "length" or action_line_done(reply)
                                                 or turn.completion_ids[-1] in agent.model.eos_ids)
+
+
+def test_a_reply_runs_at_most_a_few_tokens_past_the_longest_fixed_action(tmp_path_factory, one_thread) -> None:
+    """Craft's skills are fixed words (no `<placeholder>`): a reply is cut ACTION_SLACK_TOKENS past
+    the longest of the turn's actions, where a runaway reply cost ACTION_REPLY_TOKENS before. (The
+    untrained tiny model runs away.)"""
+    untrained = tiny_checkpoint(tmp_path_factory, "untrained", train_steps=0)
+    env = gym.make("turngym/Craft-v0", action_mode="skills", text_map=False)
+    agent = make_agent(f"hf:{untrained}", env, prompt="compact", resample=0)
+    obs, info = env.reset(seed=3)
+    agent.reset(obs, info, seed=3)
+    cut = []
+    for _ in range(4):
+        actions = info["actions"]
+        assert not any("<" in a for a in actions)
+        longest = max(len(agent.model.tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in actions)
+        action = agent.act(obs, info)
+        length = len(agent.last_record["completion_ids"])
+        assert length <= longest + ACTION_SLACK_TOKENS < ACTION_REPLY_TOKENS
+        cut.append(length == longest + ACTION_SLACK_TOKENS and agent.last_record["extras"]["finish_reason"] == "length")
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert any(cut)  # the bound is what stopped it
 
 
 def test_the_one_shot_example_opens_the_chat_in_the_reply_format(lm: str) -> None:

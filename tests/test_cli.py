@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from turngym.apps.cli import app, parse_kwargs
+from turngym.trainers.runlog import read_metrics
 
 runner = CliRunner()
 
@@ -115,6 +116,15 @@ def test_demo_writes_a_report(tmp_path):
     code, _ = invoke("demo", "--episodes", "2", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     assert metrics.stat().st_mtime_ns == stamp
+    # more training steps extend the runs from their checkpoints (an update plays ~12k steps here);
+    # the episodes stay as they were
+    done = max(read_metrics(tmp_path / "training" / algo)[-1]["env_steps"] for algo in ("grpo", "prm"))
+    code, out = invoke("demo", "--episodes", "2", "--train-steps", str(done + 1), "--out", str(tmp_path))
+    assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
+    for algo in ("grpo", "prm"):
+        rows = read_metrics(tmp_path / "training" / algo)
+        assert rows[-1]["env_steps"] > done and [r["update"] for r in rows] == list(range(1, len(rows) + 1))
+        assert f"{rows[-1]['env_steps']:,} env steps" in out.replace("\n", " ")
 
 
 def test_the_guide_example_runs():

@@ -498,7 +498,8 @@ def bench_command(
 def demo(out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/demo"),
          episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the whole test split)")] = None,
          train_steps: Annotated[int | None, typer.Option(
-             help=f"env steps of each training run (default {TRAIN_STEPS:,})", min=1)] = None,
+             help=f"env steps of each training run (default {TRAIN_STEPS:,}; more than a finished run has extends it)",
+             min=1)] = None,
          ) -> None:
     """Play the demo suite with the built-in agents, train on sparse Craft, and write the report."""
     from turngym.apps.demo import run_demo

@@ -47,7 +47,8 @@ def run_demo(out: Path, console: Console, episodes: int | None = None, train_ste
 
 def train(out: Path, console: Console, steps: int) -> None:
     """A short from-scratch run per estimator on sparse Craft (the symbolic policy on
-    CraftVectorEnv), each in its own folder with its metrics.jsonl; a finished run is kept."""
+    CraftVectorEnv), each in its own folder with its metrics.jsonl. A run that has its `steps` is
+    kept; a shorter or interrupted one goes on from its checkpoint."""
     from turngym.trainers.config import NeuralTrainConfig
     from turngym.trainers.ppo import train as run_training
     from turngym.trainers.runlog import read_metrics
@@ -55,9 +56,9 @@ def train(out: Path, console: Console, steps: int) -> None:
     for algo in TRAIN_ALGOS:
         folder = out / algo
         rows = read_metrics(folder) if (folder / "policy.pt").exists() else []
-        if not rows:
+        if not rows or rows[-1]["env_steps"] < steps:  # none yet, or shorter than asked: resumed and extended
             rows = run_training(NeuralTrainConfig(env_id="turngym/Craft-v0", task=TRAIN_TASK, algo=algo,
-                                                  steps=steps, out=str(folder), tensorboard=False),
+                                                  steps=steps, out=str(folder), tensorboard=False, resume=True),
                                 progress=False)
         console.print(f"training {algo} on Craft {TRAIN_TASK}: success {rows[0]['success']:.0%} -> "
                       f"{rows[-1]['success']:.0%} in {rows[-1]['env_steps']:,} env steps")
