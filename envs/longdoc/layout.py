@@ -64,6 +64,7 @@ class Layout:
     def __init__(self, doc: pymupdf.Document, font: str, columns: int) -> None:
         self.doc, self.font, self.columns = doc, font, columns
         self.facts: list[Fact] = []
+        self.pending: dict[int, pymupdf.Shape] = {}  # per page, the text set since its last drawing
         self.page = self.col = self.last = 0
         self.y = self.top = TOP
         self.col_w = (X1 - X0 - GUTTER * (columns - 1)) / columns
@@ -112,10 +113,28 @@ class Layout:
 
     def text(self, x: float, y: float, lines: list[str], font: str, size: float, lead: float,
              color: tuple[float, float, float] = (0, 0, 0)) -> None:
-        """Lines with their first baseline at y: one insert_text call (see generate.py's docstring)."""
+        """Lines with their first baseline at y, into the page's pending text (see `flush`)."""
         if lines:
-            self.doc[self.page].insert_text((x, y), "\n".join(lines), fontname=font, fontsize=size,
-                                            lineheight=lead / size, color=color)
+            shape = self.pending.get(self.page)
+            if shape is None:
+                shape = self.pending[self.page] = self.doc[self.page].new_shape()
+            shape.insert_text((x, y), "\n".join(lines), fontname=font, fontsize=size, lineheight=lead / size,
+                              color=color)
+
+    def flush(self, page: int | None = None) -> None:
+        """Write the pending text of `page` (default: of every page). Called before anything is drawn
+        on a page and at the end, it gives the text and stacking order of one `insert_text` per run
+        at half the cost: each such call builds and commits a shape (about 3 ms here), and a
+        document sets several hundred runs."""
+        for number in list(self.pending) if page is None else [page]:
+            shape = self.pending.pop(number, None)
+            if shape is not None:
+                shape.commit()
+
+    def commit(self, shape: pymupdf.Shape) -> None:
+        """Commit a drawing above the text set on its page so far."""
+        self.flush(shape.page.number)
+        shape.commit()
 
     def paragraph(self, sentences: list[list[Word]]) -> bool:
         """Flow sentences through columns and pages, dropping trailing sentences that do not fit."""

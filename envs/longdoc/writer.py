@@ -128,8 +128,8 @@ class Writer:
     def title_page(self) -> None:
         w, lay = self.w, self.lay
         lay.start(0, 0)
-        page = self.doc[0]
-        page.draw_rect(pymupdf.Rect(0, 0, PAGE_W, 150), color=None, fill=PALETTE[self.d.index(len(PALETTE))])
+        lay.flush(0)
+        self.doc[0].draw_rect(pymupdf.Rect(0, 0, PAGE_W, 150), color=None, fill=PALETTE[self.d.index(len(PALETTE))])
         lay.text(X0, 230, [w.org], "helv", 15, 18, GREY)
         lines = [" ".join(x for x, _ in line) for line in wrap(split_words(w.title), X1 - X0, "hebo", 26)]
         lay.text(X0, 290, lines, "hebo", 26, 32)
@@ -155,6 +155,7 @@ class Writer:
         for n in range(2, self.pages + 1):
             self.lay.page = n - 1
             self.lay.text(X0, 40, [self.w.org], "helv", 8, 10, GREY)
+            self.lay.flush(n - 1)
             self.doc[n - 1].draw_line((X0, 46), (X1, 46), color=GREY, width=0.4)
             label = str(n)
             self.lay.text((PAGE_W - text_width(label, "helv", 9)) / 2, PAGE_H - 34, [label], "helv", 9, 11, GREY)
@@ -291,7 +292,7 @@ class Writer:
         for x in xs:
             shape.draw_line((x, top), (x, top + row_h * (len(cells) + 1)))
         shape.finish(color=GREY, width=0.5, closePath=False)
-        shape.commit()
+        lay.commit(shape)
         for c in range(len(header)):
             lay.text(xs[c] + 4, top + 11.5, [header[c]], "hebo", size, row_h)
             lay.text(xs[c] + 4, top + row_h + 11.5, [row[c] for row in texts], "helv", size, row_h)
@@ -355,7 +356,7 @@ class Writer:
             self.draw_pie(shape, rect, labels, facts)
         else:
             self.draw_axes(shape, rect, kind, s["header"], labels, facts, plot_h)
-        shape.commit()
+        lay.commit(shape)
         self.caption(rect.x0, rect.y0 + plot_h, label, text, ())
         if kind == "bar":
             self.bars.append(Chart(metric, subject, lay.page + 1, dict(zip(labels, values, strict=True))))
@@ -435,7 +436,7 @@ class Writer:
         for i, box in enumerate([head, *kids]):
             shape.draw_rect(box)
             shape.finish(color=PALETTE[0], fill=LIGHT if i else (0.85, 0.9, 0.97), width=0.8)
-        shape.commit()
+        lay.commit(shape)
         for box, lines in zip([head, *kids], [top, *children], strict=True):
             wrapped = [lines[0]] + [" ".join(x for x, _ in ln) for t in lines[1:]
                                     for ln in wrap(split_words(t), box.width - 6, "helv", 7)]
@@ -504,6 +505,7 @@ class Writer:
                 return False
             w.placed.add(fact.key)
             lay.record(fact, "Layout")
+            lay.flush(lay.page)
             self.doc[lay.page].draw_rect(rect, color=PALETTE[1], fill=(0.99, 0.95, 0.88), width=1.2)
             lay.text(rect.x0 + 12, rect.y0 + 16, [d.pick(self.prose["callout_title"])], "hebo", 9, 11, PALETTE[1])
             lay.text(rect.x0 + 12, rect.y0 + 30, [" ".join(x for x, _ in ln) for ln in lines], lay.font, BODY, LEAD)
@@ -518,6 +520,7 @@ class Writer:
             self.sections.append((heading, first + 1))
             self.section(i, heading, focus, first, last)
         self.furniture()
+        self.lay.flush()
         self.doc.set_metadata({"title": self.w.title, "author": self.w.org, "producer": "turngym longdoc",
                                "creator": "turngym longdoc"})
         return self.doc.tobytes(garbage=3, deflate=True, no_new_id=True)
