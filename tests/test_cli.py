@@ -77,9 +77,9 @@ def test_demo_writes_a_report(tmp_path):
     assert code == 0, out
     report_dir = tmp_path / "report"
     assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
-    # the demo is the demo-v1 suite, played as `turngym eval` plays a suite: one results schema
+    # the demo is the demo-v2 suite, played as `turngym eval` plays a suite: one results schema
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["suite"] == "demo-v1"
+    assert results["suite"] == "demo-v2"
     rows = {(r["agent"], r["entry"]): r for r in results["rows"] if not r["task_type"]}
     craft = [r for (agent, entry), r in rows.items() if entry.startswith("craft-") and entry != "craft-diamond-images"]
     assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}

@@ -175,16 +175,20 @@ def read_jsonl(path: str | os.PathLike, load_images: bool = True) -> list[Trajec
     return list(iter_jsonl(path, load_images))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary file and a rename: readers see the old file or the
+    new one, never a part. `durable` also flushes it to the disk first (fsync), so a crash cannot
+    leave an empty file behind: results and checkpoints want that; files rebuilt from them, such as a
+    report's thousands of episode views, can skip its cost (about 1.6 ms a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

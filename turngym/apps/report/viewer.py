@@ -123,7 +123,7 @@ def write_episodes(runs: list[Run], out: Path) -> list[dict[str, Any]]:
                                 "voc": episode_vocs(record)})
                 view = _episode_view(record, file, out / "images")
                 atomic_write_bytes(out / "data" / "episodes" / f"{number}.js",
-                                   f"turngymEpisode({number}, {js(view)});\n".encode())
+                                   f"turngymEpisode({number}, {js(view)});\n".encode(), durable=False)
     # Files come in folder order (agent slugs); list them in the order of the run's agents and entries.
     order = {run.label: (k, run.agents, run.entries) for k, run in enumerate(runs)}
 
