@@ -136,6 +136,11 @@ class Layout:
         self.flush(shape.page.number)
         shape.commit()
 
+    def canvas(self, page: int) -> pymupdf.Page:
+        """Page `page` to draw on directly (`draw_rect`, `draw_line`), its text so far written first."""
+        self.flush(page)
+        return self.doc[page]
+
     def paragraph(self, sentences: list[list[Word]]) -> bool:
         """Flow sentences through columns and pages, dropping trailing sentences that do not fit."""
         while sentences:

@@ -128,8 +128,7 @@ class Writer:
     def title_page(self) -> None:
         w, lay = self.w, self.lay
         lay.start(0, 0)
-        lay.flush(0)
-        self.doc[0].draw_rect(pymupdf.Rect(0, 0, PAGE_W, 150), color=None, fill=PALETTE[self.d.index(len(PALETTE))])
+        lay.canvas(0).draw_rect(pymupdf.Rect(0, 0, PAGE_W, 150), color=None, fill=PALETTE[self.d.index(len(PALETTE))])
         lay.text(X0, 230, [w.org], "helv", 15, 18, GREY)
         lines = [" ".join(x for x, _ in line) for line in wrap(split_words(w.title), X1 - X0, "hebo", 26)]
         lay.text(X0, 290, lines, "hebo", 26, 32)
@@ -155,8 +154,7 @@ class Writer:
         for n in range(2, self.pages + 1):
             self.lay.page = n - 1
             self.lay.text(X0, 40, [self.w.org], "helv", 8, 10, GREY)
-            self.lay.flush(n - 1)
-            self.doc[n - 1].draw_line((X0, 46), (X1, 46), color=GREY, width=0.4)
+            self.lay.canvas(n - 1).draw_line((X0, 46), (X1, 46), color=GREY, width=0.4)
             label = str(n)
             self.lay.text((PAGE_W - text_width(label, "helv", 9)) / 2, PAGE_H - 34, [label], "helv", 9, 11, GREY)
             self.lay.record(Pending(f"page_number_{n}", n, label, "Layout"))
@@ -505,8 +503,7 @@ class Writer:
                 return False
             w.placed.add(fact.key)
             lay.record(fact, "Layout")
-            lay.flush(lay.page)
-            self.doc[lay.page].draw_rect(rect, color=PALETTE[1], fill=(0.99, 0.95, 0.88), width=1.2)
+            lay.canvas(lay.page).draw_rect(rect, color=PALETTE[1], fill=(0.99, 0.95, 0.88), width=1.2)
             lay.text(rect.x0 + 12, rect.y0 + 16, [d.pick(self.prose["callout_title"])], "hebo", 9, 11, PALETTE[1])
             lay.text(rect.x0 + 12, rect.y0 + 30, [" ".join(x for x, _ in ln) for ln in lines], lay.font, BODY, LEAD)
             return True
