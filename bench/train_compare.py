@@ -120,7 +120,7 @@ def main() -> None:
         console.print(f"learning curves: {path}")
         summary[task] = {algo: dict(zip(("success_half", "success_full", "return_full", "turns", "seconds"),
                                         map(float, v), strict=True)) for algo, v in scores.items()}
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_bytes(OUT / "summary.json", json.dumps(summary, indent=1).encode())
 
 
 if __name__ == "__main__":

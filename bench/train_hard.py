@@ -36,6 +36,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from turngym.trajectory import atomic_write_bytes
+
 ENV = "turngym/Craft-v0"
 TASKS = ("stone_pickaxe", "iron_pickaxe", "collect_diamond")
 # wood_pickaxe at full budget (bench/train_compare.py): gae 95.3% against GRPO's 87.2%; on stone_pickaxe
@@ -166,7 +168,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     results = {"task": args.task, "steps": args.steps,
                "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows]}
-    (folder / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write_bytes(folder / "results.json", json.dumps(results, indent=1).encode())
     plot(args.task, rows, folder / "curves.png")
     console.print(f"results in {folder / 'results.json'}, curves in {folder / 'curves.png'}")
 

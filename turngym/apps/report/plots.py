@@ -34,7 +34,7 @@ def write_plots(runs: list[Run], episodes: list[dict[str, Any]], folder: Path) -
     plots = []
     if any(r["task_type"] == "" for run in runs for r in run.results["rows"]):
         plots.append(_save(_success_figure(runs, entries, labelled), folder / "success.png",
-                           "Success rate by entry and agent"))
+                           "Success rate by entry and agent", crop=True))
     if groups:
         plots.append(_save(_per_entry_figure(entries, labelled, groups, "score"), folder / "scores.png",
                            "Score distribution by entry and agent (box: quartiles; dots: episodes)"))
@@ -55,9 +55,12 @@ def write_plots(runs: list[Run], episodes: list[dict[str, Any]], folder: Path) -
 Series = list[tuple[str, Any, str, str]]  # (legend label, color, run label, agent)
 
 
-def _save(fig: Any, path: Path, title: str) -> dict[str, str]:
+def _save(fig: Any, path: Path, title: str, *, crop: bool = False) -> dict[str, str]:
+    """Write `fig` as a PNG. Figures laid out by tight_layout are saved as they are; `crop` (the
+    success plot, whose legend sits outside its axes) crops to what is drawn, at the cost of a
+    second draw of the whole figure."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if crop else None)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return {"file": f"{path.parent.name}/{path.name}", "title": title}
