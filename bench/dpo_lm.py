@@ -23,7 +23,6 @@ checkpoint, after.json), so a rerun resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from train_lm import MODEL, TASKS, before_after, cached, evaluate_model
 
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 FOLLOWUPS = {"webshop": "webshop", "craft-wood-skills": "craft"}  # assets/flr/<name>.yaml per task
 LOGGED = ("update", "env_steps", "score", "success", "pairs", "key_gap", "loss", "pref_acc", "margin",
@@ -95,7 +94,7 @@ def main() -> None:
                                                      "dpo_beta", "dpo_pairs_per_group", "flr_followups")},
         "train": [{k: r[k] for k in LOGGED if k in r} for r in rows],
         "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
-    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_json(args.out / "results.json", results, indent=1)
     console.print(before_after(f"SmolLM2-135M-Instruct + LoRA, online DPO on {args.pairs} pairs, {args.task}: "
                                f"{args.test_episodes} frozen test tasks", before, after))
     console.print(f"{results['pairs_mined']} pairs from {results['env_steps']:,} env steps in {len(rows)} updates, "

@@ -22,7 +22,6 @@ DIR/results.json (every pair's scores included).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import turngym  # noqa: F401  (registers the envs)
 from turngym.agents import make_agent
 from turngym.rewards.flr import VARIANTS, FollowUpLikelihood, FollowUps, Measures, load_followups, trajectory_item
 from turngym.rollout import rollout
-from turngym.trajectory import Trajectory, atomic_write_bytes
+from turngym.trajectory import Trajectory, atomic_write_json
 
 # family -> (env id, gym.make kwargs, the agents tried before random)
 FAMILIES = {"webshop": ("turngym/WebShop-v0", {"obs_mode": "text"}, ("heuristic", "oracle", "heuristic:no-options")),
@@ -173,7 +172,7 @@ def main() -> None:
     console.print(f"One standard error of an accuracy near 0.5 over {n} pairs: {0.5 / max(n, 1) ** 0.5:.3f}. "
                   f"Total {results['seconds']} s.")
     if args.out:
-        atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+        atomic_write_json(args.out / "results.json", results, indent=1)
         console.print(f"wrote {args.out / 'results.json'}")
 
 

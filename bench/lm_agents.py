@@ -34,7 +34,7 @@ from turngym.agents.base import available_agents
 from turngym.apps.harness import evaluate
 from turngym.registry import env_class
 from turngym.results import entry_row, load_records
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 console = Console(width=max(Console().width, 120))  # the table keeps its columns when piped
 
@@ -121,7 +121,7 @@ def main() -> None:
     played = {(r["family"], r["agent"]) for r in rows}  # rows of other families or agents from earlier runs stay
     kept = [r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])
             if (r["family"], r["agent"]) not in played]
-    atomic_write_bytes(path, json.dumps({"rows": kept + rows}, indent=2).encode())
+    atomic_write_json(path, {"rows": kept + rows}, indent=2)
     everything = sorted(kept + rows, key=lambda r: list(FAMILIES).index(r["family"]))
     console.print(table(everything, "Language-model agents and baselines on the first test tasks (episodes and torch "
                                     "threads per row in results.json)"))

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from turngym.rewards.estimators import ESTIMATORS
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 # wood_pickaxe: the success reward alone (1 or 0 at the end). stone_pickaxe: from scratch, random
 # play succeeds in 0.1% of episodes, so no estimator gets a signal from success alone within a
@@ -54,7 +54,7 @@ def run_one(job: tuple[str, str, str, int, int]) -> tuple[str, str, int, list[di
                                env_kwargs={"reward": reward}, resume=True, tensorboard=False)
     rows = train(config, progress=False)
     seconds = time.perf_counter() - start
-    atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
+    atomic_write_json(done, {"seconds": seconds})
     return task, algo, seed, rows, seconds
 
 
@@ -120,7 +120,7 @@ def main() -> None:
         console.print(f"learning curves: {path}")
         summary[task] = {algo: dict(zip(("success_half", "success_full", "return_full", "turns", "seconds"),
                                         map(float, v), strict=True)) for algo, v in scores.items()}
-    atomic_write_bytes(OUT / "summary.json", json.dumps(summary, indent=1).encode())
+    atomic_write_json(OUT / "summary.json", summary, indent=1)
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def parse(method: str) -> tuple[bool, str, dict[str, Any]]:
 
 
 def write_json(path: Path, value: Any) -> None:
-    from turngym.trajectory import atomic_write_bytes
+    from turngym.trajectory import atomic_write_json
 
-    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+    atomic_write_json(path, value, indent=1)
 
 
 def one_thread() -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 ENV = "turngym/Craft-v0"
 TASKS = ("stone_pickaxe", "iron_pickaxe", "collect_diamond")
@@ -81,7 +81,6 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     from turngym.trainers.config import NeuralTrainConfig
     from turngym.trainers.ppo import train
     from turngym.trainers.runlog import read_metrics
-    from turngym.trajectory import atomic_write_bytes
 
     torch.set_num_threads(1)
     folder = Path(out) / task / method / f"seed{seed}"
@@ -104,7 +103,7 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
               "test_progress": parts.get("progress", 0.0), "deaths": deaths,
               "env_steps": metrics[-1]["env_steps"], "seconds": round(seconds, 1),
               "curve": [(m["env_steps"], m["success"], m.get("progress", m.get("return", 0.0))) for m in metrics]}
-    atomic_write_bytes(done, json.dumps(record).encode())  # a run killed mid-write is retrained, not misread
+    atomic_write_json(done, record)  # a run killed mid-write is retrained, not misread
     return record
 
 
@@ -168,7 +167,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     results = {"task": args.task, "steps": args.steps,
                "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows]}
-    atomic_write_bytes(folder / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_json(folder / "results.json", results, indent=1)
     plot(args.task, rows, folder / "curves.png")
     console.print(f"results in {folder / 'results.json'}, curves in {folder / 'curves.png'}")
 

@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 MODEL = "smollm2"
 TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, train task, env kwargs)
@@ -64,7 +64,7 @@ def cached(path: Path, compute: Any) -> dict[str, Any]:
     if path.exists():
         return json.loads(path.read_text())
     value = compute()
-    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+    atomic_write_json(path, value, indent=1)
     return value
 
 
@@ -155,7 +155,7 @@ def main() -> None:
                "reward": args.reward, "lr": args.lr,
                "before": before, "after": after, "env_steps": rows[-1]["env_steps"], "updates": len(rows),
                "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
-    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_json(args.out / "results.json", results, indent=1)
     plot(rows, args.out / "curve.png", f"SmolLM2-135M {args.task}, {args.mode} mode, {args.algo}, seed {args.seed}")
     console.print(before_after(f"SmolLM2-135M-Instruct + LoRA, {args.task}, {args.mode} mode, {args.algo}: "
                                f"{args.test_episodes} frozen test tasks", before, after))

@@ -55,7 +55,7 @@ from turngym.envs.craft.rules import load_rules
 from turngym.rewards.prm import ImplicitPRM, ProcessRewardModel
 from turngym.rewards.voc import episode_voc
 from turngym.rollout import rollout
-from turngym.trajectory import Trajectory, atomic_write_bytes
+from turngym.trajectory import Trajectory, atomic_write_json
 
 CRAFT, WEBSHOP = "turngym/Craft-v0", "turngym/WebShopBrowser-v0"
 # task: (training reward, env-step budget, quick budget). stone_pickaxe trains on progress: from
@@ -102,7 +102,7 @@ def trained(task: str, algo: str, steps: int, out: Path, console: Console) -> Pa
     seconds = time.perf_counter() - start
     summary = {"seconds": round(seconds, 1), "success": rows[-1]["success"], "env_steps": rows[-1]["env_steps"],
                **{k: rows[-1][k] for k in ("prm_ev", "spa_mse", "oprl_acc") if k in rows[-1]}}
-    atomic_write_bytes(folder / "done.json", json.dumps(summary).encode())
+    atomic_write_json(folder / "done.json", summary)
     console.print(f"  trained {algo} on {task}: training success {summary['success']:.0%} ({seconds:.0f} s)")
     return folder
 
@@ -292,7 +292,7 @@ def main() -> None:
     report = {"rows": rows, "gvl": args.gvl if gvl else None, "episodes": args.episodes,
               "webshop_episodes": args.webshop_episodes, "quick": args.quick, "seconds": round(seconds, 1),
               "training": training}
-    atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
+    atomic_write_json(args.out / "results.json", report, indent=1)
     console.print(f"{seconds:.0f} s; every episode's VOC in {args.out / 'results.json'}")
 
 

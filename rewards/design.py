@@ -65,7 +65,7 @@ from turngym.rewards.design_prompts import (
     system_prompt,
 )
 from turngym.rollout import rollout
-from turngym.trajectory import Trajectory, atomic_write_bytes
+from turngym.trajectory import Trajectory, atomic_write_bytes, atomic_write_json
 
 Train = Callable[[str, Path], dict[str, Any]]  # (reward source, version folder) -> JSON-ready results
 RECORDERS = ("random", "heuristic", "oracle")  # who plays the checker's transitions, where the family has them
@@ -196,7 +196,7 @@ def make_design_env(env_id: str, task: str | None, env_kwargs: dict[str, Any] | 
 
 
 def _write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=2, default=str).encode("utf-8"))
+    atomic_write_json(path, value, indent=2, default=str)
 
 
 def load_versions(out: Path) -> list[Version]:

@@ -24,7 +24,6 @@ exactly as an uninterrupted one would. The config is `NeuralTrainConfig` (traine
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,7 +46,7 @@ from turngym.trainers.curriculum import all_equal_share, from_config, group_sign
 from turngym.trainers.distributed import collector
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 # the model fitted on each batch before the estimator of the same name reads its per-turn outputs
 CREDIT_MODELS: dict[str, type[CreditModel]] = {m.name: m for m in (PRMTrainer, SPATrainer, OPRLTrainer)}
@@ -237,7 +236,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                     row.update(actor.env.pop())
                 metrics.log(row)
                 rows.append(row)
-                atomic_write_bytes(out / "analysis.json", json.dumps(summarize(rows), indent=1).encode())
+                atomic_write_json(out / "analysis.json", summarize(rows), indent=1)
                 save_checkpoint(checkpoint, {
                     "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                     **({model.name: model.state_dict()} if model is not None else {}), "rng": rng.bit_generator.state,

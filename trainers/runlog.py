@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from turngym.trajectory import atomic_write_bytes, jsonable
+from turngym.trajectory import atomic_write_bytes, atomic_write_json, jsonable
 
 
 class Metrics:
@@ -62,7 +62,7 @@ class Metrics:
 def write_config(folder: str | Path, config: Any) -> Path:
     """`config` (a trainer config dataclass) as `FOLDER/config.json`, written atomically."""
     path = Path(folder) / "config.json"
-    atomic_write_bytes(path, json.dumps(jsonable(asdict(config)), indent=1).encode())
+    atomic_write_json(path, jsonable(asdict(config)), indent=1)
     return path
 
 

@@ -175,6 +175,11 @@ def read_jsonl(path: str | os.PathLike, load_images: bool = True) -> list[Trajec
     return list(iter_jsonl(path, load_images))
 
 
+def atomic_write_json(path: str | os.PathLike, value: Any, **dumps: Any) -> None:
+    """`json.dumps(value, **dumps)` written to `path` by `atomic_write_bytes` (durable)."""
+    atomic_write_bytes(path, json.dumps(value, **dumps).encode())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` through a temporary file and a rename: readers see the old file or the
     new one, never a part. `durable` also flushes it to the disk first (fsync), so a crash cannot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_bytes, atomic_write_json
 
 app = typer.Typer(no_args_is_help=True, help="LongDocVQA documents: generate the frozen splits once, reuse them.")
 console = Console()
@@ -43,7 +42,7 @@ def build(split: Annotated[list[str] | None, typer.Option(help="test or dev (rep
         for seed in seeds:
             name = f"gen-{seed:06d}.pdf"
             atomic_write_bytes(out / "documents" / name, (data.root / "documents" / name).read_bytes())
-        atomic_write_bytes(out / "samples.json", json.dumps(records, indent=1).encode())
+        atomic_write_json(out / "samples.json", records, indent=1)
         folder = out
     console.print(f"{len(records)} questions over {len(seeds)} documents in {folder} "
                   f"({time.perf_counter() - start:.1f} s)")

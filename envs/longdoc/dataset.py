@@ -31,7 +31,7 @@ import pymupdf
 import yaml
 
 from turngym.envs.base import TaskIds
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_bytes, atomic_write_json
 
 FORMATS = ("Str", "Int", "Float", "List", "None")
 SOURCES = ("Pure-text", "Layout", "Table", "Chart", "Figure")
@@ -189,7 +189,7 @@ class GeneratedSet:
 
         doc = generate(seed)
         atomic_write_bytes(self.root / "documents" / doc.doc_id, doc.pdf)
-        atomic_write_bytes(self.root / "questions" / f"gen-{seed:06d}.json", json.dumps(doc.questions).encode())
+        atomic_write_json(self.root / "questions" / f"gen-{seed:06d}.json", doc.questions)
 
     def question(self, task_id: str) -> Question:
         seed, index = self.parse(task_id)

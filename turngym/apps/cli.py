@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import re
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from turngym.apps.demo import TRAIN_STEPS
 from turngym.console import progress_bar
 from turngym.registry import command_groups
 from turngym.results import results_table
-from turngym.trajectory import atomic_write_bytes
+from turngym.trajectory import atomic_write_json
 
 
 class RootGroup(TyperGroup):
@@ -254,7 +253,7 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
     if evaluate:
         record["test"] = _evaluate_into(out, env_id, kwargs, f"neural:{path}", evaluate,
                                         title=f"{env_id} {kwargs or ''}: test split")
-    atomic_write_bytes(out / "bc.json", json.dumps(record, indent=2).encode())
+    atomic_write_json(out / "bc.json", record, indent=2)
 
 
 def _train_config(values: dict[str, Any], kind: Any = None) -> Any:
@@ -390,7 +389,7 @@ def _evaluate_into(out: Path, env_id: str, kwargs: dict[str, Any], spec: str, ep
     with progress_bar(console=console, transient=True) as progress:
         bar = progress.add_task(f"testing {spec}", total=pending(suite, [spec], out))
         results = run_eval(suite, [spec], out, on_episode=lambda job, record: progress.advance(bar))
-    atomic_write_bytes(out / "test.json", json.dumps(results["rows"][0], indent=2).encode())
+    atomic_write_json(out / "test.json", results["rows"][0], indent=2)
     console.print(results_table(results, title=title))
     console.print(f"test episodes in {out / 'episodes'}; HTML report with the learning curves: turngym report {out}")
     return results["rows"][0]
@@ -490,7 +489,7 @@ def bench_command(
         raise typer.BadParameter(str(exc)) from None
     console.print(bench_table(rows))
     if json_path is not None:
-        atomic_write_bytes(json_path, json.dumps(rows, indent=2).encode())
+        atomic_write_json(json_path, rows, indent=2)
         console.print(f"rows in {json_path}")
 
 

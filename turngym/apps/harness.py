@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium as gym
 
 from turngym.suites import Entry, Suite
-from turngym.trajectory import Trajectory, atomic_write_bytes, save_images, trajectory_record
+from turngym.trajectory import Trajectory, atomic_write_bytes, atomic_write_json, save_images, trajectory_record
 
 FORMAT = 1
 Record = tuple[dict[str, Any], dict[str, bytes]]  # an episode as JSON, and its PNG files by name
@@ -174,7 +174,7 @@ def prepare(run_dir: Path, suite: Suite, agents: list[str]) -> None:
             raise ValueError(f"{run_dir} holds a run of another suite or other entries: use another --out")
         agents = [*old["agents"], *(a for a in agents if a not in old["agents"])]
     record = {"format": FORMAT, "suite": suite.as_dict(), "agents": agents, "entries": entries}
-    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+    atomic_write_json(path, record, indent=2)
 
 
 def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int = 1, ray_address: str | None = None,
@@ -207,7 +207,7 @@ def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int =
         _close_all()
     results = aggregate(run_dir, run_metrics)
     results["skipped"] = [{"agent": a, "entry": e} for a, e in skipped]
-    atomic_write_bytes(run_dir / "results.json", json.dumps(results, indent=2).encode())
+    atomic_write_json(run_dir / "results.json", results, indent=2)
     return results
 
 
