@@ -313,10 +313,13 @@ def prm_targets(rewards: np.ndarray, scores: np.ndarray, start: float, *, gamma:
 
     Turns t = 1..T, M_t = M(s_t, a_t) the PRM's score of turn t's action, r_t its reward, and
     M_0 = `start`, the value before the first action (trainers pass gamma times the group's mean
-    M_1: a group's rollouts share their start state). The advantage of turn t's action is the
-    progress it made by the PRM's account:
-        delta_t = r_t + gamma M_t - M_{t-1}  (t < T),   delta_T = r_T - M_{T-1},
+    M_1: a group's rollouts share their start state). M_t estimates Q(s_t, a_t) = r_t + gamma V(s_{t+1}),
+    so M_{t-1} - r_{t-1} = gamma V(s_t), and the advantage of turn t's action, gamma (Q - V) at s_t, is
+    the progress it made by the PRM's account (r_0 = 0; the last action's Q is its outcome r_T):
+        delta_t = r_{t-1} + gamma M_t - M_{t-1}  (t < T),   delta_T = r_{T-1} + gamma r_T - M_{T-1},
         A_t = sum_k (gamma lambda)^k delta_{t+k}.
+    (r_t itself is already inside M_t: adding it again would pay a dense reward twice and charge the
+    next turn for it.)
     The target of M_t is the lambda-return of the scores that follow it,
         Qhat_t = r_t + gamma ((1 - lambda) M_{t+1} + lambda Qhat_{t+1}),   Qhat_T = r_T (the outcome),
     which is the issue's Qhat_t = A_t + M_{t-1} with the TD errors taken one action later
@@ -324,9 +327,10 @@ def prm_targets(rewards: np.ndarray, scores: np.ndarray, start: float, *, gamma:
     M_t must be compared with what came *after* it, not bootstrap from itself. Returns (A, Qhat)."""
     r, m = np.asarray(rewards, np.float64), np.asarray(scores, np.float64)
     prev = np.concatenate([[start], m[:-1]])
+    earlier = np.concatenate([[0.0], r[:-1]])  # r_{t-1}
     after = np.concatenate([m[1:], [0.0]])  # M_{t+1}; nothing follows the last action
-    last = np.arange(len(m)) == len(m) - 1
-    advantages = lambda_sum(r + np.where(last, 0.0, gamma * m) - prev, gamma * lam)
+    q = np.concatenate([m[:-1], r[-1:]])  # M_t, the outcome for the last action
+    advantages = lambda_sum(earlier + gamma * q - prev, gamma * lam)
     targets = lambda_sum(r + gamma * after - m, gamma * lam) + m
     return advantages, targets
 

@@ -279,6 +279,11 @@ def test_dpo_runs_resume_exactly(lm: str, tmp_path: Path) -> None:
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     with pytest.raises(ValueError, match="made with other lora"):
         train_dpo(config(lm, tmp_path / "b", updates=3, resume=True, **{**options, "lora": False}), progress=False)
+    with pytest.raises(ValueError, match="made with other lora_alpha"):  # it scales the saved adapters
+        train_dpo(config(lm, tmp_path / "b", updates=3, resume=True, **{**options, "lora_alpha": 64}),
+                  progress=False)
+    with pytest.raises(ValueError, match="made with other loss"):  # a DPO folder is not a PPO run to go on with
+        train_lm(config(lm, tmp_path / "b", updates=3, resume=True, loss="reinforce", **options), progress=False)
 
 
 def test_cli_trains_with_the_dpo_loss(lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

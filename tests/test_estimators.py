@@ -409,12 +409,12 @@ def test_prm_targets_three_turns_gamma_point_nine():
     A, Q = prm_targets(np.array(rewards), np.array(M), start, gamma=0.9, lam=0.95)
     d1 = 0.0 + 0.9 * 0.4 - 0.5  # -0.14
     d2 = 0.0 + 0.9 * 0.6 - 0.4  # 0.14
-    d3 = 1.0 - 0.6  # 0.4: nothing is bootstrapped after the last action
+    d3 = 0.9 * 1.0 - 0.6  # 0.3: the last action's Q is its outcome, nothing bootstrapped after it
     gl = 0.9 * 0.95  # 0.855
     a3 = d3
     a2 = d2 + gl * d3
     a1 = d1 + gl * d2 + gl**2 * d3
-    assert [a1, a2, a3] == pytest.approx([0.2721100, 0.482, 0.4])
+    assert [a1, a2, a3] == pytest.approx([0.1990075, 0.3965, 0.3])
     assert A.tolist() == pytest.approx([a1, a2, a3])
     q3 = 1.0
     q2 = 0.0 + 0.9 * (0.05 * 0.7 + 0.95 * q3)
@@ -424,11 +424,25 @@ def test_prm_targets_three_turns_gamma_point_nine():
 
 
 def test_prm_targets_dense_rewards_and_single_turn():
+    # M_t holds r_t already (it estimates Q(s_t, a_t)): turn t's delta adds back r_{t-1}, not r_t
     A, Q = prm_targets(np.array([0.1, 0.0, 1.0]), np.array([0.4, 0.6, 0.7]), 0.5, gamma=1.0, lam=0.95)
-    d1, d2, d3 = 0.1 + 0.4 - 0.5, 0.0 + 0.6 - 0.4, 1.0 - 0.6
+    d1, d2, d3 = 0.0 + 0.4 - 0.5, 0.1 + 0.6 - 0.4, 0.0 + 1.0 - 0.6
     assert A.tolist() == pytest.approx([d1 + 0.95 * d2 + 0.95**2 * d3, d2 + 0.95 * d3, d3])
     A, Q = prm_targets(np.array([1.0]), np.array([0.3]), 0.25)
     assert A.tolist() == pytest.approx([1.0 - 0.25]) and Q.tolist() == pytest.approx([1.0])
+
+
+@pytest.mark.parametrize("rewards", [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0, 1.0], [0.0, 0.0, 1.0], [0.3]])
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+@pytest.mark.parametrize("lam", [0.0, 0.95, 1.0])
+def test_prm_advantages_vanish_when_the_prm_is_exact(rewards, gamma, lam):
+    # A deterministic episode's true Q is the discounted return; a PRM that scores exactly that
+    # leaves no progress to credit, dense rewards and gamma < 1 included
+    r = np.array(rewards)
+    M = discounted_returns(r, gamma)
+    A, Q = prm_targets(r, M, gamma * M[0], gamma=gamma, lam=lam)
+    assert A.tolist() == pytest.approx([0.0] * len(r), abs=1e-12)
+    assert Q.tolist() == pytest.approx(M.tolist())
 
 
 def test_prm_targets_with_lambda_one_are_monte_carlo_returns():

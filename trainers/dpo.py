@@ -224,9 +224,6 @@ def train_dpo(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str,
     if config.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         check_resumable(config, state["config"], out)
-        if state["config"].get("loss") != "dpo":
-            raise ValueError(f"the checkpoint in {out} is of a {state['config'].get('loss')} run: resume it with "
-                             "that loss, or train DPO into another out folder")
         load_trainable_state(policy, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])

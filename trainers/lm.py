@@ -625,7 +625,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-RESUME_KEYS = ("env_id", "policy", "mode", "lora", "lora_rank", "lora_targets")  # what the checkpoint depends on
+# What the checkpoint depends on (alpha scales the saved adapters; a DPO run and a policy-gradient run
+# keep different state and curves).
+RESUME_KEYS = ("env_id", "policy", "mode", "loss", "lora", "lora_rank", "lora_alpha", "lora_targets")
 
 
 def check_resumable(config: LMTrainConfig, saved: dict[str, Any], out: Path) -> None:
