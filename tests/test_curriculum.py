@@ -58,6 +58,16 @@ def test_informativeness_of_hand_made_groups(metric, expected):
     assert [informativeness(metric, g) for g in groups] == pytest.approx(expected)
 
 
+def test_equal_returns_weigh_nothing_and_a_zero_sample_fraction_plays_fresh_tasks():
+    # max - mean of [0.1] * 3 rounds to -1.4e-17: a negative weight would make sampling raise
+    assert informativeness("max_mean", [0.1] * 3) == 0.0
+    curriculum = filled(Curriculum(counter_fresh(), harder, metric="max_mean"), {"a": [0.1] * 3, "b": [0.0, 1.0]})
+    assert curriculum.weights() == pytest.approx([0.0, 1.0]) and len(curriculum.propose(4)) == 4
+    curriculum = filled(Curriculum(counter_fresh(), harder, sample_frac=0.0), {"a": [0.0, 1.0]})
+    for _ in range(2):
+        assert len(curriculum.propose(4)) == 4 and {p.source for p in curriculum.proposed} == {"fresh"}
+
+
 def test_sampling_weights_follow_normalized_informativeness():
     curriculum = filled(Curriculum(counter_fresh(), None, sample_frac=0.25, new_frac=0.25),
                         {"a": [0.0, 0.1], "b": [0.0, 0.3], "c": [1.0, 1.0], "d": [0.2, 0.8]})

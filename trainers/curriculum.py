@@ -66,8 +66,9 @@ SOURCES = ("fresh", "evolved", "replayed")  # where a proposed task came from
 
 
 def informativeness(metric: str, returns: Sequence[float]) -> float:
-    """How much one group's returns can teach, by `metric` (one of METRICS)."""
-    return METRICS[metric](np.asarray(returns, dtype=np.float64))
+    """How much one group's returns can teach, by `metric` (one of METRICS). Never negative: the
+    max - mean of equal returns can round to -1e-17, and a sampling weight must not."""
+    return max(METRICS[metric](np.asarray(returns, dtype=np.float64)), 0.0)
 
 
 def group_signals(trajectories: Sequence[Trajectory], groups: Sequence[int], signal: str) -> list[np.ndarray]:
@@ -151,6 +152,8 @@ class Curriculum:
             return []
         ids, w = list(self.buffer), self.weights()
         k = min(math.ceil(self.sample_frac * groups), int(np.count_nonzero(w)))
+        if not k:
+            return []
         parents = [ids[i] for i in self.rng.choice(len(ids), size=k, replace=False, p=w)]
         taken = set()
         offspring = []  # per parent, its distinct children
