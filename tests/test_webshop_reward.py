@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turngym.envs.webshop.reward import normalize_color, nouns, score
+from turngym.envs.webshop.reward import normalize_color, nouns, score, similarity
 
 GOAL = {
     "name": "Lumera Sulfate Free Shampoo with Argan Oil, 12 Fl Oz",
@@ -69,6 +69,10 @@ def test_fuzzy_matching_threshold():
     assert score(near, PRODUCT)["r_option"] == 1.0  # the chosen tokens are a subset: ratio 100
     far = {**GOAL, "goal_options": {"size": "16.9 fl oz"}}
     assert score(far, PRODUCT)["r_option"] == 0.0
+    # a ratio of 85.19 is 85 once rounded, as WebShop's thefuzz reports it: not above the threshold
+    assert similarity("high definition wireless bluetooth", "high quality wireless bluetooth") > 85
+    close = {**GOAL, "attributes": ["high definition wireless bluetooth"]}
+    assert score(close, {**PRODUCT, "Attributes": ["high quality wireless bluetooth"]})["r_att"] == 0.0
 
 
 def test_type_reward_tiers():

@@ -33,7 +33,8 @@ def similarity(a: str, b: str) -> float:
 
 
 def _similar(a: str, b: str) -> bool:
-    return similarity(a, b) > FUZZY
+    # WebShop's thefuzz rounds the ratio to an integer before its `> 85`: 85.2 is not a match there
+    return round(similarity(a, b)) > FUZZY
 
 # WebShop's color list (web_agent_site/engine/normalize.py), in its alphabetical order: every
 # option, on both sides, is reduced to the first of these it contains ("navy blue" -> "blue").
