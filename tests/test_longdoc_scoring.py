@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import turngym  # noqa: F401  (registers the env ids)
+from turngym.envs.longdoc.env import LongDocEnv
 from turngym.envs.longdoc.scoring import (
     _mm_drop_parenthesised,
     accuracy,
+    extracted_prediction,
     generalized_f1,
     is_unanswerable,
     score_answer,
@@ -263,6 +265,16 @@ def test_accuracy_and_generalized_f1_on_a_batch():
     # lenient: P = mean over the three non-declining preds ("5", "hong kng", "7") = 1.8 / 3 = 0.6
     # F1 = 2 * 0.45 * 0.6 / (0.45 + 0.6) = 0.54 / 1.05
     assert generalized_f1(BATCH, scoring="lenient") == pytest.approx(0.54 / 1.05)
+
+
+def test_the_envs_run_metrics_count_any_written_decline_as_one():
+    # the original's F1 reads its extractor's exact "Not answerable"; the env's agents write their own
+    parts = [{"answer": 1.0, "answer_format": "Int", "prediction": "5"},
+             {"answer": 1.0, "answer_format": "None", "prediction": "'NOT answerable'"},
+             {"answer": 0.0, "answer_format": "Str", "prediction": None}]
+    assert [extracted_prediction(p["prediction"]) for p in parts] == ["5", "Not answerable", ""]
+    # R = 1 / 2, P = 1 / 2 (the decline is not an answer): F1 = 0.5 (it was 0.4 with P = 1 / 3)
+    assert LongDocEnv.run_metrics(parts, {})["f1"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("scoring", SCORINGS)

@@ -14,7 +14,7 @@ from turngym.envs.bm25 import STOP_WORDS, WORD, tokenize
 from turngym.envs.longdoc.answers import candidate_answers, named, names_all
 from turngym.envs.longdoc.dataset import Question, open_dataset
 from turngym.envs.longdoc.document import PdfDocument, image_shape
-from turngym.envs.longdoc.scoring import SCORINGS, accuracy, generalized_f1, score_answer
+from turngym.envs.longdoc.scoring import SCORINGS, accuracy, extracted_prediction, generalized_f1, score_answer
 
 OBS_MODES = ("both", "image", "text")
 VERBS = ("search", "view", "read", "zoom", "answer")
@@ -146,8 +146,10 @@ class LongDocEnv(TurnEnv):
     @classmethod
     def run_metrics(cls, score_parts: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, float]:
         """MMLongBench-Doc's accuracy and generalized F1 of a set of answered questions."""
-        answers = [{"score": p["answer"], "answer_format": p["answer_format"], "pred": p.get("prediction") or ""}
-                   for p in score_parts if "answer_format" in p]
+        # MMLongBench-Doc's F1 reads preds from its answer extractor, which writes a decline as exactly
+        # "Not answerable"; the agent's own answer[not answerable] is that decline too.
+        answers = [{"score": p["answer"], "answer_format": p["answer_format"],
+                    "pred": extracted_prediction(p.get("prediction"))} for p in score_parts if "answer_format" in p]
         if not answers:
             return {}
         return {"accuracy": accuracy(answers),

@@ -266,6 +266,13 @@ def mmlongbench_clean(value: Any) -> str:
     return text.strip().lstrip("$").strip().rstrip("%").strip()
 
 
+def extracted_prediction(prediction: str | None) -> str:
+    """An agent's answer as MMLongBench-Doc's extractor would pass it on: a decline in any case or
+    quoting as exactly "Not answerable" (what its F1 counts as one), anything else as given."""
+    prediction = prediction or ""
+    return "Not answerable" if mmlongbench_clean(prediction) == "not answerable" else prediction
+
+
 def mmlongbench_exact_only(gt: str) -> bool:
     """Whether the original compares a cleaned gt exactly rather than by ANLS (its is_exact_match)."""
     return ("https://" in gt or "a.m." in gt or "p.m." in gt or gt.startswith("page")
