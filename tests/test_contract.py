@@ -229,3 +229,12 @@ def test_trajectories_round_trip_through_jsonl(env_id, tmp_path):
             assert (x.text, x.action, x.reward) == (y.text, y.action, y.reward)
             assert turngym.trajectory.jsonable(x.info) == y.info
             assert (x.image is None and y.image is None) or np.array_equal(x.image, y.image)
+
+
+def test_atomic_writes_make_files_as_readable_as_open_does(tmp_path):
+    # mkstemp makes its file 0600: a run folder shared or served over HTTP must stay readable
+    from turngym.trajectory import atomic_write_bytes
+
+    (tmp_path / "plain").write_bytes(b"x")
+    atomic_write_bytes(tmp_path / "atomic", b"x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777

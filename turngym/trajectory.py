@@ -180,6 +180,15 @@ def atomic_write_json(path: str | os.PathLike, value: Any, **dumps: Any) -> None
     atomic_write_bytes(path, json.dumps(value, **dumps).encode())
 
 
+def _file_mode() -> int:
+    umask = os.umask(0o022)  # (reading the umask means setting it: put it back at once)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()  # what open() would give a new file in this process
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` through a temporary file and a rename: readers see the old file or the
     new one, never a part. `durable` also flushes it to the disk first (fsync), so a crash cannot
@@ -189,6 +198,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp's file is private (0600); a result should read like any file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if durable:
