@@ -188,6 +188,21 @@ def test_a_run_folder_of_another_suite_is_refused(serial):
         run_eval(parse_suite(other), ["random"], serial)
 
 
+def test_a_rerun_resumes_only_with_the_options_its_agents_played_with(tmp_path):
+    suite = parse_suite({"name": "one", "entries": [{**TINY["entries"][1], "indices": [1]}]})
+    run_eval(suite, ["random"], tmp_path, agent_options={"temperature": 1.0})
+    run_eval(suite, ["random"], tmp_path, agent_options={"temperature": 1.0})  # the same: resumes
+    with pytest.raises(ValueError, match=r"random's episodes played with agent options \{'temperature': 1.0\}"):
+        run_eval(suite, ["random"], tmp_path, agent_options={"temperature": 0.5})
+    run_eval(suite, ["oracle"], tmp_path, agent_options={"temperature": 0.5})  # another agent may add its own
+    assert json.loads((tmp_path / "run.json").read_text())["agent_options"] == {
+        "random": {"temperature": 1.0}, "oracle": {"temperature": 0.5}}
+    with pytest.raises(ValueError, match="would share the folder episodes/neural_a_b"):  # two specs, one slug
+        run_eval(suite, ["neural:a/b", "neural:a_b"], tmp_path / "two")
+    with pytest.raises(ValueError, match="must be a plain folder name"):
+        parse_suite({"name": "nested", "entries": [{**TINY["entries"][1], "name": "hop/a"}]})
+
+
 def test_errors_end_only_their_episode(flaky, tmp_path):
     results = run_eval(flaky, ["goer"], tmp_path)
     errors = {i: episode(tmp_path, "goer", "flaky", i)["meta"]["error"] for i in range(6)}

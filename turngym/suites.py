@@ -82,6 +82,9 @@ def parse_suite(data: dict[str, Any]) -> Suite:
                           seed=int(e.get("seed", seed)), agents=tuple(str(a) for a in e.get("agents") or ()))
                     for e in data["entries"])
     names = [e.name for e in entries]
+    for name in names:  # each names a folder of a run (episodes/<agent>/<entry>/)
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"suite entry name {name!r} must be a plain folder name (no / or \\): rename it")
     if len(set(names)) != len(names):
         raise ValueError(f"suite {data.get('name')!r} repeats an entry name: give every entry its own name")
     return Suite(str(data["name"]), int(data.get("version", 1)), str(data.get("description", "")), entries)

@@ -163,17 +163,33 @@ def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, st
     return jobs, skipped
 
 
-def prepare(run_dir: Path, suite: Suite, agents: list[str]) -> None:
+def prepare(run_dir: Path, suite: Suite, agents: list[str], agent_options: dict[str, Any] | None = None) -> None:
     """Write run.json, or check that the run already in `run_dir` is of the same suite (then the
-    agents accumulate, so evaluating one more agent into a run folder adds it)."""
+    agents accumulate, so evaluating one more agent into a run folder adds it) and that an agent
+    already there is played with the options its episodes were played with (a rerun resumes them)."""
     path = run_dir / "run.json"
     entries = [e.as_dict() for e in suite.entries]
+    options = json.loads(json.dumps(agent_options or {}, sort_keys=True, default=str))
+    played: dict[str, Any] = {}
+    new_agents = list(agents)
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("suite", {}).get("name") != suite.name or old.get("entries") != json.loads(json.dumps(entries)):
             raise ValueError(f"{run_dir} holds a run of another suite or other entries: use another --out")
+        played = old.get("agent_options", {})  # (runs written before it was recorded: nothing to check)
+        for agent in agents:
+            if agent in played and played[agent] != options:
+                raise ValueError(f"{run_dir} holds {agent}'s episodes played with agent options {played[agent]}, "
+                                 f"not {options}: use another --out, or the same options to resume")
         agents = [*old["agents"], *(a for a in agents if a not in old["agents"])]
-    record = {"format": FORMAT, "suite": suite.as_dict(), "agents": agents, "entries": entries}
+    folders: dict[str, str] = {}
+    for agent in agents:
+        other = folders.setdefault(slug(agent), agent)
+        if other != agent:
+            raise ValueError(f"agents {other!r} and {agent!r} would share the folder episodes/{slug(agent)}: "
+                             "evaluate them into different --out folders")
+    record = {"format": FORMAT, "suite": suite.as_dict(), "agents": agents, "entries": entries,
+              "agent_options": {**{a: options for a in new_agents}, **played}}
     atomic_write_json(path, record, indent=2)
 
 
@@ -187,7 +203,7 @@ def run_eval(suite: Suite, agents: list[str], out: str | Path, *, workers: int =
 
     run_dir = Path(out)
     jobs, skipped = plan(suite, agents)
-    prepare(run_dir, suite, agents)
+    prepare(run_dir, suite, agents, agent_options)
     todo = [job for job in jobs if not _finished(job.path(run_dir), retry_errors)]
     options = dict(agent_options or {})
     if ray_address is not None:
