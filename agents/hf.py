@@ -261,6 +261,27 @@ def _images_in_order(messages: list[Message], image: np.ndarray | None) -> list[
     return images
 
 
+def sliding_window(model: torch.nn.Module) -> int | None:
+    """The model's attention window, or None (HF applies a window by cache index, not position)."""
+    config = model.config
+    return getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+
+
+def attention_masks(model: torch.nn.Module, seen: torch.Tensor, gap: torch.Tensor) -> torch.Tensor | dict[str, Any]:
+    """A ready attention mask for `model` from a boolean (B, Q, K) `seen` and the query-key position
+    gaps `gap` (B, Q, K): HF applies no window to a ready mask, so a sliding-window model's window is
+    cut here, on the layers that have one (a mask per layer type where windowed and full layers mix:
+    Gemma 3, Qwen2 past max_window_layers). Boolean for SDPA, additive floats for the others."""
+    window = sliding_window(model)
+    types = set(getattr(model.config, "layer_types", None) or ["sliding_attention" if window else "full_attention"])
+    masks = {kind: seen & (gap < window) if window and kind == "sliding_attention" else seen for kind in types}
+    if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
+        masks = {kind: torch.zeros(m.shape, device=m.device).masked_fill(~m, torch.finfo(torch.float32).min)
+                 for kind, m in masks.items()}
+    masks = {kind: m[:, None] for kind, m in masks.items()}  # (B, 1, Q, K)
+    return masks if len(masks) > 1 else next(iter(masks.values()))
+
+
 def _croppable(cache: Any) -> bool:
     """Whether every layer of `cache` can be cut back to a prefix (a sliding-window layer past its
     window cannot: it no longer holds the early tokens)."""

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from turngym.agents.hf import HFAgent
+from turngym.agents.hf import HFAgent, attention_masks, sliding_window
 from turngym.agents.lm import Exchange, Message, turn_seed
 from turngym.agents.neural import proposer
 
@@ -75,7 +75,7 @@ def prompt_cache(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_i
     and example, the same on every turn) goes through the model once, its keys and values read by
     every row; the rest of each prompt follows it, left-padded, so that every prompt ends at the
     last column. With gradients, the head's are the sum over the rows, as when each row recomputes it."""
-    shared = _shared_head(prompts) if not _sliding_window(model) else 0
+    shared = _shared_head(prompts) if not sliding_window(model) else 0
     cache = DynamicCache()  # no config: full layers (a sliding window's would drop what later turns reuse)
     if shared:
         model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), cache=cache, use_cache=True,
@@ -115,12 +115,6 @@ def _shared_head(prompts: Sequence[Sequence[int]]) -> int:
     while common < limit and all(p[common] == first[common] for p in prompts):
         common += 1
     return common
-
-
-def _sliding_window(model: torch.nn.Module) -> int | None:
-    """The model's attention window, or None; HF applies a window by cache index, not position."""
-    config = model.config
-    return getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
 
 
 def extend_prompt(model: torch.nn.Module, ids: Sequence[int], previous: tuple[list[int], PromptCache] | None,
@@ -187,16 +181,11 @@ def candidate_scores(model: torch.nn.Module, prompts: PromptCache, candidates: S
         order = torch.arange(width, device=device)
         own = (owner[:, :, None] == owner[:, None, :]) & (order[None, None, :] <= order[None, :, None]) & real[:, None]
         seen = torch.cat([prompts.mask.bool()[:, None, :].expand(-1, width, -1), own], 2)  # (B, Q, L+Q)
-        window = _sliding_window(model)
-        if window:  # a sliding-window model's queries see only the last `window` positions
-            query = prompts.lengths[:, None] + offset
-            key = torch.cat([prompts.mask.cumsum(1) - 1, query], 1)
-            seen &= query[:, :, None] - key[:, None, :] < window
-        seen = seen[:, None]  # (B, 1, Q, L+Q)
-        if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":  # eager and others add a float mask
-            seen = torch.zeros(seen.shape, device=device).masked_fill(~seen, torch.finfo(torch.float32).min)
+        query = prompts.lengths[:, None] + offset
+        key = torch.cat([prompts.mask.cumsum(1) - 1, query], 1)
+        masks = attention_masks(model, seen, query[:, :, None] - key[:, None, :])  # (B, 1, Q, L+Q)
         cache = DynamicCache(ddp_cache_data=list(prompts.keys_values))
-        logits = model(input_ids=ids, attention_mask=seen, position_ids=prompts.lengths[:, None] + offset,
+        logits = model(input_ids=ids, attention_mask=masks, position_ids=prompts.lengths[:, None] + offset,
                        cache=cache, use_cache=True).logits.float()
         packed = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
         rest = []

@@ -288,9 +288,9 @@ class FollowUpLikelihood:
         """One forward over the rows [prompt, f_1, f_2, ...] under the tree mask; returns s(f) per
         variant (rows, follow-ups) and the response's mean log-likelihood per row."""
         model, device = self.lm.model, self.lm.device
-        ids, pos, seg = packing.rows(prompts, self.lm.pad_id)
-        hidden = model.base_model(input_ids=ids.to(device), attention_mask=_tree_mask(model, pos, seg).to(device),
-                                  position_ids=pos.to(device), use_cache=False).last_hidden_state
+        ids, pos, seg = (t.to(device) for t in packing.rows(prompts, self.lm.pad_id))
+        hidden = model.base_model(input_ids=ids, attention_mask=_tree_mask(model, pos, seg), position_ids=pos,
+                                  use_cache=False).last_hidden_state
         head = model.get_output_embeddings()
 
         # every scored token, the response's and the follow-ups', with the position that predicts it
@@ -382,26 +382,16 @@ class _Packing:
         return np.bincount(self.owner, per_token, len(self.lengths)) / np.maximum(self.lengths, 1)
 
 
-def _tree_mask(model: torch.nn.Module, pos: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+def _tree_mask(model: torch.nn.Module, pos: torch.Tensor, seg: torch.Tensor) -> torch.Tensor | dict[str, Any]:
     """The (rows, 1, width, width) attention mask: a token sees the prompt and its own segment up to
     itself; padding sees itself (never an empty row, whose NaN would leak through the values), and
     no real token sees padding."""
-    order = torch.arange(seg.shape[1])
+    from turngym.agents.hf import attention_masks
+
+    order = torch.arange(seg.shape[1], device=seg.device)
     seen = (order[None, None, :] <= order[None, :, None]) & \
            ((seg[:, None, :] == -1) | (seg[:, None, :] == seg[:, :, None]))
-    window = _sliding_window(model)
-    if window:  # HF applies no window to a ready 4D mask: apply it here, by position
-        seen &= (pos[:, :, None] - pos[:, None, :]) < window
-    seen = seen[:, None]
-    if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":  # eager and others add a float mask
-        return torch.zeros(seen.shape).masked_fill(~seen, torch.finfo(torch.float32).min)
-    return seen
-
-
-def _sliding_window(model: torch.nn.Module) -> int | None:
-    """The model's attention window, or None."""
-    config = model.config
-    return getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    return attention_masks(model, seen, pos[:, :, None] - pos[:, None, :])
 
 
 # --- the reward wrapper -------------------------------------------------------------------------

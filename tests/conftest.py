@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -88,6 +89,28 @@ def tiny_checkpoint(factory: pytest.TempPathFactory, name: str, *, vlm: bool = F
             (build_tiny_vlm if vlm else build_tiny_lm)(staging, **kwargs)
             staging.rename(built)
     return Path(shutil.copytree(built, factory.mktemp("models") / name))
+
+
+def mixed_window_checkpoint(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A tiny random Qwen2 whose first layer attends through an 8-token sliding window and whose
+    second attends to everything (the mix of Gemma 3 and long-context Qwen2), with the tiny
+    checkpoint's tokenizer: a packed pass that cuts every layer to the window scores it wrong."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = tiny_checkpoint(factory, name, train_steps=0)
+    with open(path / "config.json") as fh:
+        base = json.load(fh)
+    config = Qwen2Config(vocab_size=base["vocab_size"], hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         use_sliding_window=True, sliding_window=8, max_window_layers=1, tie_word_embeddings=True,
+                         bos_token_id=base["bos_token_id"], eos_token_id=base["eos_token_id"],
+                         pad_token_id=base["pad_token_id"])
+    assert set(config.layer_types) == {"full_attention", "sliding_attention"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(config).save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="module")

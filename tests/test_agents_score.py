@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
-from conftest import tiny_checkpoint
+from conftest import mixed_window_checkpoint, tiny_checkpoint
 
 from turngym.agents import make_agent
 from turngym.agents.models import MODELS, models_dir
@@ -27,10 +27,11 @@ SKILLS = {"task": "wood_pickaxe", "action_mode": "skills"}
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, str]:
-    """A tiny Mistral-style model (RoPE, sliding-window attention) and a tiny GPT-2 (learned
-    absolute positions), random weights."""
-    return {arch: str(tiny_checkpoint(tmp_path_factory, arch, arch=arch, train_steps=0))
-            for arch in ("mistral", "gpt2")}
+    """A tiny Mistral-style model (RoPE, sliding-window attention), a tiny GPT-2 (learned absolute
+    positions) and a tiny Qwen2 with a windowed and a full-attention layer, random weights."""
+    return {**{arch: str(tiny_checkpoint(tmp_path_factory, arch, arch=arch, train_steps=0))
+               for arch in ("mistral", "gpt2")},
+            "qwen2-mixed": str(mixed_window_checkpoint(tmp_path_factory, "qwen2-mixed"))}  # windowed + full layers
 
 
 def craft(max_turns: int = 4, **kwargs: Any) -> gym.Env:
@@ -49,7 +50,7 @@ def plain_scores(model: torch.nn.Module, prompt: list[int], candidates: list[lis
 
 # --- the computation --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ["mistral", "gpt2"])
+@pytest.mark.parametrize("arch", ["mistral", "gpt2", "qwen2-mixed"])
 def test_cached_scores_equal_a_plain_forward(models: dict[str, str], arch: str) -> None:
     """The agent's scores (the prompt's cache reused across turns, cropped to the common prefix,
     then copied along the batch of right-padded candidates) equal a plain forward of prompt +

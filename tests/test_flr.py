@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_checkpoint
+from conftest import mixed_window_checkpoint, tiny_checkpoint
 
 from turngym.agents import make_agent
 from turngym.rewards.flr import (
@@ -41,10 +41,13 @@ ITEMS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["mistral", "gpt2"])
+@pytest.fixture(scope="module", params=["mistral", "gpt2", "qwen2-mixed"])
 def flr(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         one_thread: None) -> FollowUpLikelihood:
-    """A FollowUpLikelihood on a tiny random-weight LM: a Mistral (sliding window) or a GPT-2."""
+    """A FollowUpLikelihood on a tiny random-weight LM: a Mistral (sliding window), a GPT-2, or a
+    Qwen2 with one windowed and one full-attention layer."""
+    if request.param == "qwen2-mixed":
+        return FollowUpLikelihood(str(mixed_window_checkpoint(tmp_path_factory, request.param)), FOLLOWUPS)
     path = tiny_checkpoint(tmp_path_factory, request.param, arch=request.param, train_steps=0)
     return FollowUpLikelihood(str(path), FOLLOWUPS)
 
