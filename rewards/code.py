@@ -27,8 +27,10 @@ need no data when it is built and raises ValueError naming the problems.
 
 The code runs in the sandbox of `turngym.rewards.sandbox` (a whitelist of builtins, `import math`
 only, no classes, `try/finally` or catch-all `except`) with a time limit on every call (50 ms by
-default), also in force while the module body first runs; state and info are passed as copies
-so the function cannot change the env.
+default), also in force while the module body runs; state and info are passed as copies so
+the function cannot change the env. The wrappers run the module body again for every episode (and
+every env of a vector env), so module-level objects the code keeps carry nothing from one to the
+next.
 """
 
 from __future__ import annotations
@@ -230,7 +232,8 @@ class RewardProgram:
         self.source, self.time_limit = source, float(time_limit)
         self.lines = source.splitlines()
         try:
-            self.namespace = load(source, max(LOAD_TIME_LIMIT, self.time_limit))
+            self.code = compile(source, FILENAME, "exec")
+            self.namespace = load(self.code, max(LOAD_TIME_LIMIT, self.time_limit))
         except SyntaxError as exc:
             raise ValueError(f"line {exc.lineno}: the source does not compile ({exc.msg}): fix the Python "
                              "syntax") from None
@@ -245,6 +248,15 @@ class RewardProgram:
             raise ValueError(f"after running the source, `reward` is not the function {SIGNATURE}: do not rebind "
                              "the name reward")
         self.fn = fn
+
+    def fresh(self) -> RewardProgram:
+        """This program with its module body run again: whatever the code keeps in module-level
+        objects (a set of visited tiles, a counter) starts anew. The wrappers take one per episode,
+        and one per env of a vector env, so nothing kept there leaks from one into another."""
+        program = copy.copy(self)
+        program.namespace = load(self.code, max(LOAD_TIME_LIMIT, self.time_limit))
+        program.fn = program.namespace["reward"]
+        return program
 
     def _where(self, exc: BaseException | None) -> str:
         """` at line N (`code`)` for the innermost frame of the reward code in a traceback."""
@@ -431,10 +443,12 @@ class CodeReward(gym.Wrapper):
         self.program = RewardProgram(source, time_limit)
         self.source = source
         self._state: dict[str, Any] | None = None
+        self._episode = self.program  # this episode's run of the program (`RewardProgram.fresh`)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
         self._state = _copy(self.env.unwrapped.state_dict())
+        self._episode = self.program.fresh()
         return obs, info
 
     def step(self, action: str):
@@ -445,8 +459,8 @@ class CodeReward(gym.Wrapper):
         prev, self._state = self._state, state
         info = dict(info)
         try:  # prev is this wrapper's own copy, used once: only state and info need fresh copies
-            sparse, dense, terms = self.program.clipped(prev, action if isinstance(action, str) else str(action),
-                                                        _copy(state), _copy(info))
+            sparse, dense, terms = self._episode.clipped(prev, action if isinstance(action, str) else str(action),
+                                                         _copy(state), _copy(info))
         except RewardCodeError as exc:
             sparse, dense, terms = 0.0, 0.0, {}
             info["code_reward_error"] = str(exc)
@@ -525,6 +539,7 @@ class VectorCodeReward(gym.vector.VectorWrapper):
         self.action_names = list(action_names) if action_names is not None else None
         self._states: Sequence[dict[str, Any]] | None = None
         self._resets = np.zeros(self.num_envs, bool)  # envs whose next step is a reset
+        self._episodes = [self.program] * self.num_envs  # each env's run of the program this episode
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "env":
@@ -535,6 +550,7 @@ class VectorCodeReward(gym.vector.VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self._states = self._read()
         self._resets[:] = False
+        self._episodes = [self.program.fresh() for _ in range(self.num_envs)]
         return obs, info
 
     def _read(self) -> Sequence[dict[str, Any]]:
@@ -561,11 +577,13 @@ class VectorCodeReward(gym.vector.VectorWrapper):
         self._states = states
         ids = np.asarray(actions).reshape(n).tolist()
         names = self.action_names
+        for i in np.flatnonzero(self._resets).tolist():  # a new episode: a new run of the program
+            self._episodes[i] = self.program.fresh()
         for i in np.flatnonzero(~self._resets).tolist():  # a reset step has no transition to score
             env_info = {k: v[i] for k, v, mask in columns if mask is None or mask[i]}
             action = names[ids[i]] if names is not None else str(ids[i])
             try:
-                sparse[i], dense[i], named = self.program.clipped(prevs[i], action, states[i], env_info)
+                sparse[i], dense[i], named = self._episodes[i].clipped(prevs[i], action, states[i], env_info)
             except RewardCodeError as exc:
                 errors[i] = str(exc)
                 continue

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from types import CodeType
 from typing import Any
 
 MAX_RANGE = 1_000_000  # a longer range() would let sum(range(...)) run uninterruptibly in C
@@ -236,10 +237,12 @@ def _run_traced(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> An
 
 # --- restricted exec --------------------------------------------------------------------------
 
-def load(source: str, limit: float) -> dict[str, Any]:
-    """The namespace left by running `source`'s module body with the whitelisted builtins, within
-    `limit` seconds. Run `sandbox_problems` on it first: this only executes. SyntaxError when it
-    does not compile, RewardTimeout past the limit, else whatever the body raises."""
+def load(source: str | CodeType, limit: float) -> dict[str, Any]:
+    """The namespace left by running `source`'s module body (text, or the code `compile(source,
+    FILENAME, "exec")` made of it) with the whitelisted builtins, within `limit` seconds. Run
+    `sandbox_problems` on it first: this only executes. SyntaxError when it does not compile,
+    RewardTimeout past the limit, else whatever the body raises."""
     namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, "__name__": "reward_code", "math": math}
-    run_limited(exec, (compile(source, FILENAME, "exec"), namespace), limit)
+    code = source if isinstance(source, CodeType) else compile(source, FILENAME, "exec")
+    run_limited(exec, (code, namespace), limit)
     return namespace

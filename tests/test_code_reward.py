@@ -418,6 +418,28 @@ def reward(prev_state, action, state, info):
 '''
 
 
+# keeps a counter at module level: its first call of an episode pays a bonus
+FIRST_STEP = '''
+calls = [0]
+
+def reward(prev_state, action, state, info):
+    calls[0] += 1
+    return 0.0, 0.05 if calls[0] == 1 else 0.0
+'''
+
+
+def test_module_level_objects_start_anew_every_episode_and_env() -> None:
+    env = CodeReward(craft(max_turns=3), FIRST_STEP)
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        assert [env.step("noop")[4]["code_reward"]["dense"] for _ in range(3)] == [0.05, 0.0, 0.0]
+    venv = VectorCodeReward(CraftVectorEnv(3, max_turns=2), FIRST_STEP)
+    venv.reset(seed=0)
+    north = np.zeros(3, dtype=np.int64)  # (the reset steps of next-step autoreset score nothing)
+    dense = [venv.step(north)[4]["code_reward"]["dense"].tolist() for _ in range(5)]
+    assert dense == [[0.05] * 3, [0.0] * 3, [0.0] * 3, [0.05] * 3, [0.0] * 3]
+
+
 def test_vector_code_reward_batched_reads_match_per_env_reads() -> None:
     class PerEnv(CraftVectorEnv):  # no batched state_dicts(): the wrapper reads state_dict(i) and copies
         def state_dict(self, i: int) -> dict:
