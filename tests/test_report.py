@@ -192,6 +192,36 @@ def test_voc_column_from_per_turn_values(tmp_path):
     assert 'data-col="voc-prm"' in index.read_text()
 
 
+def test_hostile_names_and_texts_make_a_report_that_shows_them_as_text(tmp_path):
+    """Names from run.json (suite, agent, entry) in Markdown headings and lists; a U+2028 line
+    separator in an observation (a line break to str.splitlines, not to JSONL); NaN and infinite
+    numbers in extras (JSON has neither); a newline in an error message inside a table cell."""
+    agent, entry = "rand<img src=x onerror=alert(1)>|x\ny", "E<b>bold</b>|p"
+    traj = _valued({"value": [float("nan"), float("inf")]})
+    traj.turns[0].text = "before\u2028after\u0085end"
+    traj.meta = {"agent": agent, "entry": entry, "index": 0, "task_type": "wood_pickaxe",
+                 "error": {"type": "RuntimeError", "message": "two\nlines | <script>x</script>", "turn": 0}}
+    path = tmp_path / "episodes" / "rand" / "E" / "0000.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(trajectory_to_json(traj, path.parent / "images"), ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    suite = "S<img src=x onerror=alert(1)>\nline"
+    entries = [{"name": entry, "env_id": "turngym/Craft-v0", "kwargs": {}, "split": "test", "indices": [0], "seed": 0}]
+    (tmp_path / "run.json").write_text(json.dumps({"format": 1, "suite": {"name": suite, "version": 1},
+                                                   "agents": [agent], "entries": entries}))
+    (tmp_path / "results.json").write_text(json.dumps({"suite": suite, "rows": [
+        {"agent": agent, "entry": entry, "task_type": "", "episodes": 1}]}))
+    index, markdown = report.write_report([tmp_path])
+    text = markdown.read_text()
+    assert "<img" not in text and "<b>" not in text and "<script>" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text and "line\n" not in text.split("## ")[0].splitlines()[0]
+    assert "| rand&lt;img src=x onerror=alert(1)&gt;\\|x y | E&lt;b&gt;bold&lt;/b&gt;\\|p | 0 | RuntimeError: two |" \
+        in text
+    assert all(line.endswith("|") for line in text.splitlines() if line.startswith("|"))  # no row cut in two
+    view = (index.parent / "data" / "episodes" / "0.js").read_text()
+    assert "before\\u2028after\\u0085end" in view and "NaN" not in view and "Infinity" not in view
+
+
 def test_long_texts_are_cut():
     capped = report.cap({"text": "x" * (report.TEXT_CAP + 5), "actions": list(range(report.LIST_CAP + 3))})
     assert capped["text"].endswith("[5 more characters cut by the report]")

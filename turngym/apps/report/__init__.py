@@ -26,6 +26,7 @@ from turngym.apps.report.tables import (
     Table,
     analysis_table,
     md_row,
+    md_text,
     overall_table,
     parts_tables,
     results_table,
@@ -77,16 +78,16 @@ def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table],
               training: Table | None, analysis: Table | None, plots: list[dict[str, str]],
               episodes: list[dict[str, Any]]) -> list[str]:
     overall, summary, *details = tables
-    lines = [f"# {title(runs)}", ""]
-    lines += [f"- **{run.label}** (`{run.path}`): suite {info['suite']} v{info['version']}, "
-              f"agents {', '.join(run.agents)}, {len(run.entries)} entries, {info['episodes']} episodes"
+    lines = [f"# {md_text(title(runs))}", ""]
+    lines += [f"- **{md_text(run.label)}** (`{run.path}`): suite {md_text(info['suite'])} v{info['version']}, "
+              f"agents {md_text(', '.join(run.agents))}, {len(run.entries)} entries, {info['episodes']} episodes"
               + (f", {info['errors']} with errors" if info["errors"] else "")
               for run, info in zip(runs, infos, strict=True)]
     lines += ["", "Open `index.html` (from disk, no server needed) to step through the episodes.", "",
               "## Overall (mean over entries)", "", *overall.markdown(), "",
               "## Success · mean score by entry and task type", "", *summary.markdown()]
     for run, table in zip(runs, details, strict=True):
-        lines += ["", f"## Results: {run.label}", "", *table.markdown()]
+        lines += ["", f"## Results: {md_text(run.label)}", "", *table.markdown()]
     if any(col.startswith("voc-") for table in details for col, _ in table.columns):
         lines += ["", "VOC · *key*: the value-order correlation (Spearman's, of an episode's per-turn values "
                   "`extras[key]` with time; turngym.rewards.voc), mean over the episodes that carry such values; "
@@ -94,7 +95,7 @@ def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table],
     if parts:
         lines += ["", "## Score parts by entry (mean over episodes)"]
         for entry, table in parts:
-            lines += ["", f"### {entry}", "", *table.markdown()]
+            lines += ["", f"### {md_text(entry)}", "", *table.markdown()]
     if training is not None:
         lines += ["", "## Training runs", "", *training.markdown(), "",
                   "The learning curves are in the plots below (`curves.png`)."]
@@ -103,7 +104,7 @@ def _markdown(runs: list[Run], infos: list[dict[str, Any]], tables: list[Table],
                   "Over each run's training episodes (its analysis.json): how the agent died, how often each "
                   "reward term fired, and the furthest recipe step failed episodes reached."]
     lines += ["", "## Plots", ""]
-    lines += [line for plot in plots for line in (f"![{plot['title']}]({plot['file']})", "")]
+    lines += [line for plot in plots for line in (f"![{md_text(plot['title'])}]({plot['file']})", "")]
     failed = [e for e in episodes if e["error"] is not None]
     if failed:
         lines += ["## Episodes with errors", "", "| run | agent | entry | episode | error |", "|---|---|---|---:|---|"]

@@ -152,9 +152,15 @@ def overall_table(runs: list[Run]) -> Table:
     return Table("overall", ["agent"], groups, rows)
 
 
+def md_text(text: str) -> str:
+    """`text` as inline Markdown that shows as written: markup escaped, on one line, `|` kept out of
+    table syntax (an error message, an agent spec, a suite or entry name)."""
+    return " ".join(html.escape(str(text), quote=False).split()).replace("|", "\\|")
+
+
 def md_row(cells: list[str]) -> str:
-    """A Markdown table row; markup in a cell (an error message, say) shows as text."""
-    return "| " + " | ".join(html.escape(c, quote=False).replace("|", "\\|") for c in cells) + " |"
+    """A Markdown table row; markup in a cell shows as text."""
+    return "| " + " | ".join(md_text(c) for c in cells) + " |"
 
 
 def _slug(text: str) -> str:

@@ -23,7 +23,10 @@ LIST_CAP = 200  # items kept of one list (admissible actions, say) in the viewer
 
 
 def cap(value: Any) -> Any:
-    """`value` with long strings and lists cut, so that one huge prompt cannot bloat the report."""
+    """`value` with long strings and lists cut, so that one huge prompt cannot bloat the report, and
+    NaN or infinite numbers (a diverged value estimate, say) as None, which JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, str):
         return value if len(value) <= TEXT_CAP else \
             value[:TEXT_CAP] + f"\n… [{len(value) - TEXT_CAP:,} more characters cut by the report]"
@@ -109,7 +112,8 @@ def write_episodes(runs: list[Run], out: Path) -> list[dict[str, Any]]:
     listing = []
     for run in runs:
         for file in run.files:
-            for line in file.read_text(encoding="utf-8").splitlines():
+            # (split on newlines only: splitlines() would also cut a record at a U+2028 inside its text)
+            for line in file.read_text(encoding="utf-8").split("\n"):
                 if not line.strip():
                     continue
                 record = json.loads(line)
@@ -117,9 +121,9 @@ def write_episodes(runs: list[Run], out: Path) -> list[dict[str, Any]]:
                 number = len(listing)
                 listing.append({"id": number, "run": run.label, "agent": meta.get("agent", file.parent.parent.name),
                                 "entry": meta.get("entry", file.parent.name), "index": meta.get("index", file.stem),
-                                "task_id": record.get("task_id", ""), "task_type": meta.get("task_type", ""),
-                                "success": bool(record.get("success")), "score": float(record.get("score") or 0.0),
-                                "turns": len(record.get("turns", [])), "error": _error_line(meta.get("error")),
+                                "task_id": cap(record.get("task_id", "")), "task_type": meta.get("task_type", ""),
+                                "success": bool(record.get("success")), "score": cap(float(record.get("score") or 0.0)),
+                                "turns": len(record.get("turns", [])), "error": cap(_error_line(meta.get("error"))),
                                 "voc": episode_vocs(record)})
                 view = _episode_view(record, file, out / "images")
                 atomic_write_bytes(out / "data" / "episodes" / f"{number}.js",
