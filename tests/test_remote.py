@@ -209,6 +209,10 @@ BAD_REQUESTS = [  # method, path, JSON body or raw bytes, status, part of the er
     ("POST", "/sessions/{sid}/step", {"action": "noop"}, 400, "reset first"),
     ("GET", "/sessions/{sid}/render", None, 400, "reset first"),
     ("GET", "/nowhere", None, 404, "GET /docs"),
+    # JSON's 1e400 parses to infinity, which no int() takes
+    ("POST", "/sessions", b'{"env_id": "turngym/Craft-v0", "kwargs": {"max_turns": 1e400}}', 400, "infinity"),
+    ("POST", "/sessions/{sid}/reset", b'{"options": {"split": "test", "index": 1e400}}', 400, "infinity"),
+    ("POST", "/sessions/{sid}/step", b'{"action": "' + b"x" * (1 << 20) + b'"}', 413, "the limit is 1,048,576"),
 ]
 
 
@@ -222,6 +226,22 @@ def test_bad_requests_get_a_json_error_and_the_server_goes_on(http: httpx.Client
     assert message in response.json()["error"] and "\n" not in response.json()["error"]
     assert http.post(f"/sessions/{fresh}/reset", json={"seed": 1}).status_code == 200
     assert http.post(f"/sessions/{fresh}/step", json={"action": "noop"}).json()["info"]["turn"] == 1
+
+
+def test_a_crash_answers_500_and_keeps_the_connection() -> None:
+    # Starlette's last-resort handler re-raises after answering, and the server then drops the
+    # keep-alive connection: a client's next call on it failed as if the server were gone
+    app = create_app()
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    with running(app) as address, httpx.Client(base_url=address, timeout=60) as client:
+        for _ in range(10):
+            crashed = client.get("/boom")
+            assert crashed.status_code == 500 and "RuntimeError: kaboom" in crashed.json()["error"]
+            assert client.get("/envs").status_code == 200
 
 
 def test_client_errors_carry_the_servers_message(url: str) -> None:

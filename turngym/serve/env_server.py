@@ -54,6 +54,7 @@ from turngym.serve.wire import encode, space_to_json
 from turngym.trajectory import jsonable
 
 T = TypeVar("T")
+MAX_BODY = 1 << 20  # bytes in a request: an action is at most a few thousand characters, kwargs a few fields
 
 EXAMPLES = {"sessions": '{"env_id": "turngym/Craft-v0", "kwargs": {"task": "wood_pickaxe"}}',
             "reset": '{"seed": 0, "options": null}', "step": '{"action": "move north"}'}
@@ -157,7 +158,7 @@ class Sessions:
                 # No passive checker: gymnasium 1.4's breaks the env for good once a first reset raises
                 # (a bad option), and its warnings would only reach the server log.
                 env = run(lambda: gym.make(env_id, **{"disable_env_checker": True, **kwargs}))
-            except (TypeError, ValueError, FileNotFoundError) as exc:  # the kwargs, named by the env's message
+            except (TypeError, ValueError, OverflowError, FileNotFoundError) as exc:  # the kwargs, named by the env
                 if isinstance(exc, TypeError):  # gym.make wraps the constructor's own, clearer TypeError
                     raise ServiceError(400, f"cannot make {env_id}: {one_line(str(exc.__cause__ or exc))}: check "
                                             "the kwargs against its class docstring") from None
@@ -258,10 +259,20 @@ def create_app(max_sessions: int = 256, idle_timeout: float = 600.0) -> FastAPI:
                                           "GET /docs for the endpoints")
         return error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> JSON:
-        return error(500, f"the server failed on {request.method} {request.url.path} ({type(exc).__name__}: "
-                          f"{one_line(str(exc))}): report it with the server log")
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        """Refuse a body past MAX_BODY before reading it, and answer a crash with the 500 here:
+        Starlette's last-resort handler answers, then re-raises, and the server then drops the
+        keep-alive connection, so the client's next call would fail as if the server were gone."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            return error(413, f"the request body has {int(length):,} bytes; the limit is {MAX_BODY:,}: send "
+                              "a shorter action or fewer kwargs")
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            return error(500, f"the server failed on {request.method} {request.url.path} ({type(exc).__name__}: "
+                              f"{one_line(str(exc))}): report it with the server log")
 
     @app.get("/envs")
     def envs() -> JSON:
@@ -292,7 +303,7 @@ def create_app(max_sessions: int = 256, idle_timeout: float = 600.0) -> FastAPI:
         def do_reset(env: gym.Env) -> tuple[Any, dict[str, Any]]:
             try:
                 result = env.reset(seed=body.seed, options=body.options)
-            except (TypeError, ValueError, gym.error.Error) as exc:  # a bad seed or options, named by the env
+            except (TypeError, ValueError, OverflowError, gym.error.Error) as exc:  # a bad seed or options (1e400)
                 raise ServiceError(400, f"cannot reset {session.env_id}: {one_line(str(exc))}") from None
             session.was_reset = True
             return result
