@@ -195,8 +195,11 @@ def test_claims_about_instances():
                                                    "the box labeled \"B\""])
     assert not any(hop_value_matches(hop, c) for c in ["5", "C", "4 or 5", "", "box"])
     digits = Hop(1, "Find the star.", "instance", 3, (), "42")
-    assert hop_value_matches(digits, "3") and hop_value_matches(digits, "42")
+    assert hop_value_matches(digits, "3") and hop_value_matches(digits, "42") and hop_value_matches(digits, "3.0")
     assert not hop_value_matches(digits, "41")
+    unlabeled = Hop(1, "Find the star.", "instance", 8, (), None)  # "labeled 8" names another object
+    assert hop_value_matches(unlabeled, "8") and not hop_value_matches(unlabeled, "labeled 8")
+    assert not hop_value_matches(hop, "labeled 4")  # object 4's label is B
 
 
 def test_claims_about_sets_and_numbers():
@@ -204,8 +207,8 @@ def test_claims_about_sets_and_numbers():
     assert all(hop_value_matches(hop, c) for c in ["3", "three", "[2, 5, 9]", "9, 2, 5", "objects 2 5 9"])
     assert not any(hop_value_matches(hop, c) for c in ["4", "[2, 5]", "[2, 5, 9, 10]", "none"])
     num = Hop(2, "How many?", "number", 12, ())
-    assert all(hop_value_matches(num, c) for c in ["12", "12.", "The answer is 12", "twelve"])
-    assert not any(hop_value_matches(num, c) for c in ["13", "1 2", "-12", "", "12 or 13"])
+    assert all(hop_value_matches(num, c) for c in ["12", "12.", "12.0", "The answer is 12", "twelve"])
+    assert not any(hop_value_matches(num, c) for c in ["13", "1 2", "-12", "", "12 or 13", "12.5"])
 
 
 @pytest.mark.parametrize("claim", [None, "", "   ", "\x00\xff", "[[[", "{}", "9" * 500, "-", "∞", 3.5, ["4"], object()])

@@ -211,9 +211,11 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(
     "seventeen eighteen nineteen twenty".split())}
 
 
-def _integers(text: str) -> list[int]:
-    found = [int(t) for t in re.findall(r"-?\d+", text)]
-    return found or [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS]
+def _integers(text: str) -> list[float]:
+    """The numbers in `text` ("7.0" is 7, as answer[7.0] is; "7.5" matches no integer), else its number words."""
+    found = [float(t) for t in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    return [int(x) if x.is_integer() else x for x in found] or \
+        [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS]
 
 
 def hop_value_matches(hop: Hop, claimed: str) -> bool:
@@ -228,6 +230,8 @@ def hop_value_matches(hop: Hop, claimed: str) -> bool:
             named = re.fullmatch(r"(?:.*\blabel(?:ed)?\s+)?[\"']?([^\"']+?)[\"']?", text.lower())
             if label and named is not None and named.group(1).strip() == label:
                 return True
+            if re.search(r"\blabel", text.lower()):  # named by a label: the object's own label, or wrong
+                return False
             numbers = _integers(text)
             return len(numbers) == 1 and (numbers[0] == hop.value or (label.isdigit() and numbers[0] == int(label)))
         numbers = _integers(text)
