@@ -16,9 +16,10 @@ log-prob and value).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,20 @@ def one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
             torch.set_num_threads(before)
 
     return run
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Torch's deterministic kernels inside (the caller's setting restored after): on more than one
+    thread the CPU backward of the text policy's scatters (index_put, the n-gram bags) sums in
+    whatever order the threads finish, and one run's gradients differed from the next in the low
+    bits, so a same-seed run or a resumed one drifted from the first."""
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
 
 
 @one_thread

@@ -39,7 +39,14 @@ from turngym.console import progress_bar
 from turngym.rewards.analysis import EpisodeAnalysis, recipe_path, summarize
 from turngym.rewards.code import CodeReward, VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
-from turngym.trainers.collect import Collected, SymbolicActor, TextActor, group_seeds, group_streams
+from turngym.trainers.collect import (
+    Collected,
+    SymbolicActor,
+    TextActor,
+    deterministic,
+    group_seeds,
+    group_streams,
+)
 from turngym.trainers.config import NeuralTrainConfig, defaults
 from turngym.trainers.credit import CreditModel, OPRLTrainer, SPATrainer
 from turngym.trainers.curriculum import all_equal_share, from_config, group_signals
@@ -198,7 +205,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
     try:
-        with bar:
+        with bar, deterministic():
             job = bar.add_task(f"{config.algo} on {config.task or config.env_id}", total=config.steps,
                                completed=min(env_steps, config.steps))
             while env_steps < config.steps:
