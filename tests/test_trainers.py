@@ -107,21 +107,26 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, algo):
     assert (tmp_path / "a" / "tb").is_dir() and any((tmp_path / "a" / "tb").iterdir())
 
 
-def test_text_backend_runs_the_same_twice_on_two_threads(tmp_path):
-    # the text policy's scatters sum in thread order on the CPU unless torch's deterministic kernels run:
-    # two runs of one seed then ended 3e-4 apart in their weights
+def test_text_backend_runs_the_same_twice_and_resumes_exactly_on_two_threads(tmp_path):
+    # On two threads the text policy's scatters sum in thread order unless torch's deterministic
+    # kernels run (two runs of one seed ended 3e-4 apart in their weights); and a resumed run's first
+    # rollouts played a fresh module in train mode, whose log-probs differed in the last bits.
     config = dict(env_id=CRAFT, task="collect_wood", algo="grpo", backend="text", groups=2, group_size=2,
-                  env_kwargs={"max_turns": 10, "image": False}, tensorboard=False, steps=100,
+                  env_kwargs={"max_turns": 10, "image": False}, tensorboard=False,
                   net={"dim": 16, "layers": 1, "buckets": 1024})
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        runs = [train(NeuralTrainConfig(out=str(tmp_path / run), **config), progress=False) for run in "ab"]
+        runs = [train(NeuralTrainConfig(steps=100, out=str(tmp_path / run), **config), progress=False)
+                for run in "ab"]
+        train(NeuralTrainConfig(steps=1, out=str(tmp_path / "c"), **config), progress=False)
+        runs.append(train(NeuralTrainConfig(steps=100, out=str(tmp_path / "c"), resume=True, **config),
+                          progress=False))
     finally:
         torch.set_num_threads(threads)
-    assert len(runs[0]) >= 3 and strip(runs[0]) == strip(runs[1])
-    a, b = (torch.load(tmp_path / run / "policy.pt", weights_only=True)["state_dict"] for run in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(runs[0]) >= 3 and strip(runs[1]) == strip(runs[0]) == strip(runs[2])
+    a, b, c = (torch.load(tmp_path / run / "policy.pt", weights_only=True)["state_dict"] for run in "abc")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
 def test_text_backend_with_reinforce_and_code_reward(tmp_path):

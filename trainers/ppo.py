@@ -201,6 +201,10 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
         (out / "metrics.jsonl").unlink()  # a fresh run: no rows from an older one
     write_config(out, config)
     rows = read_metrics(out)
+    # Rollouts play the network in eval mode, as ppo_update leaves it; a fresh module is in train
+    # mode, whose attention takes another kernel path, and a resumed run's first rollouts drifted
+    # from the uninterrupted run's in the last bits of their log-probs.
+    policy.eval()
     collect = collector(config, policy, actor)
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
