@@ -221,6 +221,30 @@ def test_goto_never_crosses_lava_and_mines_through_rock():
     assert rock.world.map[rock.world.target] == RULES.mat("iron") and rock.world.inventory[INV["stone"]] >= 1
 
 
+def test_a_goto_stops_at_the_step_that_kills_the_player():
+    # goto mines through rock with three world steps (turn, do, move): dying of hunger on any of
+    # them must end the walk there, not mine and move a dead player
+    art = """
+    #########
+    ####i####
+    #########
+    ....@....
+    """
+    deaths = set()
+    for tick in range(40):
+        env = skills_env(art, wood_pickaxe=1, stone_pickaxe=1)
+        w = env.world
+        w.health, w.food, w.tick = 1, 0, tick
+        before, pos = np.array(w.map), w.pos
+        env.step("goto iron")
+        if w.dead:
+            steps = w.tick - tick  # the world steps played: turn to the rock above, mine it, step in
+            deaths.add(steps)
+            assert int((np.array(w.map) != before).sum()) == (steps >= 2)  # mined only if alive to mine
+            assert (w.pos != pos) == (steps >= 3)  # moved only if alive to move
+    assert {1, 2} <= deaths  # it died on the turn and on the mining step in some of these
+
+
 def test_explore_moves_that_way_up_to_a_view():
     env = skills_env("\n".join(["." * 21] * 10 + ["." * 10 + "@" + "." * 10] + ["." * 21] * 10))
     y0, x0 = env.world.yx(env.world.pos)

@@ -285,15 +285,19 @@ class CraftEnv(TurnEnv):
     def _run(self, path: list[int], face: int | None) -> None:
         """Walk `path` with primitive steps (mining where needed), then turn to `face`."""
         w, cow = self.world, self.rules.mat("cow")
+
+        def decided(action: int) -> bool:  # every world step may end the episode: none may follow it
+            w.step(action)
+            return w.dead or w.goal_reached()
+
         for tile in path:
             if w.map[tile] == cow:
                 return  # a cow wandered into the way: stop rather than hit it
             d = direction(w.width, w.pos, tile)
-            if not self.rules.tables["walkable"][w.map[tile]]:
-                w.step(d)  # blocked: this only turns to face the rock
-                w.step(DO)
-            w.step(d)
-            if w.pos != tile or w.dead or w.goal_reached():
-                return  # the episode is decided
+            # blocked: the first step only turns to face the rock, then it is mined
+            if not self.rules.tables["walkable"][w.map[tile]] and (decided(d) or decided(DO)):
+                return
+            if decided(d) or w.pos != tile:
+                return
         if face is not None and w.target != face:
             w.step(direction(w.width, w.pos, face))
