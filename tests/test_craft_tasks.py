@@ -98,6 +98,15 @@ def test_spawn_near_is_nearer_than_far(task, chars):
     assert np.mean(near) <= 1.5 and np.mean(far) >= 10, (near, far)
 
 
+def test_spawn_near_never_meets_an_adjacency_goal_before_the_first_turn():
+    env = CraftEnv(task="find_tree", image=False)
+    for spawn in ("near", "0", "1", "2"):
+        for seed in range(6):
+            env.reset(seed=0, options={"task_id": f"find_tree:{seed}+spawn={spawn}"})
+            assert not env.world.goal_reached() and distance_to_needed(env.state_dict(), "T") == 2
+            assert not env.step("noop")[2]  # the episode goes on
+
+
 def test_turns_truncates_in_both_engines():
     env = CraftEnv(image=False, max_turns=100)
     env.reset(seed=0, options={"task_id": "wood_pickaxe:4+turns=3"})

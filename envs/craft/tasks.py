@@ -203,7 +203,12 @@ def _move_spawn(rules: Rules, task: Task, layout: Layout, rest: list[str], tiles
     if not wanted.any():
         return layout
     distance = ndimage.distance_transform_cdt(~wanted, metric="taxicab")
-    candidates = np.argwhere(reachable(rules, grid, layout.spawn) & (grid == rules.mat("grass")))
+    allowed = reachable(rules, grid, layout.spawn) & (grid == rules.mat("grass"))
+    if task.adjacent:  # a spawn next to the material would meet the goal before the first turn
+        allowed &= distance > 1
+    candidates = np.argwhere(allowed)
+    if not len(candidates):
+        return layout
     gap = np.abs(distance[candidates[:, 0], candidates[:, 1]] - tiles)
     best = candidates[gap == gap.min()]
     y, x = best[np.random.default_rng([seed, SPAWN_STREAM]).integers(len(best))]
