@@ -120,6 +120,23 @@ def test_invalid_actions_explain_themselves_and_change_nothing(dataset, action, 
     assert {**env.unwrapped.state_dict(), "turn": 0} == {**before, "turn": 0}
 
 
+def test_reading_a_page_without_text_does_not_count_it_as_seen(tmp_path):
+    (tmp_path / "documents").mkdir()
+    pdf = pymupdf.open()
+    pdf.new_page().insert_text((72, 72), "Cover page")
+    pdf.new_page().draw_rect(pymupdf.Rect(72, 72, 300, 300), fill=(0, 0, 1))  # a scan: no text layer
+    pdf.save(tmp_path / "documents" / "d.pdf")
+    (tmp_path / "samples.json").write_text(json.dumps([{
+        "doc_id": "d.pdf", "doc_type": "x", "question": "What colour is the box?", "answer": "blue",
+        "evidence_pages": "[2]", "evidence_sources": "['Figure']", "answer_format": "Str"}]))
+    env = make(tmp_path, obs_mode="text", evidence_weight=1.0)
+    env.reset(seed=0, options={"task_id": "q-0"})
+    obs, *_ = env.step("read[2]")
+    assert "no text layer" in obs["text"]
+    _, reward, _, _, info = env.step("answer[Not answerable]")
+    assert info["score_parts"]["evidence_recall"] == 0.0 and reward == 0.0
+
+
 def test_text_mode_and_the_view_budget(dataset):
     env = make(dataset, obs_mode="text")
     obs, info = env.reset(seed=0, options={"task_id": "q-0"})

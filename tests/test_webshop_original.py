@@ -90,3 +90,23 @@ def test_goal_order_and_prices_are_reproducible(tmp_path):
     assert first == second and len(first) == 40
     assert [g["asin"] for g in first] != [p["asin"] for p in products]  # shuffled, with WebShop's seed
     assert ascii_text("Ångström naïve — “x”\x07") == 'Angstrom naive - "x"'
+
+
+def test_an_option_label_with_a_slash_is_clickable_as_listed(tmp_path):
+    # the loader writes WebShop's "Black / White" as "black  |  white" (two spaces each side); the
+    # click compared the raw label with the action's squashed spaces, so the listed action failed
+    from turngym.envs.webshop.original import build_from_webshop
+
+    record = {**raw_record(0), "customization_options": {"Color": [{"value": "Black / White"}, {"value": "Red"}]}}
+    (tmp_path / "items_shuffle_1000.json").write_text(json.dumps([record]))
+    (tmp_path / "items_ins_v2_1000.json").write_text(json.dumps({record["asin"]: {
+        "instruction": "find it", "instruction_attributes": ["soft"]}}))
+    build_from_webshop(tmp_path, tmp_path / "one.sqlite")
+    env = gym.make("turngym/WebShop-v0", catalog=str(tmp_path / "one.sqlite")).unwrapped
+    env.reset(seed=0, options={"split": "test", "index": 0})
+    env.step(f"search[{record['name']}]")
+    _, _, _, _, info = env.step(f"click[{record['asin']}]")
+    option = next(a for a in info["actions"] if "|" in a)
+    _, _, _, _, info = env.step(option)
+    assert info["valid"], info["error"]
+    assert env.state_dict()["options"] == {"color": "black  |  white"}

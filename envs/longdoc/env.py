@@ -174,7 +174,8 @@ class LongDocEnv(TurnEnv):
             if len(text) > self.read_chars:
                 text = (f"{text[:self.read_chars]} [... {len(text) - self.read_chars} more characters not shown: "
                         "view or zoom into the page to see the rest]")
-            self.seen.add(page)
+            if text:  # a page with no text layer showed nothing: it counts as seen once viewed
+                self.seen.add(page)
             self.result = f"Text of page {page}: {text or '(this page has no text layer: view it)'}"
         elif verb == "answer":
             if not argument:

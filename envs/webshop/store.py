@@ -126,8 +126,9 @@ class Session:
         self.view, self.result_page = RESULT, 0
 
     def _click(self, label: str) -> None:
-        wanted = label.casefold()
-        element = next((e for e in self.page() if e.clickable and e.label.casefold() == wanted), None)
+        wanted = " ".join(label.split()).casefold()  # (labels built from data may hold runs of spaces)
+        element = next((e for e in self.page() if e.clickable and " ".join(e.label.split()).casefold() == wanted),
+                       None)
         if element is None:
             choices = ", ".join(self.clickables()[:12]) or "nothing"
             raise InvalidAction(f"nothing called {label[:40]!r} to click here; clickable: {choices}")
