@@ -26,6 +26,7 @@ from turngym.trainers.credit import (
     episode_sums,
     preference_accuracy,
     preference_pairs,
+    silent_copy,
     spa_loss,
 )
 from turngym.trainers.ppo import train
@@ -49,6 +50,21 @@ def approx(values, expected, tol=1e-5):
 
 
 # ---- SPA ------------------------------------------------------------------------------------------
+def test_a_silent_text_model_starts_at_zero_and_turns_without_candidates_score_zero():
+    from turngym.agents.neural import new_policy
+    from turngym.trainers.collect import TextActor, Turns
+
+    # NeuralPolicy adds an overlap term to its scorer's output: SPA's zero start must silence both
+    net = silent_copy(new_policy(seed=0), seed=1)
+    turns = Turns([({"text": "Task: make a wood pickaxe.\nNearby: tree: 2 north"}, ["move north", "do", "noop"]),
+                   ({"text": "Nothing to do here."}, [])])
+    logits, _ = net(turns.batch(net, [0]))
+    assert torch.equal(logits[0, :3], torch.zeros(3))
+    # the PRM reads a turn with no candidates as 0 (its slot 0 is -inf), not as a NaN-making -inf
+    scores = TextActor.scores(new_policy(seed=2), turns, np.array([0, 1]), torch.tensor([1, -1]))
+    assert torch.isfinite(scores).all() and scores[1] == 0 and scores[0] != 0
+
+
 def test_spa_loss_hand_computed():
     """Two episodes, contributions (0.2, 0.3) and (0.1, -0.1, 0.4), outcomes 1 and 0:
     L = ((1 - 0.5)^2 + (0 - 0.4)^2) / 2 = (0.25 + 0.16) / 2 = 0.205."""

@@ -195,7 +195,8 @@ class TextActor:
         """The network's output for the action taken, M(s, a) where the network is a PRM (a static
         method: the LM trainer's PRM reads its turns with it too)."""
         logits, _ = network(inputs.batch(network, rows))
-        return logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
+        taken = logits.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
+        return torch.where(index >= 0, taken, torch.zeros_like(taken))  # a turn with no candidates: 0, not -inf
 
     def describe(self, obs: dict[str, Any], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str], list[str],
                                                                                             list[str]]:

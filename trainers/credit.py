@@ -56,12 +56,13 @@ def fresh_copy(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def silent_copy(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """`fresh_copy` whose action outputs start at 0 everywhere: the last layer that makes them
-    (SymbolicPolicy's policy head, NeuralPolicy's scorer) zeroed."""
+    """`fresh_copy` whose action outputs start at 0 everywhere: the layers that make them
+    (SymbolicPolicy's policy head; NeuralPolicy's scorer and the overlap term added to it) zeroed."""
     net = fresh_copy(policy, seed)
-    last = net.policy_head if isinstance(net, SymbolicPolicy) else net.scorer[-1]
-    torch.nn.init.zeros_(last.weight)
-    torch.nn.init.zeros_(last.bias)
+    heads = [net.policy_head] if isinstance(net, SymbolicPolicy) else [net.scorer[-1], net.overlap_score]
+    for head in filter(None, heads):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
     return net
 
 
