@@ -13,7 +13,8 @@ oracle plays test tasks of Craft (wood_pickaxe, stone_pickaxe) and of WebShop in
     spa                 SPA-RL's progress: sum_{k<=t} c(s_k, a_k), the contributions of the progress
                         estimator trained by `--algo spa` (its spa.pt; trainers/credit.py)
     oprl                OPRL's cumulative step rewards: sum_{k<=t} beta log(pi_phi(a_k|s_k) / pi(a_k|s_k)),
-                        pi_phi the implicit PRM trained by `--algo oprl` (oprl.pt), pi that run's policy
+                        pi_phi the implicit PRM trained by `--algo oprl` (oprl.pt), pi the policy it was
+                        last fitted against (oprl_reference.pt; the run's policy.pt is an update newer)
     gvl                 GVL's progress estimate from the frames (turngym.rewards.gvl.GVLScorer) with
                         the VLM of --gvl SPEC or TURNGYM_GVL_AGENT; skipped when none is given
     shuffled progress   control: each episode's progress values in a random order
@@ -182,7 +183,7 @@ def craft(task: str, args: argparse.Namespace, gvl: Callable[[Trajectory], float
     env = gym.make(CRAFT, task=task, symbolic=True, image=gvl is not None)
     prm = ProcessRewardModel.load(runs["prm"] / "prm.pt", env)
     spa = ProcessRewardModel.load(runs["spa"] / "spa.pt", env)  # M(s, a) = the contribution c(s, a)
-    oprl = ImplicitPRM.load(runs["oprl"] / "oprl.pt", runs["oprl"] / "policy.pt", env)
+    oprl = ImplicitPRM.load(runs["oprl"] / "oprl.pt", runs["oprl"] / "oprl_reference.pt", env)
     probes = {"progress": progress(env), "prm": lambda obs, info, action: float(prm.scores(obs, info, [action])[0]),
               "critic": critic(runs["gae"] / "policy.pt"),
               "spa step": lambda obs, info, action: float(spa.scores(obs, info, [action])[0]),

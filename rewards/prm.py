@@ -13,7 +13,7 @@ candidate actions A(s) is the PRM's value of a state (0 where A(s) is empty).
 The same reading serves the credit models that `turngym train` fits beside a policy
 (trainers/credit.py): SPA's progress estimator (`--algo spa`, OUT/spa.pt) loads as a
 ProcessRewardModel whose M(s, a) is the contribution c(s, a); OPRL's implicit PRM (`--algo oprl`,
-OUT/oprl.pt) is a policy, read by `ImplicitPRM` against the run's policy.pt.
+OUT/oprl.pt) is a policy, read by `ImplicitPRM` against OUT/oprl_reference.pt, the policy it was last fitted against.
 
 Search with a PRM never looks at outcomes: `best_of_n` samples n episodes and keeps the one
 whose PRM scores are best; `beam_search` expands the actions M ranks highest, step by step.
@@ -119,7 +119,8 @@ class ImplicitPRM:
     @classmethod
     def load(cls, path: str | Path, reference: str | Path, env: gym.Env) -> ImplicitPRM:
         """The implicit PRM saved at `path` (OUT/oprl.pt, its beta in the meta) against the policy
-        saved at `reference` (OUT/policy.pt of the same run: the last policy it was fitted against)."""
+        saved at `reference` (OUT/oprl_reference.pt of the same run: the policy it was last fitted
+        against; the run's policy.pt is one update newer, and its ratios are not the rewards)."""
         phi = ProcessRewardModel.load(path, env)
         if "oprl_beta" not in phi.meta:
             raise ValueError(f"{path} is not an implicit PRM: train one with `turngym train --algo oprl`")

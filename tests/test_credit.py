@@ -203,7 +203,12 @@ def test_cli_train_saves_the_model_and_resumes_exactly(tmp_path, monkeypatch, al
         model = ProcessRewardModel.load(tmp_path / "a" / "spa.pt", env)
         value = lambda obs, info, action: float(model.scores(obs, info, [action])[0])  # noqa: E731
     else:
-        model = ImplicitPRM.load(tmp_path / "a" / "oprl.pt", tmp_path / "a" / "policy.pt", env)
+        # its rewards are ratios to the policy of the batch it was last fitted on, saved beside it:
+        # policy.pt is one PPO update newer
+        reference = weights(tmp_path / "a" / "oprl_reference.pt")
+        final = weights(tmp_path / "a" / "policy.pt")
+        assert not all(torch.equal(reference[k], final[k]) for k in final)
+        model = ImplicitPRM.load(tmp_path / "a" / "oprl.pt", tmp_path / "a" / "oprl_reference.pt", env)
         assert model.beta == 1.0
         value = model.reward
     agent = make_agent(f"neural:{tmp_path / 'a' / 'policy.pt'}", env)

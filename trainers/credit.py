@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -45,6 +46,8 @@ import torch
 from turngym.agents.symbolic import SymbolicPolicy
 from turngym.rewards.estimators import group_members
 from turngym.rewards.preferences import dpo_terms, mine_pairs
+
+REFERENCE = "oprl_reference.pt"  # beside oprl.pt: the policy the implicit PRM was last fitted against
 
 
 def fresh_copy(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -237,10 +240,13 @@ class OPRLTrainer(CreditModel):
         super().__init__(copy.deepcopy(policy), config.credit_lr, config.max_grad_norm)
         self.config = config
         self.beta = config.oprl_beta
+        self.reference = copy.deepcopy(policy)  # the policy of the batch last fitted on: pi_old of its rewards
 
     def save(self, path: Any, **meta: Any) -> None:
-        """OUT/oprl.pt with its beta: `turngym.rewards.prm.ImplicitPRM` reads it against OUT/policy.pt."""
+        """OUT/oprl.pt with its beta, and OUT/oprl_reference.pt, the policy it was last fitted against
+        (the run's policy.pt is one update newer): `turngym.rewards.prm.ImplicitPRM` reads the pair."""
         super().save(path, oprl_beta=self.beta, **meta)
+        self.reference.save(Path(path).with_name(REFERENCE))
 
     def log_ratios(self, actor: Any, col: Any, rows: np.ndarray) -> torch.Tensor:
         """log pi_phi(a_t|s_t) - log pi_old(a_t|s_t) of the turns `rows` (0 for a turn without
@@ -258,6 +264,7 @@ class OPRLTrainer(CreditModel):
     def fit(self, actor: Any, col: Any, generator: torch.Generator) -> dict[str, float]:
         """`credit_epochs` passes over the groups that have pairs, shuffled, in minibatches of
         whole groups of at most `credit_minibatch_size` turns."""
+        self.reference.load_state_dict(actor.policy.state_dict())  # the batch's policy, before its update
         stats = self.before(actor, col)
         members = group_members(col.groups)
         pairs = preference_pairs(returns_of(col.trajectories), col.groups)
