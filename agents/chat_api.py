@@ -91,11 +91,17 @@ class OpenAIAgent(LMAgent):
             choice = reply["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
+            error = reply.get("error") if isinstance(reply, dict) else None  # some servers answer errors with 200
+            if error:
+                message = error.get("message") if isinstance(error, dict) else error
+                raise RuntimeError(f"{self.base_url} answered with an error: {str(message)[:300]}") from None
             raise RuntimeError(f"{self.base_url} sent a reply with no choices[0].message.content: check that it "
                                "is an OpenAI-compatible chat-completions server") from None
         tokens = ((choice.get("logprobs") or {}).get("content") or []) if self.logprobs else []
         usage = {k: int(v) for k, v in (reply.get("usage") or {}).items() if isinstance(v, (int, float))}
-        if usage.get("prompt_tokens"):  # calibrate the estimate, with a 10% margin, from what was just counted
+        # calibrate the estimate, with a 10% margin, from what was just counted (text alone: an image's
+        # tokens in the count would make every character look like a token)
+        if usage.get("prompt_tokens") and image is None:
             sent = sum(len(content_text(m["content"])) for m in messages)
             self.chars_per_token = min(max(0.9 * sent / usage["prompt_tokens"], 1.0), 6.0)
         return Completion(text, logprobs=[float(t["logprob"]) for t in tokens] or None, usage=usage,

@@ -165,17 +165,23 @@ def find_admissible(reply: str, actions: list[str]) -> str | None:
     whole = _strip(reply)
     if _balance(whole).startswith(whole):  # an unclosed bracket closed, nothing after it cut
         whole = _strip(_balance(whole))
-    found: dict[str, None] = {}
-    for action in actions:
-        for hit in _admissible_hits(reply, action):
-            if hit.lower() == whole.lower():
-                return hit
-            found[hit] = None
+    hits = [hit for action in actions for hit in _spans(reply, action)]
+    for hit, _, _ in hits:
+        if hit.lower() == whole.lower():
+            return hit
+    # a mention inside a longer one is part of it (`move north` in `move north east`), not a second action
+    found = dict.fromkeys(hit for hit, start, end in hits
+                          if not any(a <= start and end <= b and b - a > end - start for _, a, b in hits))
     return next(iter(found)) if len(found) == 1 else None
 
 
 def _admissible_hits(reply: str, action: str) -> list[str]:
     """Every mention of `action` (a fixed action or a template) in `reply`, as the action to take."""
+    return [hit for hit, _, _ in _spans(reply, action)]
+
+
+def _spans(reply: str, action: str) -> list[tuple[str, int, int]]:
+    """`_admissible_hits` with where each mention starts and ends in `reply`."""
     action = action.strip()
     if len(action.splitlines()) != 1:  # empty, or not one line: no env lists such an action
         return []
@@ -187,15 +193,15 @@ def _admissible_hits(reply: str, action: str) -> list[str]:
             raw = _balance(reply[m.end() - 1:].splitlines()[0])[1:-1]
             argument = _strip(raw)
             if argument and not _COPIED_PLACEHOLDERS.fullmatch(raw.strip("`'\"*_ ")):
-                hits.append(f"{verb}[{argument}]")
+                hits.append((f"{verb}[{argument}]", m.start(), m.end() + len(raw) + 1))
         return hits
     if "<" in action and ">" in action:  # a template without brackets: placeholders are single words
         parts = re.split(r"<[^<>]*>", action)
         pattern = r"(\S+)".join(re.escape(part) for part in parts)
-        return [m.group(0) for m in re.finditer(rf"(?<!\w){pattern}(?!\w)", reply, re.IGNORECASE)
+        return [(m.group(0), *m.span()) for m in re.finditer(rf"(?<!\w){pattern}(?!\w)", reply, re.IGNORECASE)
                 if not any("<" in g for g in m.groups())]
     words = r"\s+".join(re.escape(word) for word in action.split())
-    return [action for _ in re.finditer(rf"(?<![\w\[]){words}(?![\w\]])", reply, re.IGNORECASE)]
+    return [(action, *m.span()) for m in re.finditer(rf"(?<![\w\[]){words}(?![\w\]])", reply, re.IGNORECASE)]
 
 
 def is_admissible(action: str, actions: list[str]) -> bool:
@@ -204,10 +210,10 @@ def is_admissible(action: str, actions: list[str]) -> bool:
 
 
 def action_line_done(text: str) -> bool:
-    """Whether a reply has written its action in full: an `Action:` line with an action on it (or
-    on the next non-empty line) that a newline ends, or whose `name[...]` bracket has closed
-    (`parse_action` drops what follows). Generation can stop there."""
-    m = _ACTION_LINE.search(text) or _ACTION_ANYWHERE.search(text)
+    """Whether a reply has written its action in full: a line that starts with `Action:`, with an
+    action on it (or on the next non-empty line) that a newline ends, or whose `name[...]` bracket
+    has closed (`parse_action` drops what follows). Generation can stop there."""
+    m = _ACTION_LINE.search(text)  # (not one inside a thought: "the best action: go north is blocked")
     if m is None:
         return False
     rest = m.group(1) + text[m.end():]

@@ -83,7 +83,8 @@ def chat_server(lm: str) -> Iterator[str]:
 
 def scripted_app(replies: list[tuple[int, dict[str, str], str]], seen: list[dict[str, Any]]) -> Any:
     """A chat-completions server that answers with `replies` in order (status, headers, reply
-    text) and records each request (its JSON body and headers) in `seen`."""
+    text; status 200 with the header `x-error` answers the text as an error body, as some servers
+    do) and records each request (its JSON body and headers) in `seen`."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -92,7 +93,7 @@ def scripted_app(replies: list[tuple[int, dict[str, str], str]], seen: list[dict
     async def chat(request: Request) -> JSONResponse:
         seen.append({"body": await request.json(), "headers": dict(request.headers)})
         status, headers, text = replies[min(len(seen), len(replies)) - 1]
-        if status != 200:
+        if status != 200 or "x-error" in headers:
             return JSONResponse({"error": {"message": text}}, status_code=status, headers=headers)
         return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                           "finish_reason": "stop"}],
@@ -165,6 +166,7 @@ CRAFT_ACTIONS = ["move north", "move south", "do", "noop", "place table", "make 
     ("Answer is answer[42]!", ["zoom[<x0>, <y0>, <x1>, <y1>]", "answer[<number>]"], "answer[42]"),
     ("zoom[0, 0, 0.5, 0.5]", ["zoom[<x0>, <y0>, <x1>, <y1>]", "answer[<number>]"], "zoom[0, 0, 0.5, 0.5]"),
     ("goto tree", ["goto <target>"], "goto tree"),  # a template without brackets
+    ("I will move north east now", ["move north", "move north east"], "move north east"),  # not two actions
     # Well-formed replies keep parse_action's behaviour, admissible or not.
     ("Thought: north.\nAction: move west", CRAFT_ACTIONS, "move west"),
     ("Action: click[B0PKBIGETV] or click[Buy Now]", WEBSHOP_RESULTS, "click[B0PKBIGETV]"),
@@ -209,6 +211,7 @@ def test_lenient_parse_action_never_raises(reply: str, actions: list[str]) -> No
     ("Action: search[red shoes", False), ("Action: search[red shoes]", True), ("Action: a[b [c]", False),
     ("Action: move north", False), ("Action: move north\n", True), ("Action:\n", False), ("Action:\ndo\n", True),
     ("Thought: I see [a tree]\n", False), ("Thought: go.\nAction: do\nThought: more", True),
+    ("Thought: the best action: go north is blocked\n", False),  # an action named inside a thought
 ])
 def test_a_reply_is_done_once_its_action_line_is(text: str, done: bool) -> None:
     assert action_line_done(text) is done
@@ -659,6 +662,11 @@ def test_openai_agent_gives_up_with_a_clear_error() -> None:
         agent = make_agent(f"openai:scripted@{url}", env, retries=3, max_context=4096)
         agent.reset(obs, info, seed=0)
         with pytest.raises(RuntimeError, match="refused the request"):
+            agent.act(obs, info)
+    with serving(scripted_app([(200, {"x-error": "1"}, "context length exceeded")], [])) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, retries=3, max_context=4096)
+        agent.reset(obs, info, seed=0)
+        with pytest.raises(RuntimeError, match="answered with an error: context length exceeded"):
             agent.act(obs, info)
 
 
