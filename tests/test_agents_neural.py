@@ -174,6 +174,8 @@ def test_cli_bc_saves_a_policy_and_its_record(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "bc.json").read_text())
     assert record["test"]["episodes"] == 2 and record["demonstrations"] > 0 and (tmp_path / "policy.pt").is_file()
+    assert record["demonstrations"] <= record["expert_turns"]
+    assert f"cloned {record['demonstrations']} of {record['expert_turns']} expert turns" in result.output
 
 
 def webshop_turns(obs_mode: str = "text_rich"):

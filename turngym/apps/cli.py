@@ -247,9 +247,15 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
                         progress=progress)
     path = policy.save(out / "policy.pt", env_id=env_id, env_kwargs=kwargs, episodes=episodes, noise=noise,
                        label_smoothing=label_smoothing, history=history)
+    turns = sum(len(t.turns) for t in trajs)
     record: dict[str, Any] = {"env_id": env_id, "env_kwargs": kwargs, "episodes": episodes, "demonstrations":
-                              len(samples), "noise": noise, "label_smoothing": label_smoothing, "history": history}
-    console.print(f"cloned {len(samples)} expert turns: accuracy {history[-1]['accuracy']:.1%}; policy in {path}")
+                              len(samples), "expert_turns": turns, "noise": noise, "label_smoothing": label_smoothing,
+                              "history": history}
+    console.print(f"cloned {len(samples)} of {turns} expert turns: accuracy {history[-1]['accuracy']:.1%}; "
+                  f"policy in {path}")
+    if len(samples) < 0.8 * turns:  # the others chose an action the policy's proposals do not hold
+        console.print(f"[yellow]{turns - len(samples)} expert turns ({1 - len(samples) / turns:.0%}) took actions "
+                      f"outside the env's proposals and were left out: the clone learns from the rest only[/]")
     if evaluate:
         record["test"] = _evaluate_into(out, env_id, kwargs, f"neural:{path}", evaluate,
                                         title=f"{env_id} {kwargs or ''}: test split")
