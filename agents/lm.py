@@ -588,9 +588,13 @@ class LMAgent(Agent):
             keep -= 1
         while True:  # the estimate chose `keep`; the exact count has the last word
             messages = self._assemble(head, user, keep, room)
-            if keep == 0 or self.count_tokens(messages) <= budget:
+            over = self.count_tokens(messages) - budget
+            if over <= 0 or (keep == 0 and room <= 0):
                 return messages, user
-            keep -= 1
+            if keep:
+                keep -= 1
+            else:  # the estimate let the summary of earlier turns run over: shrink it by as much
+                room -= over
 
     def user_message(self, turn: int, text: str, actions: list[str], feedback: str | None) -> str:
         return compact_user_message(text, actions, feedback) if self.compact else \
@@ -620,13 +624,13 @@ class LMAgent(Agent):
         turns.append({"role": "user", "content": user})
         if head[1:] and not older:  # after the example, say where this episode starts
             turns[0] = {"role": "user", "content": "Your episode.\n\n" + turns[0]["content"]}
-        if older:
-            # The summary opens the first user message (roles must alternate in many chat templates);
-            # when even the summary is too long, its oldest lines go first.
-            lines = [e.summary() for e in older]
-            room -= sum(e.tokens for e in kept)
-            while len(lines) > 1 and sum(self.estimate_tokens(line) + 1 for line in lines) + 12 > room:
-                lines.pop(0)
+        lines = [e.summary() for e in older]
+        room -= sum(e.tokens for e in kept)
+        # when even the summary is too long its oldest lines go first, all of them if none fits the context
+        while lines and sum(self.estimate_tokens(line) + 1 for line in lines) + 12 > room:
+            lines.pop(0)
+        if lines:
+            # The summary opens the first user message (roles must alternate in many chat templates).
             omitted = len(older) - len(lines)
             summary = f"Summary of earlier turns{f' ({omitted} oldest omitted)' if omitted else ''}:\n"
             opener = "Your episode. " if head[1:] else ""

@@ -472,6 +472,22 @@ def test_history_is_summarised_whole_turns_at_a_time_within_the_budget(lm: str) 
     assert len(kept) + len(summarised) == len(agent.history)
 
 
+@pytest.mark.parametrize("max_context", [500, 800])
+def test_the_full_prompt_never_runs_past_max_context(gpt2_lm: str, max_context: int) -> None:
+    # with no earlier turn kept whole, the summary of them used to stay at one line at least and
+    # go unchecked: 2 to 39 tokens over on Craft
+    env = gym.make("turngym/Craft-v0")
+    agent = make_agent(f"hf:{gpt2_lm}", env, prompt="full", max_new_tokens=16, max_context=max_context)
+    obs, info = env.reset(seed=0)
+    agent.reset(obs, info, seed=1)
+    for _ in range(25):
+        action = agent.act(obs, info)
+        assert agent.last_record["extras"]["usage"]["prompt_tokens"] <= max_context
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+
+
 def test_an_observation_longer_than_the_budget_is_cut_visibly(lm: str) -> None:
     budget = 420
     env = gym.make("turngym/LongDocVQA-v0", max_turns=2)
