@@ -25,6 +25,7 @@ agents themselves (`agents/hf.py`, `agents/chat_api.py`) load when an `hf:` or `
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from abc import abstractmethod
@@ -195,9 +196,11 @@ def _spans(reply: str, action: str) -> list[tuple[str, int, int]]:
             if argument and not _COPIED_PLACEHOLDERS.fullmatch(raw.strip("`'\"*_ ")):
                 hits.append((f"{verb}[{argument}]", m.start(), m.end() + len(raw) + 1))
         return hits
-    if "<" in action and ">" in action:  # a template without brackets: placeholders are single words
-        parts = re.split(r"<[^<>]*>", action)
-        pattern = r"(\S+)".join(re.escape(part) for part in parts)
+    if "<" in action and ">" in action:  # a template without brackets: a placeholder is one word, or
+        parts = re.split(r"<[^<>]*>", action)  # any text on the line where it stands in quotes (type(<id>, "<text>"))
+        pattern = re.escape(parts[0]) + "".join(
+            (r"([^\"'\n]+)" if before.endswith(('"', "'")) else r"(\S+)") + re.escape(part)
+            for before, part in itertools.pairwise(parts))
         return [(m.group(0), *m.span()) for m in re.finditer(rf"(?<!\w){pattern}(?!\w)", reply, re.IGNORECASE)
                 if not any("<" in g for g in m.groups())]
     words = r"\s+".join(re.escape(word) for word in action.split())

@@ -167,6 +167,7 @@ CRAFT_ACTIONS = ["move north", "move south", "do", "noop", "place table", "make 
     ("zoom[0, 0, 0.5, 0.5]", ["zoom[<x0>, <y0>, <x1>, <y1>]", "answer[<number>]"], "zoom[0, 0, 0.5, 0.5]"),
     ("goto tree", ["goto <target>"], "goto tree"),  # a template without brackets
     ("I will move north east now", ["move north", "move north east"], "move north east"),  # not two actions
+    ('type(1, "braided hdmi cable")', ["click(<id>)", 'type(<id>, "<text>")'], 'type(1, "braided hdmi cable")'),
     # Well-formed replies keep parse_action's behaviour, admissible or not.
     ("Thought: north.\nAction: move west", CRAFT_ACTIONS, "move west"),
     ("Action: click[B0PKBIGETV] or click[Buy Now]", WEBSHOP_RESULTS, "click[B0PKBIGETV]"),
