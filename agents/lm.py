@@ -176,13 +176,9 @@ def find_admissible(reply: str, actions: list[str]) -> str | None:
     return next(iter(found)) if len(found) == 1 else None
 
 
-def _admissible_hits(reply: str, action: str) -> list[str]:
-    """Every mention of `action` (a fixed action or a template) in `reply`, as the action to take."""
-    return [hit for hit, _, _ in _spans(reply, action)]
-
-
 def _spans(reply: str, action: str) -> list[tuple[str, int, int]]:
-    """`_admissible_hits` with where each mention starts and ends in `reply`."""
+    """Every mention of `action` (a fixed action or a template) in `reply`, as the action to take,
+    with where it starts and ends in `reply`."""
     action = action.strip()
     if len(action.splitlines()) != 1:  # empty, or not one line: no env lists such an action
         return []
@@ -209,7 +205,7 @@ def _spans(reply: str, action: str) -> list[tuple[str, int, int]]:
 
 def is_admissible(action: str, actions: list[str]) -> bool:
     """Whether `action` is one of `actions` (ignoring case), or fills one of its templates."""
-    return any(hit.lower() == action.lower() for a in actions for hit in _admissible_hits(action, a))
+    return any(hit.lower() == action.lower() for a in actions for hit, _, _ in _spans(action, a))
 
 
 def action_line_done(text: str) -> bool:
