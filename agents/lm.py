@@ -203,9 +203,18 @@ def _spans(reply: str, action: str) -> list[tuple[str, int, int]]:
     return [(action, *m.span()) for m in re.finditer(rf"(?<![\w\[]){words}(?![\w\]])", reply, re.IGNORECASE)]
 
 
+def admissible_form(action: str, actions: list[str]) -> str | None:
+    """`action` as the env spells it, when it is one of `actions` or fills one of its templates,
+    else None. Case and the spacing between words do not matter (`Move  North` -> `move north`), nor
+    spaces or wrappers inside a template's brackets (`search[ red shoes ]` -> `search[red shoes]`)."""
+    action = action.strip()
+    return next((hit for a in actions for hit, start, end in _spans(action, a)
+                 if (start, end) == (0, len(action))), None)
+
+
 def is_admissible(action: str, actions: list[str]) -> bool:
-    """Whether `action` is one of `actions` (ignoring case), or fills one of its templates."""
-    return any(hit.lower() == action.lower() for a in actions for hit, _, _ in _spans(action, a))
+    """Whether `action` is one of `actions` (ignoring case and spacing), or fills one of its templates."""
+    return admissible_form(action, actions) is not None
 
 
 def action_line_done(text: str) -> bool:
@@ -526,8 +535,10 @@ class LMAgent(Agent):
                                             admissible)
             reply = completion.prefill + completion.text  # the whole assistant turn
             action, error = parse_action(reply, admissible)
-            if not admissible or attempt == self.resample or (action is not None
-                                                              and is_admissible(action, admissible)):
+            canonical = admissible_form(action, admissible) if action is not None else None
+            if canonical is not None:
+                action = canonical  # the env's spelling: `Move  North` would be invalid there
+            if not admissible or attempt == self.resample or canonical is not None:
                 break
             rejected.append(reply)
         self.history.append(Exchange(turn, user, reply, action,

@@ -29,6 +29,7 @@ from turngym.agents.lm import (
     ACTION_REPLY_TOKENS,
     ACTION_SLACK_TOKENS,
     action_line_done,
+    admissible_form,
     check_style,
     find_admissible,
     is_admissible,
@@ -222,6 +223,10 @@ def test_admissible_means_listed_or_filling_a_template() -> None:
     assert is_admissible("Move North", CRAFT_ACTIONS) and not is_admissible("move up", CRAFT_ACTIONS)
     assert is_admissible("search[red shoes]", ["search[<query>]"])
     assert not is_admissible("search[<query>]", ["search[<query>]"]) and not is_admissible("search[]", ["search[<q>]"])
+    # the env's spelling, whatever the case and spacing of the words
+    assert admissible_form("Move  North", CRAFT_ACTIONS) == "move north"
+    assert admissible_form("Search[ red  shoes ]", ["search[<query>]"]) == "search[red  shoes]"
+    assert admissible_form("move north east", CRAFT_ACTIONS) is None and admissible_form("do it", CRAFT_ACTIONS) is None
 
 
 # --- options ----------------------------------------------------------------------------------
@@ -717,6 +722,19 @@ def test_openai_agent_ignores_the_prefill_and_resamples_an_inadmissible_action()
     assert seen[0]["body"]["seed"] != seen[1]["body"]["seed"]
     extras = agent.last_record["extras"]
     assert extras["rejected"] == ["Action: fly away"] and "prefill" not in extras and "parse_error" not in extras
+
+
+def test_an_admissible_action_written_loosely_is_sent_as_the_env_spells_it() -> None:
+    """`Action: Move  North` names an admissible action: it is taken as `move north`, not judged
+    inadmissible and asked again."""
+    seen: list[dict[str, Any]] = []
+    env = gym.make("turngym/Craft-v0", max_turns=2)
+    obs, info = env.reset(seed=0)
+    with serving(scripted_app([(200, {}, "Action: Move  North")], seen)) as url:
+        agent = make_agent(f"openai:scripted@{url}", env, prompt="compact", resample=1, max_context=4096)
+        agent.reset(obs, info, seed=0)
+        action = agent.act(obs, info)
+    assert action == "move north" and len(seen) == 1 and "rejected" not in agent.last_record["extras"]
 
 
 # --- a real small model -----------------------------------------------------------------------
