@@ -73,13 +73,13 @@ def test_play_in_the_terminal(tmp_path):
 
 
 def test_demo_writes_a_report(tmp_path):
-    code, out = invoke("demo", "--episodes", "2", "--train-steps", "4000", "--out", str(tmp_path))
+    code, out = invoke("demo", "--episodes", "1", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0, out
     report_dir = tmp_path / "report"
     assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
-    # the demo is the demo-v2 suite, played as `turngym eval` plays a suite: one results schema
+    # the demo is the demo-v3 suite, played as `turngym eval` plays a suite: one results schema
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["suite"] == "demo-v2"
+    assert results["suite"] == "demo-v3"
     rows = {(r["agent"], r["entry"]): r for r in results["rows"] if not r["task_type"]}
     craft = [r for (agent, entry), r in rows.items() if entry.startswith("craft-") and entry != "craft-diamond-images"]
     assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}
@@ -113,13 +113,13 @@ def test_demo_writes_a_report(tmp_path):
     # a rerun resumes: nothing is played or trained again
     metrics = tmp_path / "training" / "grpo" / "metrics.jsonl"
     stamp = metrics.stat().st_mtime_ns
-    code, _ = invoke("demo", "--episodes", "2", "--train-steps", "4000", "--out", str(tmp_path))
+    code, _ = invoke("demo", "--episodes", "1", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     assert metrics.stat().st_mtime_ns == stamp
     # more training steps extend the runs from their checkpoints (an update plays ~12k steps here);
     # the episodes stay as they were
     done = max(read_metrics(tmp_path / "training" / algo)[-1]["env_steps"] for algo in ("grpo", "prm"))
-    code, out = invoke("demo", "--episodes", "2", "--train-steps", str(done + 1), "--out", str(tmp_path))
+    code, out = invoke("demo", "--episodes", "1", "--train-steps", str(done + 1), "--out", str(tmp_path))
     assert code == 0 and json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     for algo in ("grpo", "prm"):
         rows = read_metrics(tmp_path / "training" / algo)

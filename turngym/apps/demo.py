@@ -1,8 +1,8 @@
 """`make demo` / `turngym demo`: the demo suite played by the built-in agents, a short training run,
 and one report of both.
 
-The demo is data: the versioned suite `assets/suites/demo-v2.yaml` says which envs, tasks and agents
-it plays. This module only runs it like `turngym eval --suite demo-v2` would (resumable, in worker
+The demo is data: the versioned suite `assets/suites/demo-v3.yaml` says which envs, tasks and agents
+it plays. This module only runs it like `turngym eval --suite demo-v3` would (resumable, in worker
 processes), trains two estimators on sparse Craft like `turngym train` would, and writes the report
 of the folder like `turngym report` would: the family-specific columns come from the episodes'
 `score_parts`, and the learning curves from the training runs' metrics.jsonl.
@@ -17,7 +17,7 @@ from rich.console import Console
 
 from turngym.console import progress_bar
 
-SUITE = "demo-v2"
+SUITE = "demo-v3"
 # the suite's entries say who plays what; hf:smollm2 is SmolLM2-135M-Instruct, which make install converts
 AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle", "hf:smollm2", "hf:smollm2?mode=score")
 TRAIN_TASK, TRAIN_STEPS, TRAIN_ALGOS = "wood_pickaxe", 40_000, ("grpo", "prm")
