@@ -150,21 +150,22 @@ def test_turns_encoded_apart_and_joined_are_the_batch_encoded_together(image):
     assert torch.equal(policy(joined)[0], policy(together)[0])
 
 
-def test_behaviour_cloning_from_200_oracle_episodes_makes_a_wood_pickaxe(tmp_path):
-    """The issue's figure: cloned from 200 oracle episodes, >= 80% of the 100 test seeds (about a
-    minute on one core; bench/agents.py prints the same run with timings)."""
+def test_behaviour_cloning_from_100_oracle_episodes_makes_a_wood_pickaxe(tmp_path):
+    """Issue 6's bar, >= 80% of the 100 test seeds, from half its 200 oracle episodes (1,413 expert
+    turns; about 40 s of cloning on one core). bench/agents.py prints the issue's own 200-episode
+    run, with timings."""
     kwargs = {"task": "wood_pickaxe"}
-    samples = demonstrations(collect(CRAFT, 200, env_kwargs=kwargs, seed=10_000), proposer(CRAFT))
+    samples = demonstrations(collect(CRAFT, 100, env_kwargs=kwargs, seed=10_000), proposer(CRAFT))
     policy = new_policy(seed=0)
     history = clone(policy, samples, epochs=10)
     assert history[-1]["loss"] < history[0]["loss"] / 3 and history[-1]["accuracy"] > 0.8
     path = policy.save(tmp_path / "bc.pt")
     cloned = entry_row(evaluate(CRAFT, [f"neural:{path}"], 100, env_kwargs=kwargs), f"neural:{path}")
     assert cloned["success_rate"] >= 0.8, cloned
-    # Flailing for 200 turns makes a pickaxe now and then (an untrained policy: about half the time);
+    # Flailing for 200 turns makes a pickaxe now and then (an untrained policy: a third to half the time);
     # the clone does it far more often and in a fraction of the turns.
     untrained = new_policy(seed=0).save(tmp_path / "untrained.pt")
-    floor = entry_row(evaluate(CRAFT, [f"neural:{untrained}"], 20, env_kwargs=kwargs), f"neural:{untrained}")
+    floor = entry_row(evaluate(CRAFT, [f"neural:{untrained}"], 10, env_kwargs=kwargs), f"neural:{untrained}")
     assert floor["success_rate"] < 0.7 and cloned["mean_turns"] < floor["mean_turns"] / 2
 
 

@@ -37,7 +37,11 @@ def test_check_env_passes_without_warnings(env_id):
 
 
 def play(env_id: str, seed: int, turns: int, **kwargs):
-    """Reset with `seed`, then alternate seeded random admissible actions and junk strings."""
+    """Reset with `seed`, then alternate seeded random admissible actions and junk strings. The
+    browser plays a third of the turns: each of its steps loads a page in Chromium (about 0.3 s), it
+    still ends episodes and resets, and tests/test_webshop_browser.py checks its pages and pixels."""
+    if "Browser" in env_id:
+        turns = max(1, turns // 3)
     env = gym.make(env_id, **kwargs)
     agent = make_agent("random", env)
     obs, info = env.reset(seed=seed)

@@ -57,10 +57,10 @@ def test_group_rollouts_share_their_world_and_differ_in_play():
 
 def test_prm_training_learns_wood_pickaxe_from_scratch(tmp_path):
     """Sparse reward (1 on success, at the end): the sampled policy's success rises well above
-    random play's ~37% within 60k env steps."""
-    rows = train(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", algo="prm", steps=60_000, seed=0,
+    random play's ~37% within 46k env steps (5 updates)."""
+    rows = train(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", algo="prm", steps=46_000, seed=0,
                                    out=str(tmp_path), tensorboard=False), progress=False)
-    assert rows[-1]["env_steps"] >= 60_000
+    assert rows[-1]["env_steps"] >= 46_000
     first, last = rows[0]["success"], np.mean([r["success"] for r in rows[-2:]])
     assert last > first + 0.15 and last > 0.6, [r["success"] for r in rows]
     assert all(np.isfinite(r["prm_q_loss"]) for r in rows)
