@@ -222,8 +222,9 @@ def test_cli_train_saves_the_model_and_resumes_exactly(tmp_path, monkeypatch, al
 def test_the_fit_lowers_its_loss_on_every_batch(tmp_path, algo):
     """Each update's fit must improve on its own batch what the model fitted on earlier batches
     had: SPA's decomposition error (R - sum_t c_t)^2 falls; OPRL's DPO loss falls and its
-    preference accuracy ends above chance. A sign error in either loss, or a fit that does not
-    reach the model, fails this."""
+    preference accuracy ends above chance on average (a batch of a dozen pairs can end at chance
+    while its loss falls: on one CPU, update 4 went from 0.42 to 0.50). A sign error in either
+    loss, or a fit that does not reach the model, fails this."""
     rows = train(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", algo=algo, steps=4000, groups=4, group_size=4,
                                    env_kwargs={"max_turns": 60, "reward": "progress"}, out=str(tmp_path),
                                    tensorboard=False), progress=False)
@@ -234,7 +235,8 @@ def test_the_fit_lowers_its_loss_on_every_batch(tmp_path, algo):
         assert rows[0]["oprl_acc_before"] == 0.5  # pi_phi starts as the policy that played the batch
         fitted = [r for r in rows if r["oprl_pairs"]]
         assert len(fitted) >= 3
-        assert all(r["oprl_loss"] < r["oprl_loss_before"] and r["oprl_acc"] > 0.5 for r in fitted), fitted
+        assert all(r["oprl_loss"] < r["oprl_loss_before"] for r in fitted), fitted
+        assert sum(r["oprl_acc"] for r in fitted) / len(fitted) > 0.6, fitted
 
 
 @pytest.mark.parametrize("algo", ["spa", "oprl"])
