@@ -34,9 +34,9 @@ class HopVQAOracle(Agent):
 
 
 @cache
-def most_frequent_answer(variant: str, hops: int | None, size: int) -> int:
+def most_frequent_answer(variant: str, hops: int | None, size: int, version: int = 0) -> int:
     """The commonest answer over the first training tasks: the best constant guess."""
-    answers = Counter(make_task(seed, chain_length(seed, variant, hops), size)[1].answer
+    answers = Counter(make_task(seed, chain_length(seed, variant, hops), size, version)[1].answer
                       for seed in TRAIN_SEEDS[:FLOOR_SAMPLE])
     return min(answers, key=lambda a: (-answers[a], a))
 
@@ -48,7 +48,7 @@ class HopVQAFloor(Agent):
 
     def __init__(self, env: gym.Env, argument: str = "") -> None:
         inner = env.unwrapped
-        self.guess = most_frequent_answer(inner.variant, inner.hops, inner.size)
+        self.guess = most_frequent_answer(inner.variant, inner.hops, inner.size, inner.version)
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         return f"answer[{self.guess}]"

@@ -28,5 +28,12 @@ register(
     "turngym.envs.hopvqa:HopVQAEnv",
     "Multi-hop visual queries: zoom into a generated scene, claim each hop, answer one verifiable number.",
 )
+register(
+    "turngym/HopVQA-v1",
+    "turngym.envs.hopvqa:HopVQAEnv",
+    "HopVQA with no question people could read differently from its rules (v0's known defects fixed).",
+    version=1,
+)
 register_commands("webshop", "turngym.envs.webshop.commands:app")
 register_commands("longdoc", "turngym.envs.longdoc.commands:app")
+register_commands("hopvqa", "turngym.envs.hopvqa.commands:app")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import gymnasium as gym
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 import turngym
 from turngym import read_jsonl, rollout, write_jsonl
 from turngym.agents import make_agent
+from turngym.apps.harness import OUT_OF_DATE
 
 ENV_IDS = turngym.list_envs()
 INFO_KEYS = {"task_id", "instruction", "turn", "actions", "valid", "error"}
@@ -33,7 +35,10 @@ def test_check_env_passes_without_warnings(env_id):
         env = gym.make(env_id)
         check_env(env.unwrapped)
         env.close()
-    assert not caught, [str(w.message) for w in caught]
+    # gym.make's notice that a newer version exists (HopVQA-v0) is the only warning allowed, and only there
+    superseded = [w for w in caught if re.match(OUT_OF_DATE, str(w.message))]
+    assert len(superseded) == (env_id == "turngym/HopVQA-v0")
+    assert not [w for w in caught if w not in superseded], [str(w.message) for w in caught]
 
 
 def play(env_id: str, seed: int, turns: int, **kwargs):

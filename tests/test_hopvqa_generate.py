@@ -14,25 +14,26 @@ from turngym.envs.hopvqa.scene import Scene, generate_scene
 
 
 @cache
-def queries() -> dict[int, list[tuple[Scene, Query | None]]]:
+def queries(strict: bool = False) -> dict[int, list[tuple[Scene, Query | None]]]:
     scenes = [generate_scene(seed) for seed in range(200)]
-    return {n: [(sc, build_query(sc, Draw(sc.seed, 4, n), n)) for sc in scenes] for n in range(1, 6)}
+    return {n: [(sc, build_query(sc, Draw(sc.seed, 4, n), n, strict)) for sc in scenes] for n in range(1, 6)}
 
 
-def check_referents(sc: Scene, hop: Hop, inputs: dict) -> None:
+def check_referents(sc: Scene, hop: Hop, inputs: dict, strict: bool) -> None:
     """Every "the X" in the hop singles out one object: re-run each unique step's input."""
     for step in hop.steps:
         if step["op"] == "unique":
-            assert len(execute(sc, hop.steps[: step["in"][0] + 1], inputs)) == 1
+            assert len(execute(sc, hop.steps[: step["in"][0] + 1], inputs, strict)) == 1
     last = hop.steps[-1]
     if hop.kind == "instance":
         assert last["op"] in ("unique", "extreme") or last.get("rel") == "nearest"
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["v0", "v1"])
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
-def test_build_query_chains(n):
-    built = [(sc, q) for sc, q in queries()[n] if q is not None]
-    assert len(built) >= 0.85 * len(queries()[n])
+def test_build_query_chains(n, strict):
+    built = [(sc, q) for sc, q in queries(strict)[n] if q is not None]
+    assert len(built) >= 0.85 * len(queries(strict)[n])
     for sc, q in built:
         assert len(q.hops) == n
         assert [h.index for h in q.hops] == list(range(1, n + 1))
@@ -42,10 +43,10 @@ def test_build_query_chains(n):
         assert q.question.endswith(("?", "."))
         for h in q.hops:
             inputs = {e.index: e.value for e in q.hops[: h.index - 1]}
-            assert execute(sc, list(h.steps), inputs) == h.value
+            assert execute(sc, list(h.steps), inputs, strict) == h.value
             assert all(s["op"] in STEP_TYPES for s in h.steps)
             assert all(s["hop"] < h.index for s in h.steps if s["op"] == "hop")
-            check_referents(sc, h, inputs)
+            check_referents(sc, h, inputs, strict)
             if h.kind == "set":
                 assert h.value == sorted(h.value)
             if h.kind == "instance":

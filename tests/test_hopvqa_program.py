@@ -145,6 +145,78 @@ def test_container_holding_the_most():
         run([*filt("category", "star"), {"op": "extreme", "in": [1], "fn": "most"}], sc=sc)
 
 
+# ---- strict (HopVQA-v1): no reading people could settle differently -------------------------------
+
+
+def strict(steps: list[dict], inputs: dict | None = None, sc: Scene = S):
+    return execute(sc, steps, inputs or {}, strict=True)
+
+
+def test_strict_filters_keep_containers_out_of_object_scales():
+    # "not in any container" over a set with a container is moot for the container: refused.
+    with pytest.raises(ProgramError, match="filter the containers out first"):
+        strict(filt("placement", "loose"))
+    loose_stars = [*filt("category", "star"), {"op": "filter", "in": [1], "attr": "placement", "value": "loose"}]
+    assert strict(loose_stars) == [6]
+    assert strict(filt("placement", "contained")) == [1, 2]  # a container is in none on either reading
+    # A medium box is medium among boxes but bigger than any large object: "medium objects" is refused,
+    # "medium boxes" is not; a large box is large on both scales.
+    medium = scene(("box", "red", "medium", (100, 100, 300, 300), None, None),
+                   *[(o.category, o.color, o.size, o.box, o.label, o.container) for o in S.objects[1:]])
+    assert run(filt("size", "medium"), sc=medium) == [0, 2, 5]  # v0 counts the box
+    with pytest.raises(ProgramError, match="filter by kind first"):
+        strict(filt("size", "medium"), sc=medium)
+    with pytest.raises(ProgramError, match="filter by kind first"):
+        strict(filt("size", "large"), sc=medium)  # v0 leaves the box out; on objects' scale it is large
+    assert strict([*filt("category", "box"), {"op": "filter", "in": [1], "attr": "size", "value": "medium"}],
+                  sc=medium) == [0]
+    assert strict(filt("size", "large")) == [0, 3] and strict(filt("size", "small")) == [1, 4, 6]
+
+
+def test_strict_sides_refuse_an_object_on_the_anchor_edge():
+    sc = scene(("circle", "red", "large", (300, 300, 400, 400), None, None),
+               ("star", "red", "small", (200, 100, 296, 140), None, None),  # 4 px short of the edge
+               ("star", "red", "small", (100, 100, 140, 140), None, None))  # far left
+    assert related("left", 0, sc) == [1, 2]
+    with pytest.raises(ProgramError, match="on the line"):
+        execute(sc, [{"op": "scene", "in": []}, {"op": "hop", "in": [], "hop": 1},
+                     {"op": "relate", "in": [0, 1], "rel": "left"}], {1: 0}, strict=True)
+    clear = [{"op": "scene", "in": []}, {"op": "filter", "in": [0], "attr": "color", "value": "red"},
+             {"op": "hop", "in": [], "hop": 1}, {"op": "relate", "in": [1, 2], "rel": "above"}]
+    assert execute(sc, clear, {1: 0}, strict=True) == [1, 2]  # 160 px above: nobody near the line
+    assert execute(S, [{"op": "scene", "in": []}, {"op": "hop", "in": [], "hop": 1},
+                       {"op": "relate", "in": [0, 1], "rel": "right"}], {1: 0}, strict=True) == [3, 4]
+
+
+def test_strict_nearest_is_nearest_both_centre_to_centre_and_edge_to_edge():
+    steps = [*filt("category", "square"), {"op": "hop", "in": [], "hop": 1},
+             {"op": "relate", "in": [1, 2], "rel": "nearest"}]
+    sc = scene(("circle", "red", "small", (300, 300, 320, 320), None, None),
+               ("square", "red", "large", (330, 250, 450, 370), None, None),  # centre 80 px off, edge 10 px
+               ("square", "red", "small", (250, 300, 270, 320), None, None))  # centre 50 px off, edge 30 px
+    assert run(steps, {1: 0}, sc) == 2
+    with pytest.raises(ProgramError, match="edge to edge"):
+        strict(steps, {1: 0}, sc)
+    assert strict(steps, {1: 3}) == 5  # the only square
+
+
+def test_strict_superlatives_agree_between_drawn_area_and_extent():
+    largest = [{"op": "scene", "in": []}, {"op": "extreme", "in": [0], "fn": "largest"}]
+    sc = scene(("star", "red", "large", (0, 0, 100, 100), None, None),  # the bigger box, about 30% painted
+               ("square", "red", "large", (200, 0, 270, 70), None, None))  # 4,900 px, all painted
+    assert run(largest, sc=sc) == 0
+    with pytest.raises(ProgramError, match="drawn area"):
+        strict(largest, sc=sc)
+    agree = scene(("star", "red", "small", (0, 0, 60, 60), None, None),
+                  ("square", "red", "large", (200, 0, 300, 100), None, None))
+    assert strict(largest, sc=agree) == 1
+    close = scene(("circle", "red", "large", (0, 0, 100, 100), None, None),  # pi/4 of its box: 7,850 px
+                  ("square", "red", "large", (200, 0, 285, 85), None, None))  # 7,225 px: within 10%
+    assert run(largest, sc=close) == 0
+    with pytest.raises(ProgramError, match="no clear winner"):
+        strict(largest, sc=close)
+
+
 # ---- count / read / arithmetic --------------------------------------------------------------------
 
 

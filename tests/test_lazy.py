@@ -73,6 +73,7 @@ def test_each_family_lists_its_own_agents_and_loads_them_on_demand():
     assert {i: set(n) - generic for i, n in out["names"].items()} == {
         "turngym/Craft-v0": {"oracle"},  # no heuristic: the harness skips it for Craft
         "turngym/HopVQA-v0": {"heuristic", "oracle"},
+        "turngym/HopVQA-v1": {"heuristic", "oracle"},
         "turngym/LongDocVQA-v0": {"heuristic", "oracle"},
         "turngym/WebShop-v0": {"heuristic", "oracle"},
         "turngym/WebShopBrowser-v0": {"heuristic", "oracle"},  # inherited from WebShopEnv through the MRO

@@ -1,4 +1,4 @@
-"""turngym/HopVQA-v0: a multi-hop question about a generated scene, with one verifiable integer answer."""
+"""turngym/HopVQA-v0 and -v1: a multi-hop question about a generated scene, with one verifiable integer answer."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from turngym.envs.hopvqa.scene import Scene, generate_scene, render
 from turngym.envs.hopvqa.tasks import parse_task_id, splits
 
 VARIANTS = ("full", "half", "single")
+VERSIONS = (0, 1)
 CLAIM = re.compile(r"\s*(\d+)\s*,(.*)", re.DOTALL)
 INTEGER = re.compile(r"\s*([-+]?\d+)(?:\.0*)?\s*")
 MIN_ZOOM = 0.05  # the smallest zoom box side, as a fraction of the image
@@ -32,20 +33,27 @@ def chain_length(seed: int, variant: str, hops: int | None) -> int:
 
 
 @lru_cache(maxsize=64)
-def make_task(seed: int, hops: int, size: int) -> tuple[Scene, Query]:
-    """Task `seed`: the first (scene, query) draw that gives a valid, unambiguous chain of `hops` hops."""
+def make_task(seed: int, hops: int, size: int, version: int = 0) -> tuple[Scene, Query]:
+    """Task `seed`: the first (scene, query) draw that gives a valid, unambiguous chain of `hops` hops
+    (from version 1 on, unambiguous under program.py's strict rules)."""
     for attempt in range(ATTEMPTS):
         scene = generate_scene(seed, size=size, attempt=attempt)
-        query = build_query(scene, Draw(seed, 4, attempt), hops)
+        query = build_query(scene, Draw(seed, 4, attempt), hops, strict=version >= 1)
         if query is not None:
             return scene, query
     raise RuntimeError(f"no valid {hops}-hop query for seed {seed} in {ATTEMPTS} scenes")
 
 
+def task_answer(seed: int, chain: str, version: int = 0, size: int = 768) -> int:
+    """Task hop-<seed>'s answer in a chain setting of the splits ("full", "half", "single", "1"-"5")."""
+    variant, hops = (chain, None) if chain in VARIANTS else ("full", int(chain))
+    return make_task(seed, chain_length(seed, variant, hops), size, version)[1].answer
+
+
 @lru_cache(maxsize=8)
-def _picture(seed: int, hops: int, size: int) -> tuple[np.ndarray, Image.Image]:
+def _picture(seed: int, hops: int, size: int, version: int) -> tuple[np.ndarray, Image.Image]:
     """Task `seed`'s rendering, as an array and as the PIL image zooms resample from."""
-    pixels = render(make_task(seed, hops, size)[0])
+    pixels = render(make_task(seed, hops, size, version)[0])
     pixels.flags.writeable = False
     return pixels, Image.fromarray(pixels)
 
@@ -88,8 +96,15 @@ class HopVQAEnv(TurnEnv):
     - `size`: the image side in pixels (default 768).
     - `max_turns`: turn budget (default None: 8).
     - `render_mode`: "ansi" (the text view) or "rgb_array" (the image view) (default None).
+    - `version`: the task generation, which the registered id sets: 0 for HopVQA-v0, 1 for
+      HopVQA-v1 (default 0).
 
     ## Version History
+    - v1: no question that people could read differently from its rules: a size or "not in any
+      container" filter never runs over containers, side relations keep every object clear of the
+      anchor's edge, "largest" and "smallest" agree between drawn areas and extents, the nearest
+      object is also nearest edge to edge (program.py's `strict`). New frozen, answer-balanced splits
+      (assets/hopvqa/splits-v1.yaml); the scenes, actions and rewards are v0's.
     - v0: the first version.
     """
 
@@ -97,16 +112,20 @@ class HopVQAEnv(TurnEnv):
     default_max_turns = 8
 
     def __init__(self, variant: str = "full", hops: int | None = None, size: int = 768, max_turns: int | None = None,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, version: int = 0) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
         if hops is not None and not 1 <= int(hops) <= 5:
             raise ValueError(f"hops must be 1 to 5, got {hops}")
         if not 256 <= int(size) <= 2048:
             raise ValueError(f"size must be 256 to 2048 pixels, got {size}")
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS} (make turngym/HopVQA-v{VERSIONS[-1]} for the latest), "
+                             f"got {version!r}")
         super().__init__(max_turns=max_turns, render_mode=render_mode, image_shape=(int(size), int(size), 3))
         self.variant, self.hops, self.size = variant, None if hops is None else int(hops), int(size)
-        self.splits = splits(self.variant if self.hops is None else str(self.hops))
+        self.version = version
+        self.splits = splits(self.variant if self.hops is None else str(self.hops), version)
 
     def _load_task(self, task_id: str | None) -> str:
         if task_id is None:
@@ -114,8 +133,8 @@ class HopVQAEnv(TurnEnv):
             task_id = train[int(self.np_random.integers(len(train)))]
         self.seed_of_task = parse_task_id(task_id)
         length = chain_length(self.seed_of_task, self.variant, self.hops)
-        self.scene, self.query = make_task(self.seed_of_task, length, self.size)
-        self.picture, self.pil = _picture(self.seed_of_task, length, self.size)
+        self.scene, self.query = make_task(self.seed_of_task, length, self.size, self.version)
+        self.picture, self.pil = _picture(self.seed_of_task, length, self.size, self.version)
         self.instruction = self.query.question
         self.view = (0.0, 0.0, 1.0, 1.0)
         self.claims: dict[int, tuple[str, bool]] = {}

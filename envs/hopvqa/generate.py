@@ -61,8 +61,8 @@ REL_SET_ATTRS = ((), ("category",), ("color",), ("size",), ("labeled",))
 class _Chain:
     """Writes one query hop by hop, executing each hop's program as soon as it is written."""
 
-    def __init__(self, scene: Scene, draw: Draw) -> None:
-        self.scene, self.d, self.w = scene, draw, wording()
+    def __init__(self, scene: Scene, draw: Draw, strict: bool = False) -> None:
+        self.scene, self.d, self.w, self.strict = scene, draw, wording(), strict
         self.objs = {o.id: o for o in scene.objects}
         self.hops: list[Hop] = []
         self.nouns: dict[int, str] = {}  # how later hops mention hop k
@@ -94,6 +94,8 @@ class _Chain:
 
     def add_filters(self, p: _Steps, start: int, obj: Obj, attrs: Sequence[str]) -> int:
         step = start
+        if self.strict:  # the category first, so a size or placement filter sees one kind of object
+            attrs = sorted(attrs, key=lambda k: k != "category")
         for k in attrs:
             if k == "labeled":
                 step = p.add("filter", step, attr="labeled", value=True)
@@ -206,7 +208,7 @@ class _Chain:
         return self.unique(p, near, ids, clause, digit=digit)
 
     def anchor_id(self, p: _Steps, phrase: _Phrase) -> int:
-        return execute(self.scene, p.steps[: phrase.step + 1], self.inputs())
+        return execute(self.scene, p.steps[: phrase.step + 1], self.inputs(), self.strict)
 
     def nearest(self, p: _Steps, scene: int, anchor: Obj, ref: _Phrase) -> _Phrase:
         """"the star nearest to {ref}": the kind comes from a random other object."""
@@ -270,7 +272,7 @@ class _Chain:
         return {h.index: h.value for h in self.hops}
 
     def commit(self, text: str, kind: str, p: _Steps, noun: str) -> int:
-        value = execute(self.scene, p.steps, self.inputs())
+        value = execute(self.scene, p.steps, self.inputs(), self.strict)
         ok = {"instance": isinstance(value, int), "set": isinstance(value, list), "number": isinstance(value, int)}
         if not ok[kind]:
             raise ProgramError(f"The hop was meant to give a {kind}, got {value!r}.")
@@ -400,11 +402,12 @@ class _Chain:
         return " ".join(parts)
 
 
-def build_query(scene: Scene, draw: Draw, hops: int) -> Query | None:
-    """A chain of exactly `hops` hops (1-5) over `scene`, or None when this draw cannot make a valid one."""
+def build_query(scene: Scene, draw: Draw, hops: int, strict: bool = False) -> Query | None:
+    """A chain of exactly `hops` hops (1-5) over `scene`, or None when this draw cannot make a valid one.
+    `strict` (HopVQA-v1) also rejects every hop that people could read differently (program.py)."""
     if not 1 <= hops <= 5:
         raise ValueError(f"A query has 1 to 5 hops, not {hops}.")
-    chain = _Chain(scene, draw)
+    chain = _Chain(scene, draw, strict)
     try:
         chain.build(hops)
     except ProgramError:

@@ -7,6 +7,14 @@ by `execute`, so every hop's ground truth can be re-derived from the scene alone
 is checked by `hop_value_matches`. `execute` refuses anything ambiguous (a "the X" that matches
 several objects, a near-tie for nearest or a superlative); generate.py draws the chains and runs
 each hop through it as it writes it, so a generated chain has exactly one reading.
+
+`strict=True` (HopVQA-v1's queries) also refuses the readings that people could settle differently
+from the rules (found by checking v0's frozen queries against their scene graphs): a size filter
+that a container passes on containers' scale but not on the objects' (or the reverse) in a set of
+both, "not in any container" over a set that holds a container (moot for a container), a side relation
+with an object within `SIDE_MARGIN` of the anchor's edge, a superlative that the drawn areas and
+the boxes' areas would settle differently (a star covers 30% of its box, a square all of it), and
+a nearest object that is not also nearest edge to edge.
 """
 
 from __future__ import annotations
@@ -17,13 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from turngym.envs.hopvqa.scene import Obj, Scene
+from turngym.envs.hopvqa.scene import REF, Obj, Scene, drawn_area
 
 STEP_TYPES: tuple[str, ...] = ("scene", "hop", "filter", "relate", "unique", "extreme", "count", "read",
                                "arithmetic")
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below", "inside", "nearest")
 MARGIN = 0.1  # a nearest object or a superlative's winner must beat the runner-up by 10%
 MAX_ANSWER = 99
+SIDE_MARGIN = 8  # px at a 768-pixel image: an edge this close to the anchor's is on the line (strict)
 
 
 class ProgramError(ValueError):
@@ -97,14 +106,48 @@ def _winner(scores: list[tuple[float, int]], higher: bool) -> int:
     return winner
 
 
-def _nearest(objs: dict[int, Obj], ids: list[int], anchor: Obj) -> int:
+def _gap(a: Obj, b: Obj) -> float:
+    """The distance between two boxes' nearest edges (0 when they touch or overlap)."""
+    dx = max(b.box[0] - a.box[2], a.box[0] - b.box[2], 0)
+    dy = max(b.box[1] - a.box[3], a.box[1] - b.box[3], 0)
+    return math.hypot(dx, dy)
+
+
+def _nearest(objs: dict[int, Obj], ids: list[int], anchor: Obj, strict: bool) -> int:
     ax, ay = anchor.center
     dist = sorted((math.hypot(objs[i].center[0] - ax, objs[i].center[1] - ay), i) for i in ids if i != anchor.id)
     if not dist:
         raise ProgramError("Nothing to be nearest to the anchor.")
     if len(dist) > 1 and dist[1][0] <= dist[0][0] * (1 + MARGIN):
         raise ProgramError("Two objects are about equally near the anchor.")
+    if strict and min((_gap(objs[i], anchor), i) for _, i in dist)[1] != dist[0][1]:
+        raise ProgramError("The nearest object centre to centre is not the nearest edge to edge.")
     return dist[0][1]
+
+
+def _beyond(obj: Obj, anchor: Obj, rel: str) -> float:
+    """How far `obj`'s box lies beyond `anchor`'s along a side relation (negative: not beyond)."""
+    return {"left": anchor.box[0] - obj.box[2], "right": obj.box[0] - anchor.box[2],
+            "above": anchor.box[1] - obj.box[3], "below": obj.box[1] - anchor.box[3]}[rel]
+
+
+def _check_sides(objs: dict[int, Obj], ids: list[int], anchor: Obj, rel: str, size: int) -> None:
+    margin = SIDE_MARGIN * size / REF
+    for i in ids:
+        if i != anchor.id and abs(_beyond(objs[i], anchor, rel)) < margin:
+            raise ProgramError(f"Object {i} is on the line: it is neither clearly {rel} of object {anchor.id} "
+                               "nor clearly not.")
+
+
+def _check_filter(objs: dict[int, Obj], ids: list[int], attr: str, value: Any) -> None:
+    """Refuses a filter that the two readings of a container settle differently: "not in any
+    container" with a container in the set, and a size class that a container has on containers'
+    scale but not on the objects' (where every container is large) when the set mixes the two."""
+    boxes = [objs[i] for i in ids if objs[i].is_container]
+    if attr == "placement" and value == "loose" and boxes:
+        raise ProgramError("Whether a container is in no container is moot: filter the containers out first.")
+    if attr == "size" and len(boxes) < len(ids) and any((b.size == value) != (value == "large") for b in boxes):
+        raise ProgramError("A container's size class is on containers' scale, not the objects': filter by kind first.")
 
 
 def _as_set(value: Any) -> list[int]:
@@ -125,7 +168,7 @@ def _as_number(value: Any) -> int:
     return value
 
 
-def _run(objs: dict[int, Obj], step: dict, args: list[Any], inputs: dict) -> Any:
+def _run(objs: dict[int, Obj], step: dict, args: list[Any], inputs: dict, strict: bool, size: int) -> Any:
     op = step["op"]
     if op == "scene":
         return sorted(objs)
@@ -136,13 +179,17 @@ def _run(objs: dict[int, Obj], step: dict, args: list[Any], inputs: dict) -> Any
         value = inputs[k] if k in inputs else inputs[str(k)]
         return list(value) if isinstance(value, (list, tuple)) else value
     if op == "filter":
+        if strict:
+            _check_filter(objs, _as_set(args[0]), step["attr"], step["value"])
         return [i for i in _as_set(args[0]) if matches(objs[i], step["attr"], step["value"])]
     if op == "relate":
         ids, anchor = _as_set(args[0]), _as_instance(args[1], objs)
         if step["rel"] == "nearest":
-            return _nearest(objs, ids, anchor)
+            return _nearest(objs, ids, anchor, strict)
         if step["rel"] == "inside" and not anchor.is_container:
             raise ProgramError(f"Object {anchor.id} is a {anchor.category}, not a container.")
+        if strict and step["rel"] != "inside":
+            _check_sides(objs, ids, anchor, step["rel"], size)
         return [i for i in ids if i != anchor.id and related(objs[i], anchor, step["rel"])]
     if op == "unique":
         ids = _as_set(args[0])
@@ -152,7 +199,13 @@ def _run(objs: dict[int, Obj], step: dict, args: list[Any], inputs: dict) -> Any
     if op == "extreme":
         ids, fn = _as_set(args[0]), step["fn"]
         if fn in ("largest", "smallest"):
-            return _winner([(objs[i].area, i) for i in ids], higher=fn == "largest")
+            if not strict:
+                return _winner([(objs[i].area, i) for i in ids], higher=fn == "largest")
+            winner = _winner([(drawn_area(objs[i]), i) for i in ids], higher=fn == "largest")
+            boxes = sorted((objs[i].area, i) for i in ids)
+            if (boxes[-1] if fn == "largest" else boxes[0])[1] != winner:
+                raise ProgramError(f"The {fn} by drawn area is not the {fn} by extent.")
+            return winner
         if fn == "most":
             cat = step.get("category")
             held: dict[int, int] = {i: 0 for i in ids if objs[i].is_container}
@@ -188,17 +241,18 @@ def _run(objs: dict[int, Obj], step: dict, args: list[Any], inputs: dict) -> Any
     raise ProgramError(f"Unknown step {op!r}; use one of {', '.join(STEP_TYPES)}.")
 
 
-def execute(scene: Scene, steps: Sequence[dict], inputs: dict) -> Any:
+def execute(scene: Scene, steps: Sequence[dict], inputs: dict, strict: bool = False) -> Any:
     """The value of a hop's program: each step runs on the outputs of the steps its "in" names, and
     the last step's output is the hop's value. `inputs` maps earlier hop indices (int or str) to their
-    values. Raises ProgramError when a step is ill-typed or its referent is ambiguous or missing."""
+    values. Raises ProgramError when a step is ill-typed or its referent is ambiguous or missing, and
+    with `strict` (HopVQA-v1) also where people could read it differently (see the module's doc)."""
     objs = {o.id: o for o in scene.objects}
     out: list[Any] = []
     for step in steps:
         ins = step.get("in", [])
         if any(not 0 <= i < len(out) for i in ins):
             raise ProgramError(f"Step {len(out)} reads a step that has not run yet.")
-        out.append(_run(objs, step, [out[i] for i in ins], inputs))
+        out.append(_run(objs, step, [out[i] for i in ins], inputs, strict, scene.size))
     if not out:
         raise ProgramError("The program has no steps.")
     return out[-1]

@@ -424,6 +424,21 @@ def _draw_object(img: Image.Image, d: ImageDraw.ImageDraw, o: Obj) -> None:
         raise ValueError(f"Unknown category {kind!r}; add a drawing for it in hopvqa/scene.py.")
 
 
+@lru_cache(maxsize=4096)
+def _ink(category: str, width: int, height: int) -> int:
+    """Pixels an object of this kind paints in a width x height box (drawn alone, no label)."""
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    _draw_object(img, ImageDraw.Draw(img), Obj(0, category, "black", "small", (0, 0, width, height), None, None))
+    return int((np.asarray(img) != BACKGROUND).any(axis=2).sum())
+
+
+def drawn_area(obj: Obj) -> int:
+    """How big `obj` looks: the pixels its shape paints (a star covers less of its box than a
+    square), or a container's whole extent (it is seen as the region it encloses)."""
+    x0, y0, x1, y1 = obj.box
+    return obj.area if obj.is_container else _ink(obj.category, x1 - x0, y1 - y0)
+
+
 def _surface(o: Obj) -> tuple[int, int, int]:
     """The color a container's contents stand on: a light tint of its own color, or open (shelf)."""
     tint = {"box": 0.9, "panel": 0.8}.get(o.category)

@@ -1,4 +1,4 @@
-"""HopVQA task ids and frozen splits.
+"""HopVQA task ids and frozen splits (assets/hopvqa/splits.yaml for HopVQA-v0, splits-v1.yaml for v1).
 
 Task `hop-<seed>` is the scene and query drawn from `seed` (envs/hopvqa/env.py, `make_task`); the
 chain setting (variant "full", "half" or "single", or hops=1..5) decides the chain. Test and dev are
@@ -8,11 +8,15 @@ occur, so no constant guess does well in any setting. In what order: `balanced_o
 (since splits version 2), which interleaves the answer values so that a prefix, what
 `turngym run -n N` and the suites play, is about as balanced as the whole split: in every prefix
 of 50 tasks or more no answer exceeds 15%. Train is every seed from 1,000,000 up, unfiltered.
+
+`turngym hopvqa splits --version V` draws a version's splits the documented way (`draw_split`) and
+prints them as YAML: how splits-v1.yaml was made (v0's file also pins core-v0's positions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from fractions import Fraction
 from functools import cache
 from importlib import resources
@@ -23,18 +27,22 @@ import yaml
 from turngym.envs.base import TaskIds
 
 TRAIN_SEEDS = range(1_000_000, 2**31)
+FIRST_SEED = {"test": 1, "dev": 100_000}
+SPLIT_SIZE = 500
+CHAINS = ("full", "half", "single", "1", "2", "3", "4", "5")
 
 
 @cache
-def manifest() -> dict[str, Any]:
-    """assets/hopvqa/splits.yaml: version, the test and dev seeds, the answer cap, pinned positions,
-    fingerprints."""
-    return yaml.safe_load(resources.files("turngym.assets").joinpath("hopvqa/splits.yaml").read_text())
+def manifest(version: int = 0) -> dict[str, Any]:
+    """The frozen splits of HopVQA-v<version>: the splits file's version, the test and dev seeds, the
+    answer cap, pinned positions, fingerprints."""
+    name = "splits.yaml" if version == 0 else f"splits-v{version}.yaml"
+    return yaml.safe_load(resources.files("turngym.assets").joinpath(f"hopvqa/{name}").read_text())
 
 
-def splits(chain: str = "full") -> dict[str, Sequence[str]]:
+def splits(chain: str = "full", version: int = 0) -> dict[str, Sequence[str]]:
     """The splits of a chain setting: "full", "half", "single", or a hop count "1" to "5"."""
-    frozen = manifest()
+    frozen = manifest(version)
     return {"test": TaskIds("hop-", frozen["test"][chain]), "dev": TaskIds("hop-", frozen["dev"][chain]),
             "train": TaskIds("hop-", TRAIN_SEEDS)}
 
@@ -61,8 +69,22 @@ def balanced_order(answers: Sequence[int], pinned: Collection[int] = ()) -> list
     return [i if i in keep else next(free) for i in range(len(answers))]
 
 
+def draw_split(answer: Callable[[int], int], split: str, cap: float, pinned: Collection[int] = ()) -> list[int]:
+    """A split's seeds, the documented way: seeds in order from the split's first, each skipped while
+    its answer already fills `cap` of the split, then put in `balanced_order`."""
+    seed, drawn, counts = FIRST_SEED[split], [], Counter()
+    while len(drawn) < SPLIT_SIZE:
+        value = answer(seed)
+        if counts[value] < cap * SPLIT_SIZE:
+            counts[value] += 1
+            drawn.append(seed)
+        seed += 1
+    return [drawn[i] for i in balanced_order([answer(s) for s in drawn], pinned)]
+
+
 def parse_task_id(task_id: str) -> int:
     text = str(task_id).removeprefix("hop-")
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"bad HopVQA task id {task_id!r}: expected hop-<seed>")
     return int(text)
+
