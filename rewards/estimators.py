@@ -185,20 +185,25 @@ def explained_variance(targets: np.ndarray, predictions: np.ndarray) -> float:
 def evpo(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95, per_group: bool = False) -> Advantages:
     """EVPO: trust the critic only when it explains the returns.
 
-    EV = 1 - Var(G - V) / Var(G) over every turn of the batch (or of each group with
-    `per_group`), G_t the discounted return-to-go and V the critic. EV > 0: GAE advantages;
-    otherwise the batch-mean baseline A_t = G_t - mean(G) over the same turns. The critic's
-    targets are GAE's lambda-returns in both branches, so it keeps learning while it is ignored.
-    Logged: `ev` and `branch_gae` (the fraction of turns that took the GAE branch)."""
+    EV = 1 - Var(B - V) / Var(B) over every turn of the batch (or of each group with
+    `per_group`), V the critic and B_t = G_t + gamma^(T-t) V(s_T) the discounted return-to-go
+    G_t bootstrapped where the episode was truncated (`values[i][T]`, 0 after termination): the
+    quantity V estimates, so a critic that is right about what follows a truncation is not judged
+    wrong for it. EV > 0: GAE advantages; otherwise the critic-free batch-mean baseline
+    A_t = G_t - mean(G) over the same turns. The critic's targets are GAE's lambda-returns in both
+    branches, so it keeps learning while it is ignored. Logged: `ev` and `branch_gae` (the
+    fraction of turns that took the GAE branch)."""
     with_critic = gae(rollouts, gamma=gamma, lam=lam)
     G = [discounted_returns(rollouts.rewards(i), gamma) for i in range(len(rollouts.trajectories))]
     V = [np.asarray(v, np.float64)[:-1] for v in rollouts.values]
+    B = [g + gamma ** np.arange(len(g), 0, -1) * float(v[-1]) for g, v in zip(G, rollouts.values, strict=True)]
     scopes = list(group_members(rollouts.groups).values()) if per_group else [list(range(len(G)))]
     advantages: list[np.ndarray] = [np.zeros(0)] * len(G)
     evs, gae_turns, turns = [], 0, 0
     for members in scopes:
         g = np.concatenate([G[i] for i in members]) if members else np.zeros(0)
-        ev = explained_variance(g, np.concatenate([V[i] for i in members])) if g.size else 0.0
+        b = np.concatenate([B[i] for i in members]) if members else np.zeros(0)
+        ev = explained_variance(b, np.concatenate([V[i] for i in members])) if g.size else 0.0
         evs.append(ev)
         for i in members:
             advantages[i] = with_critic.advantages[i] if ev > 0 else G[i] - (g.mean() if g.size else 0.0)

@@ -183,6 +183,20 @@ def test_evpo_zero_ev_is_not_trusted():
     check(out.advantages, [[1 - 0.5], [0 - 0.5]])  # GAE would have given [1], [0]
 
 
+def test_evpo_judges_the_critic_against_bootstrapped_returns_on_truncated_episodes():
+    # [0, 0] was cut off with V(s_T) = 1: the critic that says 1 is right about the return it
+    # estimates. Against the unbootstrapped G = [0, 0, 0] it would look worse than no critic
+    # (EV = 1 - 0.25 / 0.1875 < 0) and be ignored.
+    rollouts = Rollouts([traj([0, 0]), traj([1]), traj([0])], groups=[0, 0, 0],
+                        values=[np.array([1.0, 1.0, 1.0]), np.array([1.0, 0.0]), np.array([0.0, 0.0])])
+    out = evpo(rollouts, gamma=1.0, lam=0.5)
+    assert out.stats["ev"] == pytest.approx(1.0) and out.stats["branch_gae"] == 1.0
+    check(out.advantages, gae(rollouts, gamma=1.0, lam=0.5).advantages)
+    # terminated episodes (V(s_T) = 0) are judged as before, against their plain returns
+    plain = evpo(Rollouts([traj([1]), traj([0])], groups=[0, 0], values=[np.array([0.9, 0.0]), np.array([0.1, 0.0])]))
+    assert plain.stats["ev"] == pytest.approx(1 - pvar([0.1, -0.1]) / pvar([1, 0]))
+
+
 def per_group_batch() -> Rollouts:
     """Group 0 (two 1-turn trajectories) has a good critic, group 1 a bad one."""
     return Rollouts([traj([1]), traj([0]), traj([0, 1], task="task-1"), traj([0], task="task-1")],
