@@ -78,17 +78,18 @@ def matches(obj: Obj, attr: str, value: Any) -> bool:
                        "placement, kind.")
 
 
+def _beyond(obj: Obj, anchor: Obj, rel: str) -> float:
+    """How far `obj`'s box lies beyond `anchor`'s along a side relation (negative: not beyond;
+    image y grows downward)."""
+    return {"left": anchor.box[0] - obj.box[2], "right": obj.box[0] - anchor.box[2],
+            "above": anchor.box[1] - obj.box[3], "below": obj.box[1] - anchor.box[3]}[rel]
+
+
 def related(obj: Obj, anchor: Obj, rel: str) -> bool:
     """Whether `obj` stands in `rel` to `anchor`: sides mean the whole box lies beyond the anchor's
-    box along that axis (image y grows downward); inside means held by the anchor container."""
-    if rel == "left":
-        return obj.box[2] <= anchor.box[0]
-    if rel == "right":
-        return obj.box[0] >= anchor.box[2]
-    if rel == "above":
-        return obj.box[3] <= anchor.box[1]
-    if rel == "below":
-        return obj.box[1] >= anchor.box[3]
+    box along that axis; inside means held by the anchor container."""
+    if rel in ("left", "right", "above", "below"):
+        return _beyond(obj, anchor, rel) >= 0
     if rel == "inside":
         return obj.container == anchor.id
     raise ProgramError(f"Unknown relation {rel!r}; use one of {', '.join(RELATIONS)}.")
@@ -123,12 +124,6 @@ def _nearest(objs: dict[int, Obj], ids: list[int], anchor: Obj, strict: bool) ->
     if strict and min((_gap(objs[i], anchor), i) for _, i in dist)[1] != dist[0][1]:
         raise ProgramError("The nearest object centre to centre is not the nearest edge to edge.")
     return dist[0][1]
-
-
-def _beyond(obj: Obj, anchor: Obj, rel: str) -> float:
-    """How far `obj`'s box lies beyond `anchor`'s along a side relation (negative: not beyond)."""
-    return {"left": anchor.box[0] - obj.box[2], "right": obj.box[0] - anchor.box[2],
-            "above": anchor.box[1] - obj.box[3], "below": obj.box[1] - anchor.box[3]}[rel]
 
 
 def _check_sides(objs: dict[int, Obj], ids: list[int], anchor: Obj, rel: str, size: int) -> None:
