@@ -238,9 +238,11 @@ def test_ray_on_a_local_instance_gives_the_same_results(serial, tmp_path):
     assert json.loads((serial / "results.json").read_text()) == json.loads((tmp_path / "results.json").read_text())
 
 
-def test_the_core_suite_is_frozen_and_playable():
-    assert "core-v0" in list_suites()
-    suite = load_suite("core-v0")
+@pytest.mark.filterwarnings("ignore:.*HopVQA-v0 is out of date")  # core-v0 pins v0 on purpose
+@pytest.mark.parametrize("name", ["core-v0", "core-v1"])
+def test_the_core_suite_is_frozen_and_playable(name):
+    assert name in list_suites()
+    suite = load_suite(name)
     assert suite.version == 1 and len({e.env_id for e in suite.entries}) == 5
     for entry in suite.entries:
         assert entry.split == "test" and len(set(entry.indices)) == len(entry.indices)
@@ -250,6 +252,18 @@ def test_the_core_suite_is_frozen_and_playable():
             continue  # same tasks as WebShop-v0; making it launches Chromium (the browser tests do)
         with gym.make(entry.env_id, **entry.kwargs) as env:
             assert max(entry.indices) < len(env.unwrapped.splits["test"])
+
+
+def test_core_v1_is_core_v0_with_hopvqa_v1():
+    """Only the HopVQA entry moves to v1, so every other family's core-v0 numbers carry over."""
+    old, new = load_suite("core-v0").entries, load_suite("core-v1").entries
+    assert [e.name for e in old] == [e.name for e in new]
+    for before, after in zip(old, new, strict=True):
+        if before.env_id == "turngym/HopVQA-v0":
+            assert after.env_id == "turngym/HopVQA-v1"
+            assert (after.kwargs, after.indices) == (before.kwargs, before.indices)
+        else:
+            assert after == before
 
 
 def test_bootstrap_interval_and_standard_error():

@@ -177,7 +177,7 @@ def _report_skipped(results: dict[str, Any]) -> None:
 @app.command("eval")
 def eval_command(
         env_id: Annotated[str | None, typer.Argument(help="one env (or give --suite)")] = None,
-        suite: Annotated[str | None, typer.Option(help="a suite in assets/suites (core-v0) or a suite YAML")] = None,
+        suite: Annotated[str | None, typer.Option(help="a suite in assets/suites (core-v1) or a suite YAML")] = None,
         agent: Annotated[list[str] | None, typer.Option("--agent", "-a", help="agent spec (repeatable)")] = None,
         episodes: Annotated[int | None, typer.Option("--episodes", "-n", min=1,
                                                      help="episodes per entry (default: the whole split / suite)")
