@@ -72,14 +72,29 @@ def test_play_in_the_terminal(tmp_path):
     assert code == 0 and "Last hint: lower" in out and "success=True" in out
 
 
+def test_an_earlier_demo_is_set_aside_not_mixed_in(tmp_path):
+    from turngym.apps.demo import SUITE, set_aside
+
+    out = tmp_path / "demo"
+    assert set_aside(out) is None  # nothing there yet
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"suite": {"name": SUITE}}))
+    assert set_aside(out) is None and out.exists()  # this demo's own run: resumed in place
+    for expected in ("demo-demo-v3", "demo-demo-v3-2"):
+        out.mkdir(exist_ok=True)
+        (out / "run.json").write_text(json.dumps({"suite": {"name": "demo-v3"}}))
+        assert set_aside(out) == tmp_path / expected and not out.exists()
+        assert json.loads((tmp_path / expected / "run.json").read_text())["suite"]["name"] == "demo-v3"
+
+
 def test_demo_writes_a_report(tmp_path):
     code, out = invoke("demo", "--episodes", "1", "--train-steps", "4000", "--out", str(tmp_path))
     assert code == 0, out
     report_dir = tmp_path / "report"
     assert f"Report: {(report_dir / 'index.html').resolve()}" in out.replace("\n", "")
-    # the demo is the demo-v3 suite, played as `turngym eval` plays a suite: one results schema
+    # the demo is the demo-v4 suite, played as `turngym eval` plays a suite: one results schema
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["suite"] == "demo-v3"
+    assert results["suite"] == "demo-v4"
     rows = {(r["agent"], r["entry"]): r for r in results["rows"] if not r["task_type"]}
     craft = [r for (agent, entry), r in rows.items() if entry.startswith("craft-") and entry != "craft-diamond-images"]
     assert len(craft) == 22 and {r["agent"] for r in craft} == {"random", "oracle"}

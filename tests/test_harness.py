@@ -332,8 +332,8 @@ def test_the_demo_suite_names_agents_its_envs_have():
     from turngym.agents.base import available_agents
     from turngym.registry import env_class
 
-    suite = load_suite("demo-v3")
-    assert "demo-v3" in list_suites() and len({e.name for e in suite.entries}) == len(suite.entries)
+    suite = load_suite("demo-v4")
+    assert "demo-v4" in list_suites() and len({e.name for e in suite.entries}) == len(suite.entries)
     for entry in suite.entries:
         offered = available_agents(env_class(entry.env_id))
         assert entry.agents and all(agent.partition(":")[0] in offered for agent in entry.agents), entry.name

@@ -1,8 +1,8 @@
 """`make demo` / `turngym demo`: the demo suite played by the built-in agents, a short training run,
 and one report of both.
 
-The demo is data: the versioned suite `assets/suites/demo-v3.yaml` says which envs, tasks and agents
-it plays. This module only runs it like `turngym eval --suite demo-v3` would (resumable, in worker
+The demo is data: the versioned suite `assets/suites/demo-v4.yaml` says which envs, tasks and agents
+it plays. This module only runs it like `turngym eval --suite demo-v4` would (resumable, in worker
 processes), trains two estimators on sparse Craft like `turngym train` would, and writes the report
 of the folder like `turngym report` would: the family-specific columns come from the episodes'
 `score_parts`, and the learning curves from the training runs' metrics.jsonl.
@@ -10,6 +10,7 @@ of the folder like `turngym report` would: the family-specific columns come from
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from turngym.console import progress_bar
 
-SUITE = "demo-v3"
+SUITE = "demo-v4"
 # the suite's entries say who plays what; hf:smollm2 is SmolLM2-135M-Instruct, which make install converts
 AGENTS = ("random", "heuristic:no-options", "heuristic", "oracle", "hf:smollm2", "hf:smollm2?mode=score")
 TRAIN_TASK, TRAIN_STEPS, TRAIN_ALGOS = "wood_pickaxe", 40_000, ("grpo", "prm")
@@ -33,6 +34,9 @@ def run_demo(out: Path, console: Console, episodes: int | None = None, train_ste
     from turngym.results import results_table
     from turngym.suites import load_suite
 
+    moved = set_aside(out)
+    if moved is not None:
+        console.print(f"{out} held an earlier demo; it is now in {moved}")
     suite = load_suite(SUITE).head(episodes)
     todo = pending(suite, list(AGENTS), out)
     with progress_bar(console=console, transient=True) as progress:
@@ -43,6 +47,24 @@ def run_demo(out: Path, console: Console, episodes: int | None = None, train_ste
     train(out / "training", console, train_steps or TRAIN_STEPS)
     html, markdown = write_report([out])
     return markdown, html
+
+
+def set_aside(out: Path) -> Path | None:
+    """Move a folder that holds another suite's demo (an earlier demo version) to `<out>-<suite>`,
+    so that `make demo` after an upgrade plays the new demo instead of refusing to mix the two;
+    returns where it went, or None when there was nothing to move."""
+    try:
+        name = json.loads((out / "run.json").read_text())["suite"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no run yet (or not one this function can read: the harness will say so)
+    if name == SUITE:
+        return None
+    aside, n = out.with_name(f"{out.name}-{name}"), 1
+    while aside.exists():
+        n += 1
+        aside = out.with_name(f"{out.name}-{name}-{n}")
+    out.rename(aside)
+    return aside
 
 
 def train(out: Path, console: Console, steps: int) -> None:
