@@ -26,8 +26,8 @@ returns finite numbers, pairs or (sparse, dense, terms) triples. `CodeReward` ru
 need no data when it is built and raises ValueError naming the problems.
 
 The code runs in the sandbox of `turngym.rewards.sandbox` (a whitelist of builtins, `import math`
-only, no classes, `try/finally` or catch-all `except`) with a time limit on every call (50 ms by
-default), also in force while the module body runs; state and info are passed as copies so
+only, no classes, `try/finally` or catch-all `except`) with a limit on the CPU time of every call
+(50 ms by default), also in force while the module body runs; state and info are passed as copies so
 the function cannot change the env. The wrappers run the module body again for every episode (and
 every env of a vector env), so module-level objects the code keeps carry nothing from one to the
 next.
@@ -52,8 +52,8 @@ from turngym.rewards.sandbox import FILENAME, RewardTimeout, load, run_limited, 
 
 PARAMS = ("prev_state", "action", "state", "info")
 SIGNATURE = "reward(prev_state, action, state, info)"
-DEFAULT_TIME_LIMIT = 0.05  # seconds per call
-LOAD_TIME_LIMIT = 1.0  # seconds for the module body (definitions, constant tables)
+DEFAULT_TIME_LIMIT = 0.05  # CPU seconds per call
+LOAD_TIME_LIMIT = 1.0  # CPU seconds for the module body (definitions, constant tables)
 SPARSE_VALUES = (-1.0, 0.0, 1.0)
 DENSE_BOUND = 0.1
 MAX_TIMEOUTS = 3  # the checker stops calling a function after this many timeouts

@@ -12,18 +12,24 @@ call has a time limit, also in force while the module body first runs. Work done
 call (`2 ** 10**9`, `math.factorial(10**7)`) cannot be interrupted: run untrusted code in a
 separate process.
 
-The time limit: on the main thread `signal.setitimer` arms SIGALRM, whose handler raises inside
+The time limit counts the CPU time the call uses, not the wall clock, and Python's cyclic garbage
+collector is paused while the code runs: a collection of a trainer's whole heap takes 40-80 ms, and
+a process that waits for a core under load loses as long. Counted against a 50 ms limit, either
+made an honest call time out now and then, which gave that step no reward and made a run depend on
+timing (two runs of the same seed differed). An infinite loop still burns CPU and is stopped. On
+the main thread `signal.setitimer(ITIMER_VIRTUAL)` arms SIGVTALRM, whose handler raises inside
 the running code at the next bytecode: no cost per line, so a reward costs the same as plain
 Python. Signal handlers only run on the main thread, so on other threads (a vector env's worker
-thread, a server) a `sys.settrace` tracer checks the clock on every line of the reward code
-instead (slower, but it works anywhere). The timeout exception derives from BaseException, and
-catch-all handlers and `finally` are refused, so reward code cannot swallow it.
+thread, a server) a `sys.settrace` tracer checks the thread's CPU clock on every line of the reward
+code instead (slower, but it works anywhere). The timeout exception derives from BaseException,
+and catch-all handlers and `finally` are refused, so reward code cannot swallow it.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import gc
 import math
 import signal
 import sys
@@ -183,10 +189,17 @@ def _catches_everything(handler_type: ast.expr | None) -> bool:
 # --- the time limit ---------------------------------------------------------------------------
 
 def run_limited(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
-    """`fn(*args)`, interrupted by RewardTimeout after `limit` seconds (see the module docstring)."""
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        return _run_alarm(fn, args, limit)
-    return _run_traced(fn, args, limit)
+    """`fn(*args)`, interrupted by RewardTimeout after `limit` seconds of CPU time, the cyclic
+    garbage collector paused meanwhile (see the module docstring)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            return _run_alarm(fn, args, limit)
+        return _run_traced(fn, args, limit)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _run_alarm(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
@@ -195,32 +208,32 @@ def _run_alarm(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any
     def expire(signum: int, frame: Any) -> None:
         if not running[0]:
             return  # a late alarm once the code has returned: nothing to interrupt
-        signal.setitimer(signal.ITIMER_REAL, 0.001)  # keep interrupting until the code has let go
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0.001)  # keep interrupting until the code has let go
         # raise only inside the reward code: raised in the clean-up below, the timeout would skip
         # disarming the timer and restoring the handler, and a later alarm would end the process
         if frame is not None and frame.f_code.co_filename == FILENAME:
             raise RewardTimeout
 
-    start = time.monotonic()
-    previous = signal.signal(signal.SIGALRM, expire)
+    start = time.process_time()
+    previous = signal.signal(signal.SIGVTALRM, expire)
     try:
-        outer = signal.setitimer(signal.ITIMER_REAL, limit)
+        outer = signal.setitimer(signal.ITIMER_VIRTUAL, limit)
         try:
             return fn(*args)
         finally:
             running[0] = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     finally:
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGVTALRM, previous)
         if outer[0] > 0:  # someone else's timer was running: give back what is left of it
-            signal.setitimer(signal.ITIMER_REAL, max(outer[0] - (time.monotonic() - start), 1e-6), outer[1])
+            signal.setitimer(signal.ITIMER_VIRTUAL, max(outer[0] - (time.process_time() - start), 1e-6), outer[1])
 
 
 def _run_traced(fn: Callable[..., Any], args: Sequence[Any], limit: float) -> Any:
-    deadline = time.perf_counter() + limit
+    deadline = time.thread_time() + limit
 
     def line(frame: Any, event: str, arg: Any) -> Any:
-        if time.perf_counter() > deadline:
+        if time.thread_time() > deadline:
             raise RewardTimeout
         return line
 

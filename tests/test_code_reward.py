@@ -6,10 +6,12 @@ sparse' = sign(sparse), dense' = clip(dense, -0.1, 0.1), r' = r_env + sparse' + 
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import signal
 import threading
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -23,6 +25,7 @@ from turngym.envs.craft.vector import CraftVectorEnv
 from turngym.rewards.code import (
     CodeReward,
     Report,
+    RewardProgram,
     Transition,
     VectorCodeReward,
     check_reward_source,
@@ -248,18 +251,43 @@ def test_endless_loops_time_out_on_other_threads(transitions: list[Transition]) 
 
 def test_an_outer_timer_survives_a_call() -> None:
     fired: list[int] = []
-    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
-    signal.setitimer(signal.ITIMER_REAL, 100.0)
+    previous = signal.signal(signal.SIGVTALRM, lambda *_: fired.append(1))
+    signal.setitimer(signal.ITIMER_VIRTUAL, 100.0)
     try:
         env = CodeReward(craft(), WOOD)
         env.reset(seed=0)
         env.step("noop")
-        left, _ = signal.getitimer(signal.ITIMER_REAL)
-        assert 90 < left <= 100
-        assert signal.getsignal(signal.SIGALRM) is not None and not fired
+        left, _ = signal.getitimer(signal.ITIMER_VIRTUAL)
+        assert 90 < left <= 100.1  # (a CPU-time timer counts in ticks)
+        assert signal.getsignal(signal.SIGVTALRM) is not None and not fired
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_time_spent_waiting_or_collecting_garbage_is_not_the_codes(thread: bool) -> None:
+    """A call that waits (its process off the CPU, or a garbage collection of a large heap, 40-80 ms
+    in a trainer) did time out against a wall-clock limit now and then: that step got no reward and
+    two runs of one seed differed. The limit counts the call's CPU time, with the collector paused."""
+    source = SIG + "    info['pause']()\n    return 1.0\n"
+    seen: list[bool] = []
+
+    def pause() -> None:
+        seen.append(gc.isenabled())
+        time.sleep(0.1)  # five times the limit, off the CPU
+
+    def call() -> None:
+        program = RewardProgram(source, time_limit=0.02)
+        seen.append(program.raw({}, "noop", {}, {"pause": pause}) == (0.0, 1.0))
+
+    if thread:
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join(timeout=30)
+    else:
+        call()
+    assert seen == [False, True] and gc.isenabled()
 
 
 # --- the checker ------------------------------------------------------------------------------
