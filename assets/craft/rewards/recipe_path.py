@@ -108,15 +108,22 @@ def nearest(state, material, sight=SIGHT):
     chars = [c for c, m in state["legend"].items() if m == material]
     if not chars:
         return None
-    rows, (y, x) = state["map"], state["player"]["pos"]
+    char, rows, (y, x) = chars[0], state["map"], state["player"]["pos"]
+    lo, hi = max(0, x - sight), x + sight + 1
     best = None
-    for row_y in range(max(0, y - sight), min(len(rows), y + sight + 1)):
-        row, lo, hi = rows[row_y], max(0, x - sight), x + sight + 1
-        i = row.find(chars[0], lo, hi)
-        while i >= 0:
-            d = abs(row_y - y) + abs(i - x)
-            best = d if best is None or d < best else best
-            i = row.find(chars[0], i + 1, hi)
+    # rows outward from the player's, stopping once a row is farther than the best found; in a
+    # row only the nearest occurrence on each side of the player's column can be the nearest
+    for dy in range(sight + 1):
+        if best is not None and dy >= best:
+            break
+        for row_y in ((y,) if dy == 0 else (y - dy, y + dy)):
+            if not 0 <= row_y < len(rows):
+                continue
+            row = rows[row_y]
+            left, right = row.rfind(char, lo, x + 1), row.find(char, x, hi)
+            for i in (left, right):
+                if i >= 0 and (best is None or dy + abs(i - x) < best):
+                    best = dy + abs(i - x)
     return best
 
 
