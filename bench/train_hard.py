@@ -11,6 +11,8 @@ Methods (the settings the README recommends; all train the symbolic policy on Cr
     curriculum        best + the eva curriculum (max_min on the progress signal)
     code+curriculum   both
 For collect_diamond, `code-nolava` is the code reward without its lava term (the paper's ablation);
+`code+landmarks` is `code` with a policy that remembers where it last saw a table, a furnace and water
+(agents/landmarks.py: the memory a 9x9 view lacks on the long tasks);
 `curriculum-METRIC` runs the curriculum with another informativeness metric (the metric ablation:
 max_min, max_mean, variance, learnability, uniform).
 
@@ -46,7 +48,8 @@ TASKS = ("stone_pickaxe", "iron_pickaxe", "collect_diamond")
 BEST_ALGO = "gae"
 METHODS = ("sparse", "best", "code", "curriculum", "code+curriculum")
 CURRICULUM_METRICS = ("max_min", "max_mean", "variance", "learnability", "uniform")
-EXTRA_METHODS = ("code-nolava", *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS))
+EXTRA_METHODS = ("code-nolava", "code+landmarks", *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS))
+LANDMARKS = "table,furnace,water"
 STEPS = 2_000_000
 TEST_EPISODES = 100
 
@@ -68,6 +71,8 @@ def settings(method: str, task: str) -> dict:
     if "curriculum" in method:
         metric = method.partition("-")[2] or "max_min"
         fields.update(curriculum="eva", curriculum_metric=metric, curriculum_signal="progress")
+    if "landmarks" in method:
+        fields["net"] = {"landmarks": LANDMARKS}
     return fields
 
 

@@ -55,6 +55,9 @@ class ProcessRewardModel:
             if getattr(env.unwrapped, "action_mode", "primitive") != "primitive":
                 raise ValueError("this PRM scores Craft's primitive actions: make the env with "
                                  "action_mode='primitive'")
+            if network.config.landmarks:
+                raise ValueError("this PRM remembers landmarks, which a score of one turn cannot know: use one "
+                                 "trained without --net landmarks=... for shaping single envs")
             self.index = {a: i for i, a in enumerate(load_rules().actions)}
         elif not isinstance(network, NeuralPolicy):
             raise TypeError(f"a PRM network is a SymbolicPolicy or a NeuralPolicy, not {type(network).__name__}")

@@ -125,6 +125,27 @@ def test_ray_workers_collect_what_one_process_does(ray_session, backend):
         actor.close()
 
 
+def test_ray_workers_give_a_saved_landmark_policy_its_memory(ray_session):
+    """A run that continues a saved policy has no --net: each worker wraps its env in the memory
+    the shipped policy reads (agents/landmarks.py), and collects what one process does."""
+    config = dataclasses.replace(BACKENDS["symbolic"], groups=2, net={"landmarks": "table,water"})
+    policy, actor, _ = build(config)
+    local = LocalCollector(config, actor)
+    remote = RayCollector(dataclasses.replace(config, net={}), policy, actor, "local", workers=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seeds, streams = group_seeds(np.random.default_rng(1), 2), group_streams(torch.Generator().manual_seed(1), 2)
+        ours = local(seeds, streams)
+        assert "landmarks" in ours.inputs
+        assert_same(remote(seeds, streams), ours)
+    finally:
+        torch.set_num_threads(threads)
+        remote.close()
+        local.close()
+        actor.close()
+
+
 def test_train_on_ray_gives_the_local_run(ray_session, tmp_path):
     """`turngym train --ray local` (Ray already up here, so it joins this instance) logs the rows
     and saves the weights of the run in one process."""

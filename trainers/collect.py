@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from turngym.agents.neural import Batch, NeuralPolicy, choice_stats, proposer, unbatch
-from turngym.agents.symbolic import OBS_KEYS, SymbolicPolicy, as_tensors
+from turngym.agents.symbolic import SymbolicPolicy, as_tensors, obs_keys
 from turngym.trajectory import Trajectory, Turn
 
 TRAIN_SEEDS = 2**31  # training worlds and tasks come from seeds below this (test and dev lie above)
@@ -76,7 +76,7 @@ class SymbolicActor:
         logp, _ = choice_stats(logits, index)
         actions = np.full(self.env.num_envs, 5, np.int64)  # noop for envs whose episode is over
         actions[rows] = index.numpy()
-        inputs = {k: np.asarray(obs[k])[rows].copy() for k in OBS_KEYS}
+        inputs = {k: np.asarray(obs[k])[rows].copy() for k in obs_keys(obs)}
         inputs["mask"] = info["action_mask"][rows].copy()
         return actions, inputs, index, logp, value
 
@@ -99,7 +99,7 @@ class SymbolicActor:
     def describe(self, obs: dict[str, np.ndarray], rows: np.ndarray, actions: np.ndarray) -> tuple[list[str],
                                                                                                   list[str], list[str]]:
         """Per row: observation text (none: symbolic), action name, and a compact state key."""
-        keys = [hashlib.blake2b(b"".join(np.ascontiguousarray(np.asarray(obs[k])[r]).tobytes() for k in OBS_KEYS),
+        keys = [hashlib.blake2b(b"".join(np.ascontiguousarray(np.asarray(obs[k])[r]).tobytes() for k in obs_keys(obs)),
                                 digest_size=8).hexdigest() for r in rows]
         return [""] * len(rows), [self.names[a] for a in actions[rows]], keys
 

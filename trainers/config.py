@@ -148,8 +148,9 @@ class NeuralTrainConfig(TrainConfig):
     backend: str = knob("symbolic (the env's fast vector backend), text (any env, text policy) or auto "
                         "(symbolic where the env has a backend for its kwargs)", "auto")
     net: dict[str, Any] = field(default_factory=dict, metadata=field_meta(
-        "a size or switch of a fresh text policy as key=value (repeatable; a PolicyConfig field of "
-        "agents/neural.py), e.g. --net image=true for a CNN over the observation's image", aliases=("--net",)))
+        "a size or switch of a fresh policy as key=value (repeatable): a PolicyConfig field of agents/neural.py for "
+        "the text policy, e.g. --net image=true for a CNN over the observation's image; embed, hidden or landmarks "
+        "for the symbolic one, e.g. --net landmarks=table,furnace,water (agents/landmarks.py)", aliases=("--net",)))
     vf_coef: float = knob("weight of the value loss (estimators with a critic: "
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
@@ -181,14 +182,19 @@ class NeuralTrainConfig(TrainConfig):
             raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
                              + ", ".join(CURRICULUM_SIGNALS))
         from turngym.agents.neural import PolicyConfig
+        from turngym.agents.symbolic import SymbolicConfig
 
-        unknown = set(self.net) - set(PolicyConfig.__dataclass_fields__)
+        # a fresh policy of the vector backend is a SymbolicPolicy, else the text policy
+        symbolic = self.vector_backend() is not None  # (a backend that cannot play these settings fails here)
+        fields = ("embed", "hidden", "landmarks") if symbolic else tuple(PolicyConfig.__dataclass_fields__)
+        unknown = set(self.net) - set(fields)
         if unknown:
-            raise ValueError(f"unknown net option(s) {sorted(unknown)}: use "
-                             f"{', '.join(PolicyConfig.__dataclass_fields__)}")
+            raise ValueError(f"unknown net option(s) {sorted(unknown)} for the {'symbolic' if symbolic else 'text'} "
+                             f"policy: use {', '.join(fields)}")
         if self.net and self.policy != "neural":
             raise ValueError("net sizes a fresh policy; a saved one (--policy neural:PATH) keeps its own")
-        self.vector_backend()  # a backend that cannot play these settings fails before any work
+        if symbolic and "landmarks" in self.net:
+            SymbolicConfig.for_craft(landmarks=self.net["landmarks"])  # unknown materials fail before any work
 
     def vector_backend(self) -> VectorBackend | None:
         """The env's fast vector backend when this run uses it (backend symbolic or auto), else None."""

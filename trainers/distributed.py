@@ -73,8 +73,11 @@ class Worker:
         from turngym.trainers.ppo import build  # ppo imports this module
 
         # a fresh network of the default kind only to get the actor; it then plays `policy` (the
-        # trainer's, shipped with its architecture), so a neural:PATH need not exist on this node
-        _, self.actor, _ = build(dataclasses.replace(config, policy="neural"))
+        # trainer's, shipped with its architecture), so a neural:PATH need not exist on this node.
+        # The env is the one `policy` reads: with its landmark memory where it has one.
+        landmarks = getattr(getattr(policy, "config", None), "landmarks", ())
+        net = {**config.net, "landmarks": ",".join(landmarks)} if landmarks else config.net
+        _, self.actor, _ = build(dataclasses.replace(config, policy="neural", net=net))
         self.actor.policy = self.policy = policy
         self.config = config
 

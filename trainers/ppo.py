@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from turngym.agents.landmarks import Remember
 from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_policy
 from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
 from turngym.console import progress_bar
@@ -76,10 +77,12 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
         env = backend.make(n, kwargs)
         view = env.single_observation_space["view"].shape[0]
         policy = SymbolicPolicy.from_saved(saved) if saved else new_symbolic_policy(
-            SymbolicConfig.for_craft(view), config.seed)
+            SymbolicConfig.for_craft(view, **config.net), config.seed)
         path = recipe_path(env)
         if config.reward_code:
             env = VectorCodeReward(env, config.reward_code, action_names=env.rules.actions)
+        if policy.config.landmarks:  # the agent's own memory, from its observations and actions
+            env = Remember(env, policy.config.landmarks)
         return policy, SymbolicActor(policy, EpisodeAnalysis(env, env.state_dict, path)), "symbolic"
     if saved is not None and saved.get("kind") == KIND:
         raise ValueError(f"{path} is a symbolic policy; use backend symbolic (or auto)")
