@@ -154,6 +154,22 @@ def test_explore_pays_for_leaving_the_table_while_the_target_is_out_of_sight():
     assert sighted.terms["explore"] == 0 and sighted.terms["approach"] == pytest.approx(0.01)
 
 
+def test_seek_stone_sends_the_player_to_the_mountain_for_an_ore_out_of_sight():
+    state = with_tables(start("iron_pickaxe"), (0, -1))  # iron is next (4 wood held), and none in sight
+    state["inventory"] = {"wood": 4, "coal": 1, "wood_pickaxe": 1, "stone_pickaxe": 1}
+    state["achievements"] = ["place_table", "make_wood_pickaxe", "make_stone_pickaxe", "place_furnace"]
+    plain = RewardProgram(source("iron_pickaxe"))
+    seeking = RewardProgram(with_constants(source("iron_pickaxe"), SEEK_STONE=True))
+    toward_stone = moved(state, 1, {(0, 3): "#"})
+    assert terms(plain, *toward_stone).terms["approach"] == 0  # off by default: explore as before
+    assert terms(plain, *toward_stone).terms["explore"] == pytest.approx(0.01)
+    assert terms(seeking, *toward_stone).terms["approach"] == pytest.approx(0.01)
+    assert terms(seeking, *moved(state, -1, {(0, 3): "#"})).terms["approach"] == pytest.approx(-0.01)
+    # iron in sight is the target itself; no stone in sight falls back to exploring
+    assert terms(seeking, *moved(state, 1, {(0, 3): "i", (0, -3): "#"})).terms["approach"] == pytest.approx(0.01)
+    assert terms(seeking, *moved(state, 1)).terms["explore"] == pytest.approx(0.01)
+
+
 def test_vitals_pay_for_drinking_when_low_only():
     program = RewardProgram(source("stone_pickaxe"))
     prev = start("stone_pickaxe")

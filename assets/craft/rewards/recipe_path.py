@@ -15,7 +15,9 @@ reward(prev_state, action, state, info) reads Craft's state_dict() and returns
   stands, so it carries wood for a second one to the stone. Placing it gives that wood back (a
   table placed early is a loss), and the stone pickaxe made at it pays for it;
 - explore: when the resource to fetch is not in sight, EXPLORE per tile farther from the nearest
-  table (up to RANGE tiles), a potential too: it sends the player away from a worked-out spot;
+  table (up to RANGE tiles), a potential too: it sends the player away from a worked-out spot
+  (with SEEK_STONE, an ore out of sight makes the nearest stone in sight the approach target
+  instead: coal, iron and diamonds lie in the mountains, not on the grass around the table);
 - vitals: VITALS per point of food and drink up to LOW (a potential: drinking and eating pay when
   low, decay takes it back), and the approach target turns to water or a cow while one is low;
 - lava: one block that LAVA_TERM switches off: sparse -1 for stepping into lava, and -LAVA_NEAR
@@ -35,6 +37,7 @@ LAVA_NEAR = 0.05  # for a move that ends next to lava
 SPARE = 3  # wood for a second table near the stone (0 switches the spare table off)
 EXPLORE = 0.01  # per tile farther from the nearest table while the target is out of sight
 RANGE = 24  # tiles from the table beyond which exploring pays no more
+SEEK_STONE = False  # True: an ore out of sight makes the nearest stone the target (ores lie in the mountains)
 VITALS = 0.03  # per point of food or drink up to LOW
 LOW = 3  # food or drink at or below this sends the player to water or a cow
 
@@ -144,6 +147,9 @@ def reward(prev_state, action, state, info):
     goal = target(prev_state, need)
     if goal is not None and not crafted and state["inventory"] == prev_state["inventory"]:
         before, after = nearest(prev_state, goal), nearest(state, goal)
+        if before is None and SEEK_STONE and goal in ("coal", "iron", "diamond"):
+            goal = "stone"
+            before, after = nearest(prev_state, goal), nearest(state, goal)
         if before is not None and after is not None:
             approach = APPROACH * (before - after)
         elif before is None and goal != "table" and EXPLORE:
