@@ -11,7 +11,9 @@ every reset (the trainers' `collect_groups` plays exactly one per env):
   reward function returns, `turngym.rewards.code`) was not 0, and its total;
 - `failures`, `stall_<achievement>`: per failed episode, the furthest achievement of the goal's
   recipe path it reached (`stall_none` before the first);
-- `analysis_episodes`, `analysis_steps`: the episodes and steps counted.
+- `analysis_episodes`, `analysis_steps`: the episodes and steps counted;
+- `analysis_code_errors`: steps where the reward code failed (raised, ran past its time limit or
+  returned junk: `info["code_reward_error"]`), which then gave no code reward.
 
 `pop()` returns the counts since the last pop (a trainer logs them with every update, as flat
 keys of its metrics row) and `summarize(rows)` sums them over a run into `analysis.json`, with the
@@ -87,6 +89,10 @@ class EpisodeAnalysis(gym.vector.VectorWrapper):
             values = np.where(live, np.asarray(values, np.float64), 0.0)
             self.counts[f"term_{name}_fired"] += int((values != 0).sum())
             self.counts[f"term_{name}_sum"] += float(values.sum())
+        errors = info.get("code_reward_error")
+        if errors is not None:  # "" where a call went well; SyncVectorEnv masks envs without the key
+            failed = np.array([bool(e) for e in errors]) & np.asarray(info.get("_code_reward_error", True), bool)
+            self.counts["analysis_code_errors"] += int((failed & live).sum())
         ended = np.flatnonzero(live & np.asarray(terminated | truncated, bool))
         success = np.asarray(info.get("success", np.zeros(self.num_envs, bool)), bool)
         for i in ended.tolist():
@@ -128,6 +134,7 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     stalls = {k.removeprefix("stall_"): v for k, v in total.items() if k.startswith("stall_")}
     return {
         "updates": updates, "episodes": total["analysis_episodes"], "steps": total["analysis_steps"],
+        "code_errors": total["analysis_code_errors"], "code_errors_per_step": total["analysis_code_errors"] / steps,
         "deaths": total["deaths"], "deaths_per_episode": total["deaths"] / episodes,
         "death_causes": {c: {"count": n, "per_episode": n / episodes} for c, n in sorted(causes.items())},
         "terms": {t: {"fired": total[f"term_{t}_fired"], "fired_per_step": total[f"term_{t}_fired"] / steps,

@@ -305,6 +305,18 @@ def test_symbolic_training_with_reward_code_logs_the_analysis(tmp_path):
     assert set(analysis["terms"]) == {"approach", "explore", "collect", "craft", "vitals", "lava"}
 
 
+def test_failing_reward_code_is_counted_not_trained_on_silently(tmp_path):
+    broken = "def reward(prev_state, action, state, info):\n    if state['turn'] % 2:\n        return state['nope']\n" \
+             "    return 0.0\n"
+    rows = train(NeuralTrainConfig(env_id="turngym/Craft-v0", task="stone_pickaxe", backend="symbolic", groups=2,
+                                   group_size=2, steps=80, env_kwargs={"max_turns": 20}, out=str(tmp_path),
+                                   reward_code=broken, tensorboard=False), progress=False)
+    # every other step of every episode fails (the step that ends one included)
+    assert sum(r["analysis_code_errors"] for r in rows) == sum(r["analysis_steps"] for r in rows) // 2
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    assert analysis["code_errors"] > 0 and analysis["code_errors_per_step"] == pytest.approx(0.5)
+
+
 def test_cli_reward_set_trains_a_variant_of_the_program(tmp_path):
     from typer.testing import CliRunner
 
@@ -329,10 +341,11 @@ def test_the_report_shows_a_training_analysis_table(tmp_path):
     run = Run(tmp_path, "run", {}, {"rows": []}, [], {})
     assert analysis_table([run]) is None
     counts = {"analysis_episodes": 4, "analysis_steps": 40, "deaths": 1, "death_lava": 1, "failures": 3,
-              "stall_place_table": 2, "stall_none": 1, "term_lava_fired": 4, "term_lava_sum": -1.2}
+              "stall_place_table": 2, "stall_none": 1, "term_lava_fired": 4, "term_lava_sum": -1.2,
+              "analysis_code_errors": 2}
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "analysis.json").write_text(json.dumps(summarize([counts])))
     table = analysis_table([run])
     assert [row.keys for row in table.rows] == [["run/train"]]
-    assert table.rows[0].cells == ["4", "0.250", "0.250", "10.0%", "place_table 67%, none 33%"]
-    assert "lava deaths / episode" in table.markdown()[0]
+    assert table.rows[0].cells == ["4", "5.00%", "0.250", "0.250", "10.0%", "place_table 67%, none 33%"]
+    assert "lava deaths / episode" in table.markdown()[0] and "reward-code errors / step" in table.markdown()[0]

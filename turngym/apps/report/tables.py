@@ -218,7 +218,8 @@ def training_table(runs: list[Run]) -> Table | None:
 
 def analysis_table(runs: list[Run]) -> Table | None:
     """One row per training run with an analysis.json below the folders (trainers/ppo.py, after
-    Auto MC-Reward's trajectory analyzer): episodes, deaths per episode by cause, each reward term's
+    Auto MC-Reward's trajectory analyzer): episodes, the share of steps whose reward code failed
+    (no code reward then), deaths per episode by cause, each reward term's
     firing rate per step, and where failed episodes stalled most often."""
     found = {}
     for run in runs:
@@ -229,13 +230,14 @@ def analysis_table(runs: list[Run]) -> Table | None:
         return None
     causes = sorted({c for a in found.values() for c in a.get("death_causes", {})})
     terms = sorted({t for a in found.values() for t in a.get("terms", {})})
-    columns = [("episodes", "episodes"), ("deaths", "deaths / episode"),
+    columns = [("episodes", "episodes"), ("code_errors", "reward-code errors / step"), ("deaths", "deaths / episode"),
                *((f"death_{c}", f"{c} deaths / episode") for c in causes),
                *((f"term_{t}", f"{t} fired / step") for t in terms), ("stall", "failures stalled at (share)")]
 
     def cells(a: dict[str, Any]) -> list[str]:
         stalls = list(a.get("stalls", {}).items())[:3]  # the most common first (analysis.summarize)
-        return [_number(a.get("episodes"), ",d"), _number(a.get("deaths_per_episode"), ".3f"),
+        return [_number(a.get("episodes"), ",d"), _number(a.get("code_errors_per_step"), ".2%"),
+                _number(a.get("deaths_per_episode"), ".3f"),
                 *(_number(a["death_causes"].get(c, {}).get("per_episode", 0.0), ".3f") for c in causes),
                 *(_number(a["terms"].get(t, {}).get("fired_per_step"), ".1%") for t in terms),
                 ", ".join(f"{name} {s['share']:.0%}" for name, s in stalls) or DASH]
