@@ -238,7 +238,6 @@ def test_ray_on_a_local_instance_gives_the_same_results(serial, tmp_path):
     assert json.loads((serial / "results.json").read_text()) == json.loads((tmp_path / "results.json").read_text())
 
 
-@pytest.mark.filterwarnings("ignore:.*HopVQA-v0 is out of date")  # core-v0 pins v0 on purpose
 @pytest.mark.parametrize("name", ["core-v0", "core-v1"])
 def test_the_core_suite_is_frozen_and_playable(name):
     assert name in list_suites()
