@@ -60,10 +60,6 @@ class LandmarkMemory:
         self.seen = np.zeros((n, len(self.ids)), bool)
         self.at = np.zeros((n, len(self.ids), 2), np.int64)
 
-    @property
-    def size(self) -> int:
-        return 3 * len(self.ids)
-
     def reset(self, rows: np.ndarray, views: np.ndarray) -> None:
         """New episodes in `rows`, their first views `views` (len(rows), view, view)."""
         self.pos[rows] = 0
@@ -74,10 +70,10 @@ class LandmarkMemory:
         """Rows that took `actions` facing views `before` and now see `after`."""
         actions = np.asarray(actions, np.int64)
         move = actions < MOVES
-        faced = before.reshape(len(rows), self.view * self.view)[np.arange(len(rows)),
-                                                                 self.ahead[np.where(move, actions, 0)]]
+        direction = np.where(move, actions, 0)  # (any direction for the rows that did not move)
+        faced = before.reshape(len(rows), self.view * self.view)[np.arange(len(rows)), self.ahead[direction]]
         moved = move & self.walkable[faced]
-        self.pos[rows] += np.where(moved[:, None], STEPS[np.where(move, actions, 0)], 0)
+        self.pos[rows] += np.where(moved[:, None], STEPS[direction], 0)
         self._look(rows, after)
 
     def _look(self, rows: np.ndarray, views: np.ndarray) -> None:

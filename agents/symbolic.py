@@ -32,6 +32,7 @@ from turngym.trajectory import atomic_write_bytes
 KIND = "craft-symbolic"  # saved with the weights, so `neural:PATH` knows which network to build
 OBS_KEYS = ("view", "inventory", "vitals", "facing")
 MEMORY_KEY = "landmarks"  # added to the observation by agents/landmarks.py where the config asks for it
+NET_FIELDS = ("embed", "hidden", "landmarks")  # what `--net` may set; the other fields follow the env
 
 
 @dataclass(frozen=True)

@@ -182,19 +182,19 @@ class NeuralTrainConfig(TrainConfig):
             raise ValueError(f"unknown curriculum_signal {self.curriculum_signal!r}: use "
                              + ", ".join(CURRICULUM_SIGNALS))
         from turngym.agents.neural import PolicyConfig
-        from turngym.agents.symbolic import SymbolicConfig
+        from turngym.agents.symbolic import NET_FIELDS, SymbolicConfig
 
         # a fresh policy of the vector backend is a SymbolicPolicy, else the text policy
         symbolic = self.vector_backend() is not None  # (a backend that cannot play these settings fails here)
-        fields = ("embed", "hidden", "landmarks") if symbolic else tuple(PolicyConfig.__dataclass_fields__)
+        fields = NET_FIELDS if symbolic else tuple(PolicyConfig.__dataclass_fields__)
         unknown = set(self.net) - set(fields)
         if unknown:
             raise ValueError(f"unknown net option(s) {sorted(unknown)} for the {'symbolic' if symbolic else 'text'} "
                              f"policy: use {', '.join(fields)}")
         if self.net and self.policy != "neural":
             raise ValueError("net sizes a fresh policy; a saved one (--policy neural:PATH) keeps its own")
-        if symbolic and "landmarks" in self.net:
-            SymbolicConfig.for_craft(landmarks=self.net["landmarks"])  # unknown materials fail before any work
+        if symbolic:
+            SymbolicConfig.for_craft(**self.net)  # unknown landmark materials fail before any work
 
     def vector_backend(self) -> VectorBackend | None:
         """The env's fast vector backend when this run uses it (backend symbolic or auto), else None."""

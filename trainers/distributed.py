@@ -76,7 +76,7 @@ class Worker:
         # trainer's, shipped with its architecture), so a neural:PATH need not exist on this node.
         # The env is the one `policy` reads: with its landmark memory where it has one.
         landmarks = getattr(getattr(policy, "config", None), "landmarks", ())
-        net = {**config.net, "landmarks": ",".join(landmarks)} if landmarks else config.net
+        net = {**config.net, "landmarks": landmarks} if landmarks else config.net
         _, self.actor, _ = build(dataclasses.replace(config, policy="neural", net=net))
         self.actor.policy = self.policy = policy
         self.config = config
