@@ -1,17 +1,25 @@
-"""The Craft oracle: plans on the true map (state_dict) with path search and the recipe tree.
+"""Craft's oracle and rule agent: one planner over the recipe tree, on the true map or on a remembered one.
 
-Each turn it picks an objective by working backwards from the task's goal through the rules
-(what the next missing item, tool or nearby station is), keeps food and drink up on the way,
-and walks there along a shortest safe path, mining through rock when its tools allow. It never
-steps on lava. It plays in either action mode, using primitive actions.
+`oracle` plans on the true map (state_dict). Each turn it picks an objective by working backwards
+from the task's goal through the rules (what the next missing item, tool or nearby station is),
+keeps food and drink up on the way, and walks there along a shortest safe path, mining through rock
+when its tools allow. It never steps on lava. It plays in either action mode, using primitive actions.
+
+`heuristic` is the same planner on what it has observed: it reads only the observation (the view,
+inventory, vitals and facing, from the text or from the symbolic arrays), draws each view into a map
+of its own by dead reckoning, and when what it needs is not on that map it walks to the nearest
+edge of the unknown, inside the mountains for ores and outside them for the rest (frontier
+exploration). It is Craft's rule baseline: what a script with a memory reaches without the map.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from turngym.agents.base import Agent, register_agent
 from turngym.envs.craft import CraftEnv, load_rules
@@ -21,6 +29,13 @@ from turngym.envs.craft.rules import DIRECTIONS
 STATION_SEARCH = 15  # walk back to a station this close rather than build a new one
 LOW = 3  # go and drink, or eat, when drink or food falls this low
 PLACE_CHECK = 30  # how far around a placement must stay reachable
+EXPLORE_REACH = 80  # how far (in steps, mining counted twice) the rule agent looks for unknown ground
+# The rule agent explores the mountains for ores and the open land for the rest: unknown ground on the
+# other side costs this many extra steps.
+WRONG_GROUND = 12
+ORES = ("stone", "coal", "iron", "diamond")
+TOP_UP, TOP_UP_REACH = 6, 8  # the rule agent drinks or eats at this level or below when water or a cow is this near
+MOUNTAIN = ("stone", "path", "coal", "iron", "diamond")
 
 
 @register_agent("oracle", CraftEnv)
@@ -260,3 +275,132 @@ class CraftOracle(Agent):
             if walkable[cell] and not deadly[cell]:
                 return f"move {DIRECTIONS[d]}"
         return "noop"
+
+
+VITALS_LINE = re.compile(r"Health (\d+)/\d+, food (\d+)/\d+, drink (\d+)/\d+\. You face (\w+)")
+
+
+@register_agent("heuristic", CraftEnv)
+class CraftHeuristic(CraftOracle):
+    """The oracle's planner on a map drawn from the agent's own observations (see the module doc).
+
+    The player's position is dead-reckoned: a move moves the player exactly when the tile it faces
+    in the view it acted on is walkable (agents/landmarks.py relies on the same rule), so the map
+    stays aligned. Cows wander, so a cow outside the view is forgotten (drawn as grass). It reads
+    the text's map (`text_map=True`, the default) or the symbolic arrays (`symbolic=True`)."""
+
+    def __init__(self, env: gym.Env, argument: str = "") -> None:
+        super().__init__(env, argument)
+        r = self.rules
+        self.unknown = len(r.materials)  # a tile id beyond the rules' materials: never walked, never dug
+        self.from_char = {c: i for i, c in enumerate(r.chars)}
+        self.mountain = bytes(r.mat(m) for m in MOUNTAIN)
+        self.cow, self.grass = r.mat("cow"), r.mat("grass")
+
+    def reset(self, obs: dict[str, Any], info: dict[str, Any], *, seed: int | None = None) -> None:
+        super().reset(obs, info, seed=seed)
+        env = self.env.unwrapped
+        if "view" not in obs and not str(obs.get("text", "")).count("\nMap ("):
+            raise ValueError("the Craft heuristic reads the map in the observation: leave text_map on, or make "
+                             "the env with symbolic=True")
+        self.side = env.view
+        # Room for a walk from the start to any edge of the world and the view beyond it, whatever the start.
+        self.width = n = 2 * env.size + self.side + 2
+        self.cells = bytearray([self.edge]) * n + (bytearray([self.edge]) + bytearray([self.unknown]) * (n - 2)
+                                                   + bytearray([self.edge])) * (n - 2) + bytearray([self.edge]) * n
+        self.start = self.pos = (n // 2) * n + n // 2
+        self.offsets = (-n, n, 1, -1)
+        self.goal = env.task.goal
+        self.done: set[str] = set()
+        self.last: tuple[str, list[int]] | None = None
+        self.target: str | None = None
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        self._observe(obs)
+        objective = self._objective()
+        action = self._skill(objective, info["actions"]) or self._pursue(objective)
+        self.last = (action, list(self.inv))
+        return action
+
+    # ---- reading the observation ----------------------------------------------------------
+    def _observe(self, obs: dict[str, Any]) -> None:
+        view, inv, vitals, facing = self._parse(obs)
+        if self.last is not None:
+            verb, _, arg = self.last[0].partition(" ")
+            step = self.offsets[DIRECTIONS.index(arg)] if verb == "move" else 0
+            if step and self.rules.tables["walkable"][self.cells[self.pos + step]]:
+                self.pos += step
+            if verb == "place" and inv != self.last[1]:
+                self.done.add(f"place_{arg}")
+        for item, n in zip(self.rules.items, inv, strict=True):
+            if n:  # what is held was collected or made
+                self.done.add(("make_" if item in self.rules.make else "collect_") + item)
+        self.cells = self.cells.replace(bytes([self.cow]), bytes([self.grass]))
+        n, r = self.width, self.side // 2
+        here = self.cells[self.pos]
+        for y in range(self.side):
+            first = self.pos + (y - r) * n - r
+            self.cells[first:first + self.side] = view[y]
+        if self.cells[self.pos] == self.unknown:  # the text shows the player, not the ground it stands on
+            self.cells[self.pos] = here if here != self.unknown else self.grass
+        self.inv, self.facing = inv, facing
+        self.vitals = dict(zip(("health", "food", "drink"), vitals, strict=True))
+
+    def _parse(self, obs: dict[str, Any]) -> tuple[list[bytes], list[int], list[int], int]:
+        """(view rows as tile-id bytes, inventory, (health, food, drink), facing) from the observation."""
+        if "view" in obs:
+            view = np.asarray(obs["view"], np.uint8)
+            return ([row.tobytes() for row in view], [int(k) for k in obs["inventory"]],
+                    [int(v) for v in obs["vitals"]], int(obs["facing"]))
+        lines = str(obs["text"]).splitlines()
+        top = next(i for i, line in enumerate(lines) if line.startswith("Map (")) + 1
+        view = [bytes(self.unknown if c == "@" else self.from_char[c] for c in line.split(" "))
+                for line in lines[top:top + self.side]]
+        health, food, drink, facing = VITALS_LINE.search(obs["text"]).groups()
+        held = dict(part.rsplit(" ", 1) for part in
+                    next(line for line in lines if line.startswith("Inventory: "))[11:].split(", ")
+                    if part != "empty")
+        return (view, [int(held.get(item, 0)) for item in self.rules.items], [int(health), int(food), int(drink)],
+                DIRECTIONS.index(facing))
+
+    def _objective(self) -> tuple:
+        # Water or a cow may not be in sight when a vital runs low: top up on the way while one is near.
+        for material, vital in (("water", "drink"), ("cow", "food")):
+            if self.refilling is None and self.vitals[vital] <= TOP_UP and self._near(material, TOP_UP_REACH):
+                self.refilling = material
+        return super()._objective()
+
+    def _near(self, material: str, reach: int) -> bool:
+        code = self.rules.mat(material)
+        found, _, _ = search(self.cells, self.width, self.pos, self._costs(False),
+                             lambda t: code in (self.cells[t - self.width], self.cells[t + self.width],
+                                                self.cells[t + 1], self.cells[t - 1]), reach)
+        return found is not None
+
+    # ---- where the map ends ----------------------------------------------------------------
+    def _costs(self, dig: bool) -> list[int | None]:
+        return [*step_costs(self.rules, self.inv, dig), None]  # unknown tiles: no path goes through them
+
+    def _pursue(self, objective: tuple) -> str:
+        self.target = objective[1] if len(objective) > 1 else None
+        return super()._pursue(objective)
+
+    def _wander(self) -> str:
+        """What is needed is not on the map: step towards the nearest unknown ground of the right
+        kind (the mountains for ores, open land for the rest)."""
+        costs, n, unknown = self._costs(True), self.width, self.unknown
+        _, dist, parent = search(self.cells, n, self.pos, costs, max_cost=EXPLORE_REACH)
+        want_mountain = self.target in ORES
+        best, best_cost = None, None
+        for tile, d in dist.items():
+            if unknown not in (self.cells[tile - n], self.cells[tile + n], self.cells[tile + 1], self.cells[tile - 1]):
+                continue
+            cost = d + (0 if (self.cells[tile] in self.mountain) == want_mountain else WRONG_GROUND)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = tile, cost
+        path = trace(parent, best) if best is not None else []
+        if not path:
+            return super()._wander()
+        d = direction(n, self.pos, path[0])
+        blocked = not self.rules.tables["walkable"][self.cells[path[0]]]
+        return "do" if blocked and self.facing == d else f"move {DIRECTIONS[d]}"

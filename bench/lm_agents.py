@@ -13,8 +13,8 @@ loading is not counted). `--agents ... before` adds the full prompt style SmolLM
 compact one (no example, prefill or resampling), the "before" of the comparison. Episodes are
 kept under `--out/<family>/<agent>/` (rerunning with the same --episodes resumes; another count
 needs another --out); `--out/results.json` holds the rows of every run into that folder (a rerun
-replaces the rows it plays). A row whose agent does not exist for the family (Craft has no
-heuristic) or cannot be built (scoring mode not installed) is printed as skipped with the reason.
+replaces the rows it plays). A row whose agent does not exist for the family (a family without a
+heuristic, say) or cannot be built (scoring mode not installed) is printed as skipped with the reason.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ For collect_diamond, `code-nolava` is the code reward without its lava term (the
 (agents/landmarks.py: the memory a 9x9 view lacks on the long tasks);
 `curriculum-METRIC` runs the curriculum with another informativeness metric (the metric ablation:
 max_min, max_mean, variance, learnability, uniform).
+Not from scratch, and named so: `bc` clones Craft's rule agent (`heuristic`, which plays from the
+observation alone, never the map; not the oracle) into the symbolic policy with the landmark memory
+(CLONE_EPISODES training worlds), and `bc+code` / `bc+best` go on from that clone with RL. The
+expert's turns count in the budget: RL plays `--steps` minus them.
 
 Each run is evaluated on the task's 100 frozen test worlds (the original task, never an evolved
 one): test success, mean progress (the fraction of the goal's chain done) and deaths by cause.
@@ -48,8 +52,10 @@ TASKS = ("stone_pickaxe", "iron_pickaxe", "collect_diamond")
 BEST_ALGO = "gae"
 METHODS = ("sparse", "best", "code", "curriculum", "code+curriculum")
 CURRICULUM_METRICS = ("max_min", "max_mean", "variance", "learnability", "uniform")
-EXTRA_METHODS = ("code-nolava", "code+landmarks", *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS))
+EXTRA_METHODS = ("code-nolava", "code+landmarks", *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS),
+                 "bc", "bc+best", "bc+code")
 LANDMARKS = "table,furnace,water"
+CLONE_EPISODES, CLONE_EPOCHS = 1000, 20  # the rule agent's episodes on training worlds, and epochs over them
 STEPS = 2_000_000
 TEST_EPISODES = 100
 
@@ -66,7 +72,7 @@ def reward_source(task: str, lava: bool = True) -> str:
 def settings(method: str, task: str) -> dict:
     """The trainer config fields of a method (beyond env, task, budget, seed and folder)."""
     fields: dict = {"algo": "grpo" if method == "sparse" else BEST_ALGO}
-    if method.startswith("code"):
+    if method.removeprefix("bc+").startswith("code"):
         fields["reward_code"] = reward_source(task, lava=method != "code-nolava")
     if "curriculum" in method:
         metric = method.partition("-")[2] or "max_min"
@@ -76,8 +82,23 @@ def settings(method: str, task: str) -> dict:
     return fields
 
 
-def run_one(job: tuple[str, str, int, int, str]) -> dict:
-    task, method, seed, steps, out = job
+def clone_rule_agent(task: str, seed: int, path: Path, episodes: int) -> int:
+    """Clone the rule agent into a symbolic policy with the landmark memory at `path` (as `turngym bc
+    ... -k symbolic=true --expert heuristic --net landmarks=...` does); returns the expert's turns."""
+    from turngym.agents.symbolic import SymbolicConfig, new_symbolic_policy
+    from turngym.trainers.bc import clone_symbolic, collect_symbolic
+
+    kwargs = {"task": task, "symbolic": True, "image": False}
+    policy = new_symbolic_policy(SymbolicConfig.for_craft(landmarks=LANDMARKS), seed)
+    data = collect_symbolic(ENV, episodes, env_kwargs=kwargs, expert="heuristic", seed=10_000 + seed,
+                            landmarks=policy.config.landmarks)
+    history = clone_symbolic(policy, data, epochs=CLONE_EPOCHS, seed=seed)
+    policy.save(path, env_id=ENV, env_kwargs=kwargs, episodes=episodes, expert="heuristic", history=history)
+    return len(data["label"])
+
+
+def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
+    task, method, seed, steps, out, clone_episodes = job
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -94,27 +115,44 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     if previous is not None and previous["env_steps"] >= steps:
         return previous
     start = time.perf_counter()
-    config = NeuralTrainConfig(env_id=ENV, task=task, steps=steps, seed=seed, out=str(folder), resume=True,
-                               tensorboard=False, **settings(method, task))
-    train(config, progress=False)
+    expert = 0
+    fields = settings(method, task)
+    if method.startswith("bc"):
+        clone = folder / "clone.pt"
+        expert_file = folder / "clone.json"
+        if not expert_file.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(expert_file, {"expert_turns": clone_rule_agent(task, seed, clone, clone_episodes)})
+        expert = json.loads(expert_file.read_text())["expert_turns"]
+        fields["policy"] = f"neural:{clone}"
+    if method != "bc":
+        config = NeuralTrainConfig(env_id=ENV, task=task, steps=steps - expert, seed=seed, out=str(folder),
+                                   resume=True, tensorboard=False, **fields)
+        train(config, progress=False)
+        spec, kwargs = config.trained()
+    else:
+        spec, kwargs = fields["policy"], {"task": task, "symbolic": True, "image": False}
     seconds = time.perf_counter() - start + (previous["seconds"] if previous else 0.0)  # an extended run's too
-    spec, kwargs = config.trained()
     results = evaluate(ENV, [spec], TEST_EPISODES, env_kwargs=kwargs, out=folder / "test")
     row = entry_row(results, spec)
     parts = row["parts"]
     deaths = {key.removeprefix("died_"): value for key, value in parts.items() if key.startswith("died")}
-    metrics = read_metrics(folder)
+    metrics = read_metrics(folder) if method != "bc" else []
     record = {"method": method, "seed": seed, "test_success": row["success_rate"],
               "test_progress": parts.get("progress", 0.0), "deaths": deaths,
-              "env_steps": metrics[-1]["env_steps"], "seconds": round(seconds, 1),
-              "curve": [(m["env_steps"], m["success"], m.get("progress", m.get("return", 0.0))) for m in metrics]}
+              "env_steps": expert + (metrics[-1]["env_steps"] if metrics else 0), "expert_steps": expert,
+              "seconds": round(seconds, 1),
+              "curve": [(expert + m["env_steps"], m["success"], m.get("progress", m.get("return", 0.0)))
+                        for m in metrics]}
     atomic_write_json(done, record)  # a run killed mid-write is retrained, not misread
     return record
 
 
 def table(task: str, rows: list[dict], steps: int) -> Table:
-    out = Table(title=f"Craft {task} from scratch, {steps:,} env steps per run; test split ({TEST_EPISODES} frozen "
-                      "worlds): mean over seeds (min-max)")
+    cloned = " (bc*: from a clone of the rule agent, its turns counted)" if any(
+        r.get("expert_steps") for r in rows) else ""
+    out = Table(title=f"Craft {task} from scratch{cloned}, {steps:,} env steps per run; test split ({TEST_EPISODES} "
+                      "frozen worlds): mean over seeds (min-max)")
     for column in ("method", "seeds", "test success", "progress", "deaths / episode", "env steps", "minutes"):
         out.add_column(column, justify="left" if column == "method" else "right")
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -139,6 +177,8 @@ def plot(task: str, rows: list[dict], path: Path) -> None:
     for method in dict.fromkeys(r["method"] for r in rows):
         curves = [np.array(r["curve"], float) for r in rows if r["method"] == method]
         length = min(len(c) for c in curves)
+        if not length:  # a clone alone has no training curve
+            continue
         mean = np.mean([c[:length] for c in curves], axis=0)
         for ax, column in zip(axes, (1, 2), strict=True):
             ax.plot(mean[:, 0], mean[:, column], label=method, linewidth=1.6)
@@ -161,9 +201,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help="env-step budget of every run")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_hard"))
+    parser.add_argument("--clone-episodes", type=int, default=CLONE_EPISODES, help="the rule agent's episodes (bc*)")
     args = parser.parse_args()
     console = Console(width=150)
-    jobs = [(args.task, method, seed, args.steps, str(args.out)) for method in args.methods for seed in args.seeds]
+    jobs = [(args.task, method, seed, args.steps, str(args.out), args.clone_episodes)
+            for method in args.methods for seed in args.seeds]
     with console.status(f"{len(jobs)} runs of {args.steps:,} env steps on {args.workers} workers..."), \
             ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(run_one, jobs))

@@ -22,7 +22,7 @@ TINY = {"name": "tiny", "version": 1, "seed": 3, "entries": [
     {"name": "craft", "env_id": "turngym/Craft-v0", "kwargs": {"task": "wood_pickaxe", "max_turns": 25},
      "indices": [4, 0, 9]},
     {"name": "hop", "env_id": "turngym/HopVQA-v0", "kwargs": {"size": 256}, "indices": [1, 2, 3, 5]}]}
-AGENTS = ["random", "oracle", "heuristic"]  # Craft has no heuristic: that pair is skipped
+AGENTS = ["random", "oracle", "heuristic"]
 
 # A plugin family whose tasks misbehave on purpose, installed through the `turngym.envs` entry
 # points so that worker processes (spawned, or Ray's) load it as they load any plugin.
@@ -129,8 +129,7 @@ def test_the_run_folder_has_every_episode_and_the_results(serial):
     run = json.loads((serial / "run.json").read_text())
     assert run["agents"] == AGENTS and [e["name"] for e in run["entries"]] == ["craft", "hop"]
     results = json.loads((serial / "results.json").read_text())
-    assert results["skipped"] == [{"agent": "heuristic", "entry": "craft"}]
-    assert not (serial / "episodes" / "heuristic" / "craft").exists()
+    assert results["skipped"] == []
     record = episode(serial, "oracle", "craft", 9)
     assert record["meta"] | {"env_kwargs": None} == {
         "agent": "oracle", "entry": "craft", "index": 9, "split": "test", "env_kwargs": None,
@@ -150,12 +149,12 @@ def test_the_run_folder_has_every_episode_and_the_results(serial):
     types = [t for (a, e, t) in rows if a == "random" and e == "hop" and t]
     assert sum(rows["random", "hop", t]["episodes"] for t in types) == 4
     overall = {o["agent"]: o for o in results["overall"]}
-    assert overall["oracle"]["mean_score"] == pytest.approx(1.0) and overall["heuristic"]["entries"] == 1
+    assert overall["oracle"]["mean_score"] == pytest.approx(1.0) and overall["heuristic"]["entries"] == 2
 
 
 def test_two_workers_give_the_same_episodes_and_results(serial, tmp_path):
     run_eval(parse_suite(TINY), AGENTS, tmp_path, workers=2)
-    assert same_episodes(serial, tmp_path) == 3 * 2 + 4 * 3
+    assert same_episodes(serial, tmp_path) == 3 * 3 + 4 * 3
     assert json.loads((serial / "results.json").read_text()) == json.loads((tmp_path / "results.json").read_text())
 
 
@@ -171,12 +170,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(serial, tmp_path):
         run_eval(parse_suite(TINY), AGENTS, tmp_path, on_episode=stop_after_five)
     assert len(list((tmp_path / "episodes").rglob("*.jsonl"))) == 5
     assert not (tmp_path / "results.json").exists()
-    assert pending(parse_suite(TINY), AGENTS, tmp_path) == 18 - 5
+    assert pending(parse_suite(TINY), AGENTS, tmp_path) == 21 - 5
     again = []
     run_eval(parse_suite(TINY), AGENTS, tmp_path, on_episode=lambda job, record: again.append(job))
     key = lambda job: (job.agent, job.entry.name, job.index)  # noqa: E731
-    assert len(again) == 13 and not {key(j) for j in again} & {key(j) for j in played}
-    assert same_episodes(serial, tmp_path) == 18
+    assert len(again) == 16 and not {key(j) for j in again} & {key(j) for j in played}
+    assert same_episodes(serial, tmp_path) == 21
     # once everything is there, a rerun plays nothing and writes the same results
     run_eval(parse_suite(TINY), AGENTS, tmp_path, on_episode=lambda job, record: pytest.fail("replayed"))
     assert json.loads((serial / "results.json").read_text()) == json.loads((tmp_path / "results.json").read_text())
@@ -219,6 +218,17 @@ def test_errors_end_only_their_episode(flaky, tmp_path):
     assert pending(flaky, ["goer"], tmp_path) == 0 and pending(flaky, ["goer"], tmp_path, retry_errors=True) == 3
 
 
+def test_an_agent_that_a_family_lacks_is_skipped_there(flaky, tmp_path):
+    suite = parse_suite({"name": "mixed", "entries": [
+        {"name": "flaky", "env_id": "testing/Flaky-v0", "indices": [0]},
+        {"name": "craft", "env_id": "turngym/Craft-v0", "kwargs": {"task": "collect_wood", "image": False},
+         "indices": [0]}]})
+    results = run_eval(suite, ["goer", "oracle"], tmp_path)
+    assert results["skipped"] == [{"agent": "goer", "entry": "craft"}, {"agent": "oracle", "entry": "flaky"}]
+    assert not (tmp_path / "episodes" / "goer" / "craft").exists()
+    assert episode(tmp_path, "goer", "flaky", 0)["success"] and episode(tmp_path, "oracle", "craft", 0)["success"]
+
+
 def test_a_worker_that_dies_takes_only_its_own_episode(flaky, tmp_path):
     results = run_eval(flaky, ["goer"], tmp_path, workers=2)
     died = episode(tmp_path, "goer", "flaky", 3)["meta"]["error"]
@@ -234,7 +244,7 @@ def test_ray_on_a_local_instance_gives_the_same_results(serial, tmp_path):
         run_eval(parse_suite(TINY), AGENTS, tmp_path, ray_address="auto")
     finally:
         ray.shutdown()
-    assert same_episodes(serial, tmp_path) == 18
+    assert same_episodes(serial, tmp_path) == 21
     assert json.loads((serial / "results.json").read_text()) == json.loads((tmp_path / "results.json").read_text())
 
 
@@ -304,9 +314,10 @@ def test_eval_a_suite_with_the_first_episodes_of_each_entry(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--suite", "core-v0", "-a", "heuristic", "-n", "1", "--out",
                                       str(tmp_path), "-j", "2"])
     assert result.exit_code == 0, result.output
-    assert "skipped craft-wood_pickaxe for heuristic" in result.output
+    assert "skipped" not in result.output
     played = sorted(p.parent.name for p in (tmp_path / "episodes").rglob("*.jsonl"))
-    assert played == ["hopvqa", "longdoc", "webshop", "webshop-browser"]
+    assert played == ["craft-iron_pickaxe", "craft-stone_pickaxe", "craft-wood_pickaxe", "hopvqa", "longdoc", "webshop",
+                      "webshop-browser"]
 
 
 

@@ -74,9 +74,9 @@ def test_agent_registry():
     craft = gym.make("turngym/Craft-v0")
     guess = gym.make("guessing/GuessNumber-v0")
     assert {"random", "oracle"} <= set(available_agents(craft))
-    assert "heuristic" in available_agents(guess) and "heuristic" not in available_agents(craft)
-    with pytest.raises(ValueError, match="no agent 'heuristic' for turngym/Craft-v0"):
-        make_agent("heuristic", craft)
+    assert "heuristic" in available_agents(guess) and "always-noop" not in available_agents(craft)
+    with pytest.raises(ValueError, match="no agent 'always-noop' for turngym/Craft-v0"):
+        make_agent("always-noop", craft)
 
     @register_agent("always-noop", type(craft.unwrapped))
     class Noop(Agent):

@@ -111,24 +111,104 @@ def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 1
           progress: Progress | None = None) -> list[dict[str, float]]:
     """Train `policy` on `samples`; returns each epoch's mean loss and accuracy. Each sample is
     encoded once, and every epoch's minibatches join those encodings."""
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if not samples:
         raise ValueError("no demonstrations to clone: the expert's actions never matched the env's candidates")
+    inputs = Turns((s.obs, s.candidates) for s in samples)
+    labels = torch.tensor([s.index for s in samples])
+
+    def forward(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return policy(inputs.batch(policy, rows))[0], labels[rows]
+
+    return _fit(policy, forward, len(samples), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                label_smoothing=label_smoothing, progress=progress)
+
+
+def collect_symbolic(env_id: str, episodes: int, *, env_kwargs: dict[str, Any] | None = None,
+                     expert: str = "oracle", seed: int = 0, noise: float = 0.0, landmarks: tuple[str, ...] = (),
+                     progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Expert turns as the symbolic policy reads them (Craft made with `symbolic=True`): the arrays
+    of OBS_KEYS, the landmark memory's features where `landmarks` are remembered (kept exactly as
+    SymbolicAgent keeps them, from the actions executed), `mask` (the admissible primitive actions)
+    and `label` (the expert's action)."""
+    from turngym.agents.landmarks import LandmarkMemory
+    from turngym.agents.symbolic import MEMORY_KEY, OBS_KEYS
+    from turngym.envs.craft import load_rules
+
+    env = gym.make(env_id, **(env_kwargs or {}))
+    if "view" not in env.observation_space.spaces:
+        raise ValueError("a symbolic clone reads Craft's symbolic observation: make the env with symbolic=True "
+                         "(`-k symbolic=true`)")
+    rules = load_rules()
+    index = {a: i for i, a in enumerate(rules.actions)}
+    view = env.observation_space["view"].shape[0]
+    memory = LandmarkMemory(rules, landmarks, 1, view) if landmarks else None
+    row = np.zeros(1, np.int64)
+    columns: dict[str, list[Any]] = {k: [] for k in (*OBS_KEYS, MEMORY_KEY, "mask", "label")}
+    try:
+        agent = _Noisy(make_agent(expert, env), noise, lambda obs, info: list(info["actions"]))
+        job = progress.add_task(f"{expert} episodes", total=episodes) if progress else None
+        for i in range(episodes):
+            obs, info = env.reset(seed=seed + i)
+            agent.reset(obs, info, seed=seed + i)
+            if memory is not None:
+                memory.reset(row, np.asarray(obs["view"])[None])
+            done = False
+            while not done:
+                action = agent.act(obs, info)
+                mask = np.zeros(len(rules.actions), bool)
+                mask[[index[a] for a in info["actions"] if a in index]] = True
+                for k in OBS_KEYS:
+                    columns[k].append(np.asarray(obs[k]))
+                if memory is not None:
+                    columns[MEMORY_KEY].append(memory.features(row)[0])
+                columns["mask"].append(mask)
+                columns["label"].append(index[agent.last_record["extras"]["expert"]])
+                before = np.asarray(obs["view"])[None]
+                obs, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+                if memory is not None and not done:
+                    memory.step(row, before, np.array([index[action]]), np.asarray(obs["view"])[None])
+            if progress:
+                progress.advance(job)
+    finally:
+        env.close()
+    return {k: np.stack(v) for k, v in columns.items() if v}
+
+
+def clone_symbolic(policy: torch.nn.Module, data: dict[str, np.ndarray], *, epochs: int = 10,
+                   batch_size: int = 256, lr: float = 1e-3, seed: int = 0, label_smoothing: float = 0.0,
+                   progress: Progress | None = None) -> list[dict[str, float]]:
+    """Train a SymbolicPolicy on `collect_symbolic`'s turns (masked to each turn's admissible actions);
+    returns each epoch's mean loss and accuracy."""
+    from turngym.agents.symbolic import as_tensors
+
+    inputs = as_tensors(data)
+    mask, labels = torch.from_numpy(data["mask"]), torch.from_numpy(data["label"]).long()
+
+    def forward(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return policy({k: v[rows] for k, v in inputs.items()}, mask[rows])[0], labels[rows]
+
+    return _fit(policy, forward, len(labels), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                label_smoothing=label_smoothing, progress=progress)
+
+
+def _fit(policy: torch.nn.Module, forward: Any, n: int, *, epochs: int, batch_size: int, lr: float, seed: int,
+         label_smoothing: float, progress: Progress | None) -> list[dict[str, float]]:
+    """Minimise the (smoothed) cross-entropy of `forward(rows)` = (logits, labels) over `n` samples with
+    Adam, in shuffled minibatches; each epoch's mean loss and accuracy."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr, fused=True)  # see trainers/ppo.py
     generator = torch.Generator().manual_seed(seed)
     job = progress.add_task("cloning", total=epochs) if progress else None
-    inputs = Turns((s.obs, s.candidates) for s in samples)
     history = []
     policy.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(samples), generator=generator).tolist()
+        order = torch.randperm(n, generator=generator).tolist()
         loss_sum = correct = 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = inputs.batch(policy, rows)
-            index = torch.tensor([samples[k].index for k in rows])
-            logits, _ = policy(batch)
+            logits, index = forward(rows)
             loss = smoothed_cross_entropy(logits, index, label_smoothing)
             optimizer.zero_grad()
             loss.backward()
@@ -136,7 +216,7 @@ def clone(policy: NeuralPolicy, samples: list[Demonstration], *, epochs: int = 1
             optimizer.step()
             loss_sum += loss.item() * len(rows)
             correct += float((logits.argmax(-1) == index).sum())
-        history.append({"epoch": epoch + 1, "loss": loss_sum / len(samples), "accuracy": correct / len(samples)})
+        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "accuracy": correct / n})
         if progress:
             progress.update(job, advance=1, description=f"cloning (loss {history[-1]['loss']:.3f})")
     return history

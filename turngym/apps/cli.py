@@ -231,30 +231,50 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
            min=0, max=0.99)] = 0.0,
        evaluate: Annotated[int, typer.Option("--eval", help="test tasks to evaluate on (0: skip)", min=0)] = 100,
        seed: Annotated[int, typer.Option(help="seeds the expert episodes, the weights and the shuffling")] = 0,
+       net: Annotated[list[str] | None, typer.Option(
+           help="key=value: a size or switch of the policy (repeatable), as `turngym train --net`; with "
+                "`-k symbolic=true` on Craft the clone is the symbolic policy (e.g. --net landmarks=table,water)",
+           show_default=False)] = None,
        kw: KwargsOption = None) -> None:
-    """Behavior-clone a neural policy from expert episodes, save it, and evaluate it on the test split."""
-    from turngym.agents.neural import PolicyConfig, new_policy, proposer
-    from turngym.trainers.bc import clone, collect, demonstrations
+    """Behavior-clone a neural policy from expert episodes, save it, and evaluate it on the test split.
 
-    kwargs = parse_kwargs(kw)
-    make_env(env_id, kwargs).close()
+    On Craft made with `-k symbolic=true` the clone is the symbolic policy that `turngym train` trains on the fast
+    vector env (pass the same task there with `--policy neural:OUT/policy.pt` to go on with RL)."""
+    from turngym.agents.neural import PolicyConfig, new_policy, proposer
+    from turngym.trainers.bc import clone, clone_symbolic, collect, collect_symbolic, demonstrations
+
+    kwargs, sizes = parse_kwargs(kw), parse_kwargs(net, "--net")
+    symbolic = "view" in make_env(env_id, kwargs).observation_space.spaces
     with progress_bar(console=console, transient=True) as progress:
-        trajs = collect(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed, noise=noise,
-                        progress=progress)
-        samples = demonstrations(trajs, proposer(env_id))
-        policy = new_policy(PolicyConfig(), seed)
-        history = clone(policy, samples, epochs=epochs, seed=seed, label_smoothing=label_smoothing,
-                        progress=progress)
+        if symbolic:
+            from turngym.agents.symbolic import NET_FIELDS, SymbolicConfig, new_symbolic_policy
+
+            if set(sizes) - set(NET_FIELDS):
+                raise typer.BadParameter(f"the symbolic policy's --net fields are {', '.join(NET_FIELDS)}",
+                                         param_hint="--net")
+            policy = new_symbolic_policy(SymbolicConfig.for_craft(kwargs.get("view", 9), **sizes), seed)
+            data = collect_symbolic(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed,
+                                    noise=noise, landmarks=policy.config.landmarks, progress=progress)
+            history = clone_symbolic(policy, data, epochs=epochs, seed=seed, label_smoothing=label_smoothing,
+                                     progress=progress)
+            samples = turns = len(data["label"])
+        else:
+            trajs = collect(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed, noise=noise,
+                            progress=progress)
+            examples = demonstrations(trajs, proposer(env_id))
+            policy = new_policy(PolicyConfig(**sizes), seed)
+            history = clone(policy, examples, epochs=epochs, seed=seed, label_smoothing=label_smoothing,
+                            progress=progress)
+            samples, turns = len(examples), sum(len(t.turns) for t in trajs)
     path = policy.save(out / "policy.pt", env_id=env_id, env_kwargs=kwargs, episodes=episodes, noise=noise,
                        label_smoothing=label_smoothing, history=history)
-    turns = sum(len(t.turns) for t in trajs)
     record: dict[str, Any] = {"env_id": env_id, "env_kwargs": kwargs, "episodes": episodes, "demonstrations":
-                              len(samples), "expert_turns": turns, "noise": noise, "label_smoothing": label_smoothing,
+                              samples, "expert_turns": turns, "noise": noise, "label_smoothing": label_smoothing,
                               "history": history}
-    console.print(f"cloned {len(samples)} of {turns} expert turns: accuracy {history[-1]['accuracy']:.1%}; "
+    console.print(f"cloned {samples} of {turns} expert turns: accuracy {history[-1]['accuracy']:.1%}; "
                   f"policy in {path}")
-    if len(samples) < 0.8 * turns:  # the others chose an action the policy's proposals do not hold
-        console.print(f"[yellow]{turns - len(samples)} expert turns ({1 - len(samples) / turns:.0%}) took actions "
+    if samples < 0.8 * turns:  # the others chose an action the policy's proposals do not hold
+        console.print(f"[yellow]{turns - samples} expert turns ({1 - samples / turns:.0%}) took actions "
                       f"outside the env's proposals and were left out: the clone learns from the rest only[/]")
     if evaluate:
         record["test"] = _evaluate_into(out, env_id, kwargs, f"neural:{path}", evaluate,

@@ -144,7 +144,7 @@ def crash_record(job: Job, message: str) -> Record:
 # ---- the run -------------------------------------------------------------------------------------
 def plan(suite: Suite, agents: list[str]) -> tuple[list[Job], list[tuple[str, str]]]:
     """Every episode of every agent, and the (agent, entry) pairs skipped because the agent does
-    not exist for that env (Craft has no `heuristic`, say); an entry that names its agents is
+    not exist for that env (a plugin family without an `oracle`, say); an entry that names its agents is
     played by those alone. An agent that exists for none of the suite's envs is a mistake, not a
     skip: ValueError."""
     from turngym.agents.base import available_agents
