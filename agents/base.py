@@ -65,6 +65,10 @@ class Agent(ABC):
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         """The action for this turn."""
 
+    def played(self, action: str) -> None:  # noqa: B027
+        """The env played `action` this turn instead of the one `act` returned (a wrapper such as
+        DART's noise in trainers/bc.py chose it): an agent that remembers its own actions hears it."""
+
 
 def register_agent(name: str, env_type: type | None = None) -> Callable[[AgentFactory], AgentFactory]:
     """Decorator: make `factory(env, argument)` the agent called `name` for envs of `env_type`

@@ -208,14 +208,18 @@ class CraftOracle(Agent):
                 return self._wander()
             self.route, self.route_for = trace(parent, found), objective
         if self.route:
-            nxt = self.route[0]
-            d = direction(self.width, self.pos, nxt)
-            blocked = not self.rules.tables["walkable"][self.cells[nxt]]
-            return "do" if blocked and self.facing == d else f"move {DIRECTIONS[d]}"  # mine, or turn/step
+            return self._step_to(self.route[0])
         if code is None:
             return "noop"
         d = next(d for d, o in enumerate(self.offsets) if self.cells[self.pos + o] == code)
         return "do" if act and self.facing == d else f"move {DIRECTIONS[d]}"  # the target blocks: turn
+
+    def _step_to(self, nxt: int) -> str:
+        """The action towards the neighbouring tile `nxt`: mine it when it blocks and is faced, else
+        move (which turns towards a blocked tile without stepping)."""
+        d = direction(self.width, self.pos, nxt)
+        blocked = not self.rules.tables["walkable"][self.cells[nxt]]
+        return "do" if blocked and self.facing == d else f"move {DIRECTIONS[d]}"
 
     def _route_valid(self, goal) -> bool:
         if not self.route:
@@ -322,6 +326,9 @@ class CraftHeuristic(CraftOracle):
         self.last = (action, list(self.inv))
         return action
 
+    def played(self, action: str) -> None:
+        self.last = (action, self.last[1] if self.last else list(self.inv))  # dead reckoning follows what was played
+
     # ---- reading the observation ----------------------------------------------------------
     def _observe(self, obs: dict[str, Any]) -> None:
         view, inv, vitals, facing = self._parse(obs)
@@ -399,8 +406,4 @@ class CraftHeuristic(CraftOracle):
             if best_cost is None or cost < best_cost:
                 best, best_cost = tile, cost
         path = trace(parent, best) if best is not None else []
-        if not path:
-            return super()._wander()
-        d = direction(n, self.pos, path[0])
-        blocked = not self.rules.tables["walkable"][self.cells[path[0]]]
-        return "do" if blocked and self.facing == d else f"move {DIRECTIONS[d]}"
+        return self._step_to(path[0]) if path else super()._wander()

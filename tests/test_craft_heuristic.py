@@ -14,7 +14,7 @@ from turngym.agents import make_agent
 from turngym.agents.symbolic import SymbolicConfig, new_symbolic_policy
 from turngym.apps.cli import app
 from turngym.rollout import rollout
-from turngym.trainers.bc import clone_symbolic, collect_symbolic
+from turngym.trainers.bc import _Noisy, clone_symbolic, collect_symbolic
 
 CRAFT = "turngym/Craft-v0"
 
@@ -36,17 +36,20 @@ def test_it_climbs_the_tech_tree_without_the_map(task, episodes, wins):
     assert sum(won) >= wins  # random play makes neither pickaxe (test_craft_env)
 
 
-def test_its_map_stays_aligned_with_the_world():
-    """Dead reckoning: the agent's position on its own map moves exactly as the player does."""
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_its_map_stays_aligned_with_the_world(noise):
+    """Dead reckoning: the agent's position on its own map moves exactly as the player does, also when
+    DART's noise (trainers/bc.py) plays other actions than the agent's."""
     env = gym.make("turngym/Craft-v0", task="collect_coal", image=False)
     agent = make_agent("heuristic", env)
+    player = _Noisy(agent, noise, lambda obs, info: list(info["actions"])) if noise else agent
     for episode in range(2):
         obs, info = env.reset(seed=episode, options={"split": "dev", "index": episode})
-        agent.reset(obs, info)
+        player.reset(obs, info, seed=episode)
         world = env.unwrapped.world
         start = world.yx(world.pos)
         for _ in range(120):
-            action = agent.act(obs, info)
+            action = player.act(obs, info)
             (y, x), (ay, ax), (sy, sx) = world.yx(world.pos), divmod(agent.pos, agent.width), divmod(agent.start,
                                                                                                      agent.width)
             assert (y - start[0], x - start[1]) == (ay - sy, ax - sx)

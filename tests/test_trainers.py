@@ -71,6 +71,29 @@ def test_prm_training_learns_wood_pickaxe_from_scratch(tmp_path):
     assert (tmp_path / "prm.pt").exists()
 
 
+def test_critic_warmup_fits_the_value_head_alone_then_the_policy_learns(tmp_path):
+    from turngym.agents.neural import load_saved
+    from turngym.agents.symbolic import SymbolicPolicy
+
+    def weights(path):
+        return dict(SymbolicPolicy.from_saved(load_saved(path)).named_parameters())
+
+    start = tmp_path / "start.pt"
+    build(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", out=str(tmp_path / "x")))[0].save(start)
+    runs = {}
+    for warmup in (2, 1):
+        out = tmp_path / f"warmup{warmup}"
+        rows = train(NeuralTrainConfig(env_id=CRAFT, task="wood_pickaxe", algo="gae", policy=f"neural:{start}",
+                                       groups=2, group_size=4, steps=2_000, critic_warmup=warmup, out=str(out),
+                                       tensorboard=False), progress=False)
+        assert len(rows) == 2 and rows[0]["v_loss"] > 0
+        runs[warmup] = weights(out / "policy.pt")
+    before = weights(start)
+    for name, value in before.items():  # two warm-up updates: only the value head moved
+        assert torch.equal(value, runs[2][name]) != name.startswith("value_head."), name
+    assert not torch.equal(before["policy_head.weight"], runs[1]["policy_head.weight"])  # then the policy learns
+
+
 @pytest.mark.parametrize("algo", ["gae", "spo"])
 def test_resume_continues_exactly(tmp_path, monkeypatch, algo):
     config = dict(env_id=CRAFT, task="wood_pickaxe", algo=algo, groups=2, group_size=4,
@@ -218,6 +241,8 @@ def test_bad_configs_name_the_fix(tmp_path):
         train(NeuralTrainConfig(env_id=HOPVQA, backend="symbolic", out=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match="unknown env 'turngym/Nope-v0'"):
         NeuralTrainConfig(env_id="turngym/Nope-v0").check()
+    with pytest.raises(ValueError, match="critic_warmup must be >= 0"):
+        NeuralTrainConfig(env_id=CRAFT, critic_warmup=-1).check()
 
 
 def test_configs_share_one_name_per_knob_and_convert_values():

@@ -47,7 +47,9 @@ class _Noisy(Agent):
         self.last_record = {"extras": {"expert": label}}
         candidates = self.propose(obs, info)
         if candidates and self.rng.random() < self.noise:
-            return candidates[int(self.rng.integers(len(candidates)))]
+            action = candidates[int(self.rng.integers(len(candidates)))]
+            self.expert.played(action)
+            return action
         return label
 
 

@@ -153,6 +153,8 @@ class NeuralTrainConfig(TrainConfig):
         "for the symbolic one, e.g. --net landmarks=table,furnace,water (agents/landmarks.py)", aliases=("--net",)))
     vf_coef: float = knob("weight of the value loss (estimators with a critic: "
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
+    critic_warmup: int = knob("updates at the start that fit only the value head, the policy held: a policy cloned "
+                              "without a value (turngym bc) otherwise follows a random critic's advantages first", 0)
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
                                    "source), added to the env's reward", None)
     curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
@@ -176,6 +178,8 @@ class NeuralTrainConfig(TrainConfig):
         super().check()
         if self.steps is None:
             raise ValueError("the neural-policy trainer needs an env-step budget: set steps")
+        if self.critic_warmup < 0:
+            raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         if self.curriculum not in ("none", "eva"):
             raise ValueError(f"unknown curriculum {self.curriculum!r}: use none or eva")
         if self.curriculum_signal not in CURRICULUM_SIGNALS:

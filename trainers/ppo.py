@@ -118,8 +118,10 @@ def flatten(col: Collected, per_trajectory: list[np.ndarray]) -> torch.Tensor:
 
 def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                actor: SymbolicActor | TextActor, col: Collected, adv: torch.Tensor, targets: torch.Tensor | None,
-               generator: torch.Generator) -> dict[str, float]:
-    """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch."""
+               generator: torch.Generator, critic_only: bool = False) -> dict[str, float]:
+    """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch; with
+    `critic_only`, of the value loss alone, on the value head alone (the layers it shares with the
+    policy stay as they are, and so does the policy)."""
     std = float(adv.std()) if adv.numel() > 1 else 0.0
     if std > 1e-8:
         adv = adv / std
@@ -127,6 +129,7 @@ def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: to
     epochs = 1 if config.loss == "reinforce" else config.epochs
     sums: dict[str, float] = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
     batches = 0
+    held = [p for name, p in policy.named_parameters() if not name.startswith("value_head.")] if critic_only else []
     policy.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
@@ -144,9 +147,11 @@ def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: to
             v_loss = torch.zeros(())
             if targets is not None:
                 v_loss = 0.5 * ((value - targets[rows]) ** 2).mean()
-                loss = loss + config.vf_coef * v_loss
+                loss = config.vf_coef * v_loss + (0.0 if critic_only else loss)
             optimizer.zero_grad()
             loss.backward()
+            for p in held:
+                p.grad = None  # Adam skips a parameter without a gradient
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
@@ -228,7 +233,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                 est = advantages(config, col, model, learned)
                 adv = flatten(col, est.advantages)
                 targets = flatten(col, est.returns) if "values" in NEEDS[config.algo] else None
-                stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator)
+                stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator,
+                                   critic_only=update < config.critic_warmup and targets is not None)
                 update += 1
                 env_steps += col.env_steps
                 trajs = col.trajectories
