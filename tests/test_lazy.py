@@ -71,7 +71,7 @@ def test_each_family_lists_its_own_agents_and_loads_them_on_demand():
     """)
     generic = {"hf", "neural", "openai", "random"}
     assert {i: set(n) - generic for i, n in out["names"].items()} == {
-        "turngym/Craft-v0": {"oracle"},  # no heuristic: the harness skips it for Craft
+        "turngym/Craft-v0": {"heuristic", "oracle"},
         "turngym/HopVQA-v0": {"heuristic", "oracle"},
         "turngym/HopVQA-v1": {"heuristic", "oracle"},
         "turngym/LongDocVQA-v0": {"heuristic", "oracle"},
