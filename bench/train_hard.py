@@ -121,7 +121,7 @@ def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
     folder = Path(out) / task / method / f"seed{seed}"
     done = folder / "done.json"
     previous = json.loads(done.read_text()) if done.exists() else None
-    if previous is not None and previous["env_steps"] >= steps:
+    if previous is not None and (previous["env_steps"] >= steps or method == "bc"):  # (a clone takes no steps)
         return previous
     start = time.perf_counter()
     expert = 0

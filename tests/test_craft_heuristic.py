@@ -126,3 +126,5 @@ def test_cli_bc_clones_the_symbolic_policy_with_its_memory(tmp_path):
     assert saved["config"]["hidden"] == 32
     bad = CliRunner().invoke(app, [*args, "--net", "image=true"])
     assert bad.exit_code != 0 and "--net fields are embed" in bad.output
+    with pytest.raises(ValueError, match="primitive actions"):
+        collect_symbolic(CRAFT, 1, env_kwargs={"symbolic": True, "action_mode": "skills"}, expert="heuristic")

@@ -140,6 +140,8 @@ def collect_symbolic(env_id: str, episodes: int, *, env_kwargs: dict[str, Any] |
     if "view" not in env.observation_space.spaces:
         raise ValueError("a symbolic clone reads Craft's symbolic observation: make the env with symbolic=True "
                          "(`-k symbolic=true`)")
+    if getattr(env.unwrapped, "action_mode", "primitive") != "primitive":
+        raise ValueError("the symbolic policy plays primitive actions: leave action_mode at primitive")
     rules = load_rules()
     index = {a: i for i, a in enumerate(rules.actions)}
     view = env.observation_space["view"].shape[0]

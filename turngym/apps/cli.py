@@ -252,9 +252,12 @@ def bc(env_id: Annotated[str, typer.Argument(help="e.g. turngym/Craft-v0")],
             if set(sizes) - set(NET_FIELDS):
                 raise typer.BadParameter(f"the symbolic policy's --net fields are {', '.join(NET_FIELDS)}",
                                          param_hint="--net")
-            policy = new_symbolic_policy(SymbolicConfig.for_craft(kwargs.get("view", 9), **sizes), seed)
-            data = collect_symbolic(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed,
-                                    noise=noise, landmarks=policy.config.landmarks, progress=progress)
+            try:
+                policy = new_symbolic_policy(SymbolicConfig.for_craft(kwargs.get("view", 9), **sizes), seed)
+                data = collect_symbolic(env_id, episodes, env_kwargs=kwargs, expert=expert, seed=10_000 + seed,
+                                        noise=noise, landmarks=policy.config.landmarks, progress=progress)
+            except ValueError as exc:  # an unknown landmark material, an action mode the policy cannot play
+                raise typer.BadParameter(str(exc)) from None
             history = clone_symbolic(policy, data, epochs=epochs, seed=seed, label_smoothing=label_smoothing,
                                      progress=progress)
             samples = turns = len(data["label"])
