@@ -150,7 +150,7 @@ def test_signals_and_zero_advantage_groups():
     assert [g.tolist() for g in group_signals(trajs, groups, "progress")] == [[0.5, 1.0], [0.25, 0.0]]
     assert all_equal_share(group_signals(trajs, groups, "return")) == 0.5
     assert all_equal_share([[1, 1, 1], [0, 1, 0], [0.5, 0.5]]) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="no progress score part: use curriculum signal return"):
+    with pytest.raises(ValueError, match="no progress score part: use signal return"):
         group_signals([traj([0.0], 0.0, {})], [0], "progress")
 
 

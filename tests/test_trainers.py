@@ -94,10 +94,11 @@ def test_critic_warmup_fits_the_value_head_alone_then_the_policy_learns(tmp_path
     assert not torch.equal(before["policy_head.weight"], runs[1]["policy_head.weight"])  # then the policy learns
 
 
-@pytest.mark.parametrize("algo", ["gae", "spo"])
-def test_resume_continues_exactly(tmp_path, monkeypatch, algo):
+@pytest.mark.parametrize("algo, extra", [("gae", {}), ("spo", {}),
+                                         ("gae", {"self_imitation": 0.5, "self_imitation_signal": "progress"})])
+def test_resume_continues_exactly(tmp_path, monkeypatch, algo, extra):
     config = dict(env_id=CRAFT, task="wood_pickaxe", algo=algo, groups=2, group_size=4,
-                  env_kwargs={"max_turns": 60}, tensorboard=True)
+                  env_kwargs={"max_turns": 60}, tensorboard=True, **extra)
     whole = train(NeuralTrainConfig(steps=1200, out=str(tmp_path / "a"), **config), progress=False)
     assert len(whole) >= 3
     first = train(NeuralTrainConfig(steps=400, out=str(tmp_path / "b"), **config), progress=False)

@@ -106,8 +106,10 @@ class SymbolicActor:
     @staticmethod
     def take(inputs: list[dict[str, np.ndarray]], order: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The chunks as one batch, its turns in `order` where given."""
-        return {k: np.concatenate([chunk[k] for chunk in inputs])[slice(None) if order is None else order]
-                for k in inputs[0]}
+        rows = slice(None) if order is None else order
+        if len(inputs) == 1:  # (no copy of a whole batch to pick a few turns of it: self-imitation's episodes)
+            return {k: np.asarray(v)[rows] for k, v in inputs[0].items()}
+        return {k: np.concatenate([chunk[k] for chunk in inputs])[rows] for k in inputs[0]}
 
     def close(self) -> None:
         self.env.close()

@@ -155,6 +155,12 @@ class NeuralTrainConfig(TrainConfig):
                           + ", ".join(name for name in ESTIMATORS if "values" in NEEDS[name]) + ")", 0.5)
     critic_warmup: int = knob("updates at the start that fit only the value head, the policy held: a policy cloned "
                               "without a value (turngym bc) otherwise follows a random critic's advantages first", 0)
+    self_imitation: float = knob("weight of the self-imitation loss: behaviour cloning on the run's own best episodes "
+                                 "so far, beside the RL loss (0: off; trainers/self_imitation.py)", 0.0)
+    self_imitation_episodes: int = knob("self-imitation: the episodes kept, the best by its signal", 64)
+    self_imitation_signal: str = knob("self-imitation: what ranks an episode, which is kept only above 0: success, "
+                                      "progress (the score part), return or score; fewer turns break ties",
+                                      "success")
     reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
                                    "source), added to the env's reward", None)
     curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
@@ -180,6 +186,14 @@ class NeuralTrainConfig(TrainConfig):
             raise ValueError("the neural-policy trainer needs an env-step budget: set steps")
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
+        if self.self_imitation < 0 or self.self_imitation_episodes < 1:
+            raise ValueError("self_imitation must be >= 0 and self_imitation_episodes >= 1, got "
+                             f"{self.self_imitation} and {self.self_imitation_episodes}")
+        from turngym.trainers.self_imitation import IMITATION_SIGNALS
+
+        if self.self_imitation_signal not in IMITATION_SIGNALS:
+            raise ValueError(f"unknown self_imitation_signal {self.self_imitation_signal!r}: use "
+                             + ", ".join(IMITATION_SIGNALS))
         if self.curriculum not in ("none", "eva"):
             raise ValueError(f"unknown curriculum {self.curriculum!r}: use none or eva")
         if self.curriculum_signal not in CURRICULUM_SIGNALS:

@@ -71,20 +71,23 @@ def informativeness(metric: str, returns: Sequence[float]) -> float:
     return max(METRICS[metric](np.asarray(returns, dtype=np.float64)), 0.0)
 
 
+def signal_of(traj: Trajectory, signal: str) -> float:
+    """One rollout's `signal` (one of SIGNALS)."""
+    if signal == "return":
+        return traj.total_reward
+    if signal == "score":
+        return traj.score
+    if "progress" in traj.score_parts:
+        return traj.score_parts["progress"]
+    raise ValueError(f"the rollouts of {traj.task_id!r} carry no progress score part: use signal return "
+                     "(with Craft's -k reward=progress for partial credit) or score")
+
+
 def group_signals(trajectories: Sequence[Trajectory], groups: Sequence[int], signal: str) -> list[np.ndarray]:
     """Each group's per-rollout `signal` (one of SIGNALS), groups in index order."""
     out: dict[int, list[float]] = {}
     for traj, g in zip(trajectories, groups, strict=True):
-        if signal == "return":
-            value = traj.total_reward
-        elif signal == "score":
-            value = traj.score
-        elif "progress" in traj.score_parts:
-            value = traj.score_parts["progress"]
-        else:
-            raise ValueError(f"the rollouts of {traj.task_id!r} carry no progress score part: use curriculum "
-                             "signal return (with Craft's -k reward=progress for partial credit) or score")
-        out.setdefault(g, []).append(float(value))
+        out.setdefault(g, []).append(float(signal_of(traj, signal)))
     return [np.asarray(out[g]) for g in sorted(out)]
 
 

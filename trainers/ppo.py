@@ -15,6 +15,8 @@ One update, top to bottom:
         L = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)) - c_ent H + c_v 1/2 (V - V_target)^2,
      rho = pi(a|s) / pi_old(a|s) (`loss="reinforce"`: -mean(log pi(a|s) A), one pass), with the
      value loss only when the estimator uses the critic (gae, evpo, spa), and gradient clipping;
+     with `self_imitation` c_SI > 0, plus c_SI times the cloning loss on the run's best episodes
+     so far, which this update's rollouts may join first (trainers/self_imitation.py);
   5. log a metrics row (JSONL + TensorBoard) and write the checkpoint atomically.
 
 The run resumes from its checkpoint (`resume=True`): policy, optimizer, credit model, curriculum, random
@@ -54,6 +56,7 @@ from turngym.trainers.curriculum import all_equal_share, from_config, group_sign
 from turngym.trainers.distributed import collector
 from turngym.trainers.prm import PRMTrainer
 from turngym.trainers.runlog import Metrics, load_checkpoint, read_metrics, save_checkpoint, write_config
+from turngym.trainers.self_imitation import SelfImitation
 from turngym.trajectory import atomic_write_json
 
 # the model fitted on each batch before the estimator of the same name reads its per-turn outputs
@@ -118,16 +121,21 @@ def flatten(col: Collected, per_trajectory: list[np.ndarray]) -> torch.Tensor:
 
 def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                actor: SymbolicActor | TextActor, col: Collected, adv: torch.Tensor, targets: torch.Tensor | None,
-               generator: torch.Generator, critic_only: bool = False) -> dict[str, float]:
-    """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch; with
-    `critic_only`, of the value loss alone, on the value head alone (the layers it shares with the
-    policy stay as they are, and so does the policy)."""
+               generator: torch.Generator, critic_only: bool = False,
+               imitation: SelfImitation | None = None) -> dict[str, float]:
+    """Minibatch epochs of the clipped surrogate (or one REINFORCE pass) on one batch, plus the
+    self-imitation loss on as many kept turns where `imitation` holds any; with `critic_only`, of
+    the value loss alone, on the value head alone (the layers it shares with the policy stay as
+    they are, and so does the policy)."""
     std = float(adv.std()) if adv.numel() > 1 else 0.0
     if std > 1e-8:
         adv = adv / std
     n = len(adv)
     epochs = 1 if config.loss == "reinforce" else config.epochs
     sums: dict[str, float] = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
+    imitate = imitation is not None and bool(imitation.kept) and not critic_only
+    if imitate:
+        sums["si_loss"] = 0.0
     batches = 0
     held = [p for name, p in policy.named_parameters() if not name.startswith("value_head.")] if critic_only else []
     policy.train()
@@ -144,6 +152,10 @@ def ppo_update(config: NeuralTrainConfig, policy: torch.nn.Module, optimizer: to
                 ratio = torch.exp(logp - col.logprob[rows])
                 pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * a).mean()
             loss = pg - config.entropy_coef * entropy.mean()
+            if imitate:
+                si = imitation.loss(len(rows), generator)
+                loss = loss + config.self_imitation * si
+                sums["si_loss"] += float(si.detach())
             v_loss = torch.zeros(())
             if targets is not None:
                 v_loss = 0.5 * ((value - targets[rows]) ** 2).mean()
@@ -179,6 +191,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, fused=True)
     model = CREDIT_MODELS[config.algo](policy, config) if config.algo in CREDIT_MODELS else None
     curriculum = from_config(config)
+    imitation = SelfImitation(actor, config.self_imitation_episodes, config.self_imitation_signal) \
+        if config.self_imitation > 0 else None
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     update, env_steps = 0, 0
@@ -202,6 +216,8 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
         rng.bit_generator.state = state["rng"]
         if curriculum is not None:
             curriculum.load_state_dict(state["curriculum"])
+        if imitation is not None:
+            imitation.load_state_dict(state["self_imitation"])
         generator.set_state(state["generator"])
         update, env_steps = state["update"], state["env_steps"]
         metrics.truncate(update)
@@ -233,8 +249,13 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                 est = advantages(config, col, model, learned)
                 adv = flatten(col, est.advantages)
                 targets = flatten(col, est.returns) if "values" in NEEDS[config.algo] else None
+                if imitation is not None:
+                    imitation.add(col)
                 stats = ppo_update(config, policy, optimizer, actor, col, adv, targets, generator,
-                                   critic_only=update < config.critic_warmup and targets is not None)
+                                   critic_only=update < config.critic_warmup and targets is not None,
+                                   imitation=imitation)
+                if imitation is not None:
+                    stats.update(imitation.stats())
                 update += 1
                 env_steps += col.env_steps
                 trajs = col.trajectories
@@ -261,6 +282,7 @@ def train(config: NeuralTrainConfig, *, progress: bool = True) -> list[dict[str,
                     "config": asdict(config), "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                     **({model.name: model.state_dict()} if model is not None else {}), "rng": rng.bit_generator.state,
                     "curriculum": curriculum.state_dict() if curriculum is not None else None,
+                    "self_imitation": imitation.state_dict() if imitation is not None else None,
                     "generator": generator.get_state(), "update": update, "env_steps": env_steps})
                 bar.update(job, completed=min(env_steps, config.steps),
                            description=f"{config.algo} on {config.task or config.env_id}: "
