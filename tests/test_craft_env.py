@@ -105,6 +105,19 @@ def test_walking_into_lava_kills():
     assert terminated and not truncated and reward == 0.0
     assert info["success"] is False and info["score"] == 0.0 and info["score_parts"]["died"] == 1.0
     assert info["score_parts"]["died_lava"] == 1.0  # the cause, for the lava ablation of code rewards
+    assert info["score_parts"]["died_thirst"] == info["score_parts"]["died_hunger"] == 0.0
+
+
+def test_a_death_of_thirst_is_told_from_lava_and_hunger():
+    env = CraftEnv(task="wood_pickaxe", max_turns=10_000)
+    env.reset(seed=0)
+    env.world = World(RULES, env.task, craft_layout("...\n.@.\n..."), 1, pad=env.view // 2 + 1)
+    env.world.food = RULES.raw["vitals"]["max"] * 10  # (food outlasts drink here, so only thirst kills)
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, info = env.step("noop")
+    parts = info["score_parts"]
+    assert (parts["died"], parts["died_thirst"], parts["died_hunger"], parts["died_lava"]) == (1.0, 1.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize(("sword", "hits"), [(None, 3), ("wood_sword", 2), ("stone_sword", 1)])

@@ -55,8 +55,9 @@ class CraftEnv(TurnEnv):
     0 on every turn until the episode ends. Then, with `reward="success"`, 1 if the goal was
     reached alive, else 0 (the score); with `reward="progress"`, the fraction of the goal's
     prerequisite achievements done (0 after death): still paid only at the end, but with partial
-    credit. `score_parts`: `progress`, `died`, `died_lava` (died by walking into lava) and one 0/1 entry per
-    achievement.
+    credit. `score_parts`: `progress`, `died`, `died_lava` (died by walking into lava), `died_hunger` and
+    `died_thirst` (died elsewhere with no food or no drink left; both where both ran out) and one 0/1
+    entry per achievement.
 
     ## Starting State
     A world of `size` x `size` tiles generated from the task id `<task>:<seed>` (a reset with no
@@ -196,8 +197,12 @@ class CraftEnv(TurnEnv):
         success = w.goal_reached() and not w.dead
         done = {a for a, got in zip(self.rules.achievements, w.achieved, strict=True) if got}
         progress = (sum(a in done for a in chain) / len(chain)) if chain else float(success)
-        # died_lava tells the deaths Auto MC-Reward's lava term is about from starving or thirst
-        parts = {"progress": progress, "died": float(w.dead), "died_lava": float(w.dead and w.deadly[w.map[w.pos]])}
+        # died_lava tells the deaths Auto MC-Reward's lava term is about from starving or thirst;
+        # elsewhere the vitals that ran out say which (both count where both did)
+        lava = w.dead and w.deadly[w.map[w.pos]]
+        parts = {"progress": progress, "died": float(w.dead), "died_lava": float(lava),
+                 "died_hunger": float(w.dead and not lava and w.food <= 0),
+                 "died_thirst": float(w.dead and not lava and w.drink <= 0)}
         parts.update({a: float(a in done) for a in self.rules.achievements})
         reward = progress * (not w.dead) if self.reward == "progress" else None
         return Outcome(success, 1.0 if success else 0.0, parts, reward)
