@@ -15,16 +15,23 @@ For collect_diamond, `code-nolava` is the code reward without its lava term (the
 (agents/landmarks.py: the memory a 9x9 view lacks on the long tasks);
 `curriculum-METRIC` runs the curriculum with another informativeness metric (the metric ablation:
 max_min, max_mean, variance, learnability, uniform).
+`code+si` adds self-imitation (trainers/self_imitation.py: the run's own SI_EPISODES best episodes so
+far by progress, cloned with weight SI_COEF beside the RL loss): still from scratch, nothing but the
+policy's own play is imitated; `code+si+wide` runs it on the clone's network below (the landmarks of
+the recipe path, hidden width CLONE_HIDDEN), `code+wide` that network without self-imitation.
 Not from scratch, and named so: `bc` clones Craft's rule agent (`heuristic`, which plays from the
 observation alone, never the map; not the oracle) from `--clone-episodes` training worlds into the
 symbolic policy (hidden width CLONE_HIDDEN) with a landmark memory of the table, furnace, water and
-every material on the task's recipe path, and `bc+code` / `bc+best` go on from that clone with RL
+every material on the task's recipe path (`bc-dart`: the expert's episodes played with a random action
+at a rate of 0.2, labelled with the expert's choice), and `bc+code` / `bc+best` go on from that clone with RL
 (10 updates fitting the value head alone, then lr 3e-4 and entropy 0.001: the defaults, made for a
-fresh policy, unlearn the clone). The expert's turns count in the budget: RL plays `--steps` minus them.
+fresh policy, unlearn the clone; `bc+code-nolava` without the lava term). The expert's turns count in
+the budget: RL plays `--steps` minus them.
 
 Each run is evaluated on the task's 100 frozen test worlds (the original task, never an evolved
 one): test success, mean progress (the fraction of the goal's chain done) and deaths by cause.
-Writes DIR/results.json ({"task", "rows": [{"method", "seed", "test_success", ...}]}), one
+Writes DIR/results.json ({"task", "rows": [{"method", "seed", "test_success", ...}]}, keeping the rows of
+earlier invocations into the same folder for the methods and seeds not run again), one
 learning-curve plot (training success and progress against env steps, mean over seeds) and prints
 one table. Finished runs are cached in their folders, so a rerun only trains what is missing, and a
 larger `--steps` extends finished runs from their checkpoints (their training seconds add up).
@@ -54,11 +61,14 @@ TASKS = ("stone_pickaxe", "iron_pickaxe", "collect_diamond")
 BEST_ALGO = "gae"
 METHODS = ("sparse", "best", "code", "curriculum", "code+curriculum")
 CURRICULUM_METRICS = ("max_min", "max_mean", "variance", "learnability", "uniform")
-EXTRA_METHODS = ("code-nolava", "code+landmarks", *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS),
-                 "bc", "bc+best", "bc+code")
+EXTRA_METHODS = ("code-nolava", "code+landmarks", "code+si", "code+si+wide", "code+wide",
+                 *(f"curriculum-{metric}" for metric in CURRICULUM_METRICS),
+                 "bc", "bc-dart", "bc+best", "bc+code", "bc+code-nolava")
 LANDMARKS = "table,furnace,water"
 CLONE_EPISODES, CLONE_EPOCHS = 2000, 20  # the rule agent's episodes on training worlds, and epochs over them
 CLONE_HIDDEN = 256
+CLONES = {"bc": 0.0, "bc-dart": 0.2}  # the clone-only methods and the rate of the expert's noisy steps (DART)
+SI_COEF, SI_EPISODES = 0.1, 64
 STEPS = 2_000_000
 TEST_EPISODES = 100
 
@@ -76,30 +86,41 @@ def settings(method: str, task: str) -> dict:
     """The trainer config fields of a method (beyond env, task, budget, seed and folder)."""
     fields: dict = {"algo": "grpo" if method == "sparse" else BEST_ALGO}
     if method.removeprefix("bc+").startswith("code"):
-        fields["reward_code"] = reward_source(task, lava=method != "code-nolava")
+        fields["reward_code"] = reward_source(task, lava=not method.endswith("-nolava"))
     if "curriculum" in method:
         metric = method.partition("-")[2] or "max_min"
         fields.update(curriculum="eva", curriculum_metric=metric, curriculum_signal="progress")
     if "landmarks" in method:
         fields["net"] = {"landmarks": LANDMARKS}
+    if "+wide" in method:
+        fields["net"] = {"landmarks": ",".join(clone_landmarks(task)), "hidden": CLONE_HIDDEN}
+    if "+si" in method:
+        fields.update(self_imitation=SI_COEF, self_imitation_episodes=SI_EPISODES, self_imitation_signal="progress")
     if method.startswith("bc+"):  # RL on a clone: its value head fitted first, then small steps that keep its skill
         fields.update(critic_warmup=10, lr=3e-4, entropy_coef=0.001)
     return fields
 
 
-def clone_rule_agent(task: str, seed: int, path: Path, episodes: int) -> int:
-    """Clone the rule agent into a symbolic policy with the landmark memory at `path` (as `turngym bc
-    ... -k symbolic=true --expert heuristic --net landmarks=... --net hidden=...` does); returns the
-    expert's turns."""
-    from turngym.agents.symbolic import SymbolicConfig, new_symbolic_policy
+def clone_landmarks(task: str) -> tuple[str, ...]:
+    """The clone's landmark memory: the table, furnace and water, and every material on the recipe path."""
     from turngym.envs.craft import load_rules
+
+    rules = load_rules()
+    return ("table", "furnace", "water", *rules.materials_needed(rules.tasks[task]))
+
+
+def clone_rule_agent(task: str, seed: int, path: Path, episodes: int, noise: float = 0.0) -> int:
+    """Clone the rule agent into a symbolic policy with the landmark memory at `path` (as `turngym bc
+    ... -k symbolic=true --expert heuristic --net landmarks=... --net hidden=... --noise N` does);
+    returns the expert's turns. With `noise`, a random action is played instead of the expert's at
+    that rate, and the expert's own choice stays the label (DART), so the clone sees how the expert
+    recovers from the slips it will make itself."""
+    from turngym.agents.symbolic import SymbolicConfig, new_symbolic_policy
     from turngym.trainers.bc import clone_symbolic, collect_symbolic
 
     kwargs = {"task": task, "symbolic": True, "image": False}
-    rules = load_rules()
-    landmarks = ("table", "furnace", "water", *rules.materials_needed(rules.tasks[task]))
-    policy = new_symbolic_policy(SymbolicConfig.for_craft(landmarks=landmarks, hidden=CLONE_HIDDEN), seed)
-    data = collect_symbolic(ENV, episodes, env_kwargs=kwargs, expert="heuristic", seed=10_000 + seed,
+    policy = new_symbolic_policy(SymbolicConfig.for_craft(landmarks=clone_landmarks(task), hidden=CLONE_HIDDEN), seed)
+    data = collect_symbolic(ENV, episodes, env_kwargs=kwargs, expert="heuristic", seed=10_000 + seed, noise=noise,
                             landmarks=policy.config.landmarks)
     history = clone_symbolic(policy, data, epochs=CLONE_EPOCHS, seed=seed)
     policy.save(path, env_id=ENV, env_kwargs=kwargs, episodes=episodes, expert="heuristic", history=history)
@@ -121,7 +142,7 @@ def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
     folder = Path(out) / task / method / f"seed{seed}"
     done = folder / "done.json"
     previous = json.loads(done.read_text()) if done.exists() else None
-    if previous is not None and (previous["env_steps"] >= steps or method == "bc"):  # (a clone takes no steps)
+    if previous is not None and (previous["env_steps"] >= steps or method in CLONES):  # (a clone takes no steps)
         return previous
     start = time.perf_counter()
     expert = 0
@@ -131,10 +152,11 @@ def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
         expert_file = folder / "clone.json"
         if not expert_file.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(expert_file, {"expert_turns": clone_rule_agent(task, seed, clone, clone_episodes)})
+            turns = clone_rule_agent(task, seed, clone, clone_episodes, CLONES.get(method, 0.0))
+            atomic_write_json(expert_file, {"expert_turns": turns})
         expert = json.loads(expert_file.read_text())["expert_turns"]
         fields["policy"] = f"neural:{clone}"
-    if method != "bc":
+    if method not in CLONES:
         config = NeuralTrainConfig(env_id=ENV, task=task, steps=steps - expert, seed=seed, out=str(folder),
                                    resume=True, tensorboard=False, **fields)
         train(config, progress=False)
@@ -146,7 +168,7 @@ def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
     row = entry_row(results, spec)
     parts = row["parts"]
     deaths = {key.removeprefix("died_"): value for key, value in parts.items() if key.startswith("died")}
-    metrics = read_metrics(folder) if method != "bc" else []
+    metrics = read_metrics(folder) if method not in CLONES else []
     record = {"method": method, "seed": seed, "test_success": row["success_rate"],
               "test_progress": parts.get("progress", 0.0), "deaths": deaths,
               "env_steps": expert + (metrics[-1]["env_steps"] if metrics else 0), "expert_steps": expert,
@@ -222,9 +244,15 @@ def main() -> None:
     console.print(table(args.task, rows, args.steps))
     folder = args.out / args.task
     folder.mkdir(parents=True, exist_ok=True)
+    # rows of other methods or seeds run into this folder before are kept, so the file holds every
+    # finished run there, not only this invocation's
+    path = folder / "results.json"
+    ran = {(r["method"], r["seed"]) for r in rows}
+    earlier = [r for r in json.loads(path.read_text())["rows"] if (r["method"], r["seed"]) not in ran] \
+        if path.exists() else []
     results = {"task": args.task, "steps": args.steps,
-               "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows]}
-    atomic_write_json(folder / "results.json", results, indent=1)
+               "rows": earlier + [{k: v for k, v in r.items() if k != "curve"} for r in rows]}
+    atomic_write_json(path, results, indent=1)
     plot(args.task, rows, folder / "curves.png")
     console.print(f"results in {folder / 'results.json'}, curves in {folder / 'curves.png'}")
 
