@@ -25,8 +25,9 @@ symbolic policy (hidden width CLONE_HIDDEN) with a landmark memory of the table,
 every material on the task's recipe path (`bc-dart`: the expert's episodes played with a random action
 at a rate of 0.2, labelled with the expert's choice), and `bc+code` / `bc+best` go on from that clone with RL
 (10 updates fitting the value head alone, then lr 3e-4 and entropy 0.001: the defaults, made for a
-fresh policy, unlearn the clone; `bc+code-nolava` without the lava term). The expert's turns count in
-the budget: RL plays `--steps` minus them.
+fresh policy, unlearn the clone; `bc+code-nolava` without the lava term); they share the `bc` row's
+clone of their seed (DIR/TASK/bc/seedN/clone.pt), made once. The expert's turns count in the budget: RL
+plays `--steps` minus them.
 
 Each run is evaluated on the task's 100 frozen test worlds (the original task, never an evolved
 one): test success, mean progress (the fraction of the goal's chain done) and deaths by cause.
@@ -148,10 +149,15 @@ def run_one(job: tuple[str, str, int, int, str, int]) -> dict:
     expert = 0
     fields = settings(method, task)
     if method.startswith("bc"):
-        clone = folder / "clone.pt"
-        expert_file = folder / "clone.json"
+        # RL goes on from the `bc` row's clone of the same seed, made once (two jobs that make it at
+        # the same time write the same files: the clone is a function of the seed, and writes are atomic);
+        # a run made before kept its clone in its own folder, and resumes from it
+        own = method in CLONES or (folder / "clone.json").exists()
+        source = folder if own else Path(out) / task / "bc" / f"seed{seed}"
+        clone = source / "clone.pt"
+        expert_file = source / "clone.json"
         if not expert_file.exists():
-            folder.mkdir(parents=True, exist_ok=True)
+            source.mkdir(parents=True, exist_ok=True)
             turns = clone_rule_agent(task, seed, clone, clone_episodes, CLONES.get(method, 0.0))
             atomic_write_json(expert_file, {"expert_turns": turns})
         expert = json.loads(expert_file.read_text())["expert_turns"]
