@@ -42,6 +42,26 @@ from turngym.agents.models import resolve
 
 hf_logging.disable_progress_bar()  # a bar per checkpoint load would break into turngym's own progress bars
 MIN_SHARED_PREFIX = 16  # prompt tokens shared with the cached prefix before it is worth reusing
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def fast_dtype() -> str:
+    """bfloat16 where it runs natively (a GPU with bf16, a CPU with AMX or AVX512-BF16), else float32."""
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "float32"
+    return "bfloat16" if {"amx_bf16", "avx512_bf16"} & set(flags) else "float32"
+
+
+def weights_dtype(name: str) -> Any:
+    """The torch dtype (or "auto": the checkpoint's own) of a `dtype` option."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 class HFModel:
@@ -61,9 +81,15 @@ class HFModel:
     computed again (the agent's prompts of one episode share their head); `reset_prefix(base)`
     starts over from the cache of the token ids `base` alone (the part every episode's prompts
     share), computed once, so that an episode's replies never depend on the episodes before it.
+
+    `dtype` is the weights' type: `auto` keeps the checkpoint's (SmolLM2's converted folder is
+    float32); `bfloat16` runs about 2x faster on CPUs with AMX or AVX512-BF16 (and on GPUs).
+    Logits are read in float32 either way; SmolLM2's choice among WebShop's proposals moved by a
+    total variation of 0.024 a turn on average (0.053 at most in one candidate's probability).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, dtype: str = "auto") -> None:
+        torch_dtype = weights_dtype(dtype)
         path = resolve(path)  # a short name such as `smollm2` becomes its converted local folder
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -84,7 +110,7 @@ class HFModel:
             raise ValueError(f"checkpoint {path!r} has no chat template: use a chat/instruct checkpoint, or add a "
                              "chat_template to its tokenizer_config.json")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model_class.from_pretrained(path, local_files_only=True, dtype="auto").to(self.device).eval()
+        self.model = model_class.from_pretrained(path, local_files_only=True, dtype=torch_dtype).to(self.device).eval()
         text_config = config.get_text_config()
         self.context_length: int | None = getattr(text_config, "max_position_embeddings", None)
         eos = self.model.generation_config.eos_token_id
@@ -276,7 +302,8 @@ def attention_masks(model: torch.nn.Module, seen: torch.Tensor, gap: torch.Tenso
     types = set(getattr(model.config, "layer_types", None) or ["sliding_attention" if window else "full_attention"])
     masks = {kind: seen & (gap < window) if window and kind == "sliding_attention" else seen for kind in types}
     if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
-        masks = {kind: torch.zeros(m.shape, device=m.device).masked_fill(~m, torch.finfo(torch.float32).min)
+        dtype = model.dtype  # an additive mask in the weights' type (eager attention adds it as is)
+        masks = {kind: torch.zeros(m.shape, device=m.device, dtype=dtype).masked_fill(~m, torch.finfo(dtype).min)
                  for kind, m in masks.items()}
     masks = {kind: m[:, None] for kind, m in masks.items()}  # (B, 1, Q, K)
     return masks if len(masks) > 1 else next(iter(masks.values()))
@@ -320,11 +347,11 @@ class HFAgent(LMAgent):
     def __init__(self, env: gym.Env, path: str, *, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
                  prompt: str = "auto", example: bool | None = None, prefill: str | None = None,
-                 resample: int | None = None) -> None:
+                 resample: int | None = None, dtype: str = "auto") -> None:
         super().__init__(env, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                          max_context=max_context, images=images, prompt=prompt, example=example, prefill=prefill,
                          resample=resample)
-        self.model = HFModel(path)
+        self.model = HFModel(path, dtype)
         if images and not self.model.vision:
             raise ValueError(f"{path} is a text-only model: leave the images option off")
         self.images = self.model.vision if images is None else images

@@ -46,7 +46,7 @@ from turngym.agents.neural import proposer
 
 REDUCES = ("sum", "mean")
 OPENER = "Action:"  # the reply's start, in the prompt; a candidate's tokens follow it
-OPTIONS = ("temperature", "max_context", "reduce", "max_candidates")
+OPTIONS = ("temperature", "max_context", "reduce", "max_candidates", "dtype")
 
 
 # --- the computation (shared with the trainer) ------------------------------------------------
@@ -219,10 +219,11 @@ class HFScoreAgent(HFAgent):
 
     Options: `temperature` (>= 0; 0 takes the most likely candidate), `max_context` (the prompt's
     token budget; default 2048 within the model's context), `reduce` (`sum` or `mean` of a
-    candidate's token log-likelihoods) and `max_candidates` (keep the first N proposals; default
-    all). `last_record` holds per turn the prompt's token ids, the chosen candidate's tokens as the
-    completion, [log pi(chosen)] as the log-probs, and in extras every candidate (`candidates`,
-    `candidate_ids`), its score s(c) (`scores`), the chosen index (`choice`) and the entropy of pi.
+    candidate's token log-likelihoods), `max_candidates` (keep the first N proposals; default
+    all) and `dtype` (the weights' type, see `HFModel`). `last_record` holds per turn the prompt's
+    token ids, the chosen candidate's tokens as the completion, [log pi(chosen)] as the log-probs,
+    and in extras every candidate (`candidates`, `candidate_ids`), its score s(c) (`scores`), the
+    chosen index (`choice`) and the entropy of pi.
     """
 
     def __init__(self, env: gym.Env, path: str, *, temperature: float = 1.0, max_context: int | None = None,
@@ -237,7 +238,7 @@ class HFScoreAgent(HFAgent):
                                            or max_candidates < 1):
             raise ValueError(f"max_candidates must be a whole number >= 1 (none: all), got {max_candidates!r}")
         super().__init__(env, path, temperature=temperature, max_context=max_context, images=False, prompt="compact",
-                         prefill=OPENER)
+                         prefill=OPENER, dtype=options.get("dtype", "auto"))
         if self.model.vision:
             raise ValueError(f"{path} is a vision-language checkpoint: mode=score takes text-only checkpoints")
         self.reduce, self.max_candidates = reduce, max_candidates

@@ -662,7 +662,7 @@ def _describe(env: gym.Env) -> str:
 def _hf_agent(env: gym.Env, argument: str, *, mode: str = "generate", temperature: float = 1.0, top_p: float = 1.0,
               max_new_tokens: int = 256, max_context: int | None = None, images: bool | None = None,
               prompt: str = "auto", example: bool | None = None, prefill: str | None = None,
-              resample: int | None = None, **score_options: Any) -> Agent:
+              resample: int | None = None, dtype: str = "auto", **score_options: Any) -> Agent:
     """`hf:PATH_OR_NAME`: a local Hugging Face checkpoint (a folder, a name in the local cache, or a
     packaged model such as `smollm2`); `mode=generate` writes replies, `mode=score` picks among the
     env's proposed actions by their likelihood (`agents/hf_score.py`)."""
@@ -672,7 +672,8 @@ def _hf_agent(env: gym.Env, argument: str, *, mode: str = "generate", temperatur
     if mode == "score":
         from turngym.agents.hf_score import HFScoreAgent
 
-        return HFScoreAgent(env, argument, temperature=temperature, max_context=max_context, **score_options)
+        return HFScoreAgent(env, argument, temperature=temperature, max_context=max_context, dtype=dtype,
+                            **score_options)
     if mode != "generate":
         raise ValueError(f"unknown mode {mode!r} for an hf agent: use generate or score")
     if score_options:
@@ -681,7 +682,7 @@ def _hf_agent(env: gym.Env, argument: str, *, mode: str = "generate", temperatur
 
     return HFAgent(env, argument, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                    max_context=max_context, images=images, prompt=prompt, example=example, prefill=prefill,
-                   resample=resample)
+                   resample=resample, dtype=dtype)
 
 
 @register_agent("openai")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from train_lm import MODEL, TASKS, before_after, cached, evaluate_model
+from train_lm import MODEL, TASKS, add_dtype_argument, before_after, cached, chosen_dtype, dtype_suffix, evaluate_model
 
 from turngym.trajectory import atomic_write_json
 
@@ -61,15 +61,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="evaluation processes")
     parser.add_argument("--prompt-grad", action="store_true",
                         help="the exact gradient, through the prompt's keys and values too (default: truncated there)")
+    add_dtype_argument(parser)
     args = parser.parse_args()
+    args.dtype = chosen_dtype(args.dtype)
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
     from turngym.trainers.config import LMTrainConfig
     from turngym.trainers.lm import train_lm
 
     start = time.perf_counter()
-    before = cached(args.before or args.out / "before.json",
-                    lambda: evaluate_model(f"hf:{MODEL}", args.task, "generate", args.test_episodes, args.workers))
+    before = cached(args.before or args.out / f"before{dtype_suffix(args.dtype)}.json",
+                    lambda: evaluate_model(f"hf:{MODEL}", args.task, "generate", args.test_episodes, args.workers,
+                                           dtype=args.dtype))
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
@@ -78,7 +81,7 @@ def main() -> None:
                            dpo_pairs_per_group=args.pairs_per_group or None,
                            seed=args.seed, updates=args.updates, groups=args.groups, group_size=args.group_size,
                            epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr, lora=True,
-                           micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad,
+                           micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad, dtype=args.dtype,
                            max_new_tokens=args.max_new_tokens, out=str(run),
                            resume=(run / "checkpoint.pt").exists(), tensorboard=False)
     train_start = time.perf_counter()
@@ -86,10 +89,11 @@ def main() -> None:
     train_seconds = time.perf_counter() - train_start
     after = cached(args.out / "after.json",
                    lambda: evaluate_model(f"hf:{run / 'model'}", args.task, "generate", args.test_episodes,
-                                          args.workers))
+                                          args.workers, dtype=args.dtype))
     results: dict[str, Any] = {
         "task": args.task, "pairs": args.pairs, "seed": args.seed, "model": MODEL, "before": before, "after": after,
-        "updates": len(rows), "env_steps": rows[-1]["env_steps"], "pairs_mined": sum(r["pairs"] for r in rows),
+        "dtype": args.dtype, "updates": len(rows), "env_steps": rows[-1]["env_steps"],
+        "pairs_mined": sum(r["pairs"] for r in rows),
         "settings": {k: getattr(config, k) for k in ("groups", "group_size", "epochs", "minibatch_size", "lr",
                                                      "dpo_beta", "dpo_pairs_per_group", "flr_followups")},
         "train": [{k: r[k] for k in LOGGED if k in r} for r in rows],

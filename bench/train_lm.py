@@ -44,7 +44,7 @@ TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, t
 
 
 def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
-                   reduce: str = "sum") -> dict[str, Any]:
+                   reduce: str = "sum", dtype: str = "auto") -> dict[str, Any]:
     """Test success, mean score and valid-action rate of `spec` on the first `episodes` test tasks."""
     from turngym.apps.harness import evaluate
     from turngym.results import entry_row
@@ -52,7 +52,7 @@ def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
     env_id, name, kwargs = TASKS[task]
     env_kwargs = {**kwargs, **({"task": name} if env_id == "turngym/Craft-v0" else {})}
     start = time.perf_counter()
-    options = {"mode": mode, **({"reduce": reduce} if mode == "score" else {})}
+    options = {"mode": mode, "dtype": dtype, **({"reduce": reduce} if mode == "score" else {})}
     results = evaluate(env_id, [spec], episodes, env_kwargs=env_kwargs, agent_options=options, workers=workers)
     row = entry_row(results, spec)
     return {"test_success": row["success_rate"], "test_score": row["mean_score"],
@@ -66,6 +66,24 @@ def cached(path: Path, compute: Any) -> dict[str, Any]:
     value = compute()
     atomic_write_json(path, value, indent=1)
     return value
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="the base weights' type in training and both evaluations (the LoRA adapters stay "
+                             "float32); default bfloat16 where the hardware runs it natively (AMX, AVX512-BF16, GPU)")
+
+
+def chosen_dtype(dtype: str | None) -> str:
+    """--dtype's value, or the hardware's native choice when it was left out."""
+    from turngym.agents.hf import fast_dtype
+
+    return dtype or fast_dtype()
+
+
+def dtype_suffix(dtype: str) -> str:
+    """What a cached evaluation's file name adds for a dtype (float32's files keep their old names)."""
+    return "" if dtype == "float32" else f"-{dtype}"
 
 
 def before_after(title: str, before: dict[str, Any], after: dict[str, Any]) -> Table:
@@ -122,7 +140,9 @@ def main() -> None:
                         help="craft: the training env's final reward, success (0/1) or progress (the share of the "
                              "goal's recipe path reached, graded where success is rare); tests report success")
     parser.add_argument("--ray", default=None, help="collect training rollouts on Ray workers: local, auto, ADDRESS")
+    add_dtype_argument(parser)
     args = parser.parse_args()
+    args.dtype = chosen_dtype(args.dtype)
     if args.reward != "success" and not args.task.startswith("craft"):
         parser.error(f"--reward {args.reward} is Craft's: {args.task} trains on its own score")
     console = Console()
@@ -132,9 +152,9 @@ def main() -> None:
 
     start = time.perf_counter()
     mode = args.mode if args.mode == "generate" else f"score-{args.reduce}"
-    before = cached(args.out.parent / f"before-{args.task}-{mode}-{args.test_episodes}.json",
+    before = cached(args.out.parent / f"before-{args.task}-{mode}-{args.test_episodes}{dtype_suffix(args.dtype)}.json",
                     lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers,
-                                           args.reduce))
+                                           args.reduce, args.dtype))
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
@@ -143,16 +163,16 @@ def main() -> None:
                            algo=args.algo, seed=args.seed, updates=args.updates, groups=args.groups,
                            group_size=args.group_size, lr=args.lr, lora=True, minibatch_size=16,
                            micro_batch_size=args.micro_batch_size, prompt_grad=args.prompt_grad, ray=args.ray,
-                           score_reduce=args.reduce,
+                           score_reduce=args.reduce, dtype=args.dtype,
                            max_new_tokens=48, out=str(run), resume=(run / "checkpoint.pt").exists(),
                            tensorboard=False)
     rows = train_lm(config)
     train_seconds = sum(row["time_s"] for row in rows)  # every update's, those of a resumed run's first part too
     after = cached(args.out / "after.json",
                    lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
-                                          args.workers, args.reduce))
+                                          args.workers, args.reduce, args.dtype))
     results = {"task": args.task, "mode": args.mode, "algo": args.algo, "seed": args.seed, "model": MODEL,
-               "reward": args.reward, "lr": args.lr,
+               "reward": args.reward, "lr": args.lr, "dtype": args.dtype,
                "before": before, "after": after, "env_steps": rows[-1]["env_steps"], "updates": len(rows),
                "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
     atomic_write_json(args.out / "results.json", results, indent=1)

@@ -275,6 +275,11 @@ def test_lm_policies_check_their_settings(tmp_path: Path, monkeypatch: pytest.Mo
         config("unused", tmp_path, mode="beam").check()
     with pytest.raises(ValueError, match="unknown score_reduce 'max': use sum or mean"):
         config("unused", tmp_path, mode="score", score_reduce="max").check()
+    with pytest.raises(ValueError, match="unknown dtype 'int8': use auto, float32, bfloat16 or float16"):
+        config("unused", tmp_path, dtype="int8").check()
+    with pytest.raises(ValueError, match=r"dtype bfloat16 trains only LoRA adapters .*: add lora=True"):
+        config("unused", tmp_path, dtype="bfloat16").check()
+    config("unused", tmp_path, dtype="bfloat16", lora=True).check()
 
 
 # --- learning ---------------------------------------------------------------------------------
@@ -568,3 +573,34 @@ def test_score_mode_runs_resume_exactly_and_the_saved_model_scores(lm: str, tmp_
     agent = make_agent(f"hf:{tmp_path / 'a' / 'run' / 'model'}", env, mode="score")
     traj = rollout(env, agent, seed=0)
     assert all(turn.info["valid"] and turn.extras["mode"] == "score" for turn in traj.turns)
+
+
+def test_bfloat16_base_weights_train_float32_adapters_and_merge_them_exactly(lm: str, tmp_path: Path) -> None:
+    """`dtype=bfloat16` with LoRA: the base weights run in bfloat16, the adapters (what the
+    optimizer updates) stay float32, the first update's ratios are 1 to bfloat16's rounding, and
+    the saved model is the adapters merged in float32 into the bfloat16 base (a bfloat16 merge
+    would round away updates below a weight's rounding step)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    run = config(lm, tmp_path, mode="score", score_reduce="mean", lora=True, dtype="bfloat16", lr=5e-3, updates=2,
+                 group_size=8)
+    policy, _, choices = samples_of(run)
+    dtypes = {name: p.dtype for name, p in policy.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.bfloat16}
+    means = choice_means(policy, choices, run)
+    assert abs(means["approx_kl"]) < 1e-2 and means["clip_frac"] == 0
+
+    rows = train_lm(run, progress=False)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    saved = AutoModelForCausalLM.from_pretrained(run.out + "/model", local_files_only=True, dtype="auto")
+    base = AutoModelForCausalLM.from_pretrained(lm, local_files_only=True, dtype=torch.bfloat16)
+    adapter = load_file(Path(run.out) / "adapter" / "adapter_model.safetensors")
+    a_key = next(k for k in adapter if k.endswith("q_proj.lora_A.weight"))
+    layer = a_key.removeprefix("base_model.model.").rsplit(".lora_A", 1)[0]  # model.layers.0.self_attn.q_proj
+    delta = adapter[a_key.replace("lora_A", "lora_B")] @ adapter[a_key] * (run.lora_alpha / run.lora_rank)
+    assert float(delta.abs().max()) > 0  # the adapters moved
+    merged, start = saved.get_parameter(layer + ".weight"), base.get_parameter(layer + ".weight")
+    assert merged.dtype == torch.float32
+    assert torch.allclose(merged, start.float() + delta, atol=1e-6, rtol=0)

@@ -284,6 +284,8 @@ class LMTrainConfig(TrainConfig):
     max_new_tokens: int = knob("reply length cap in tokens", 128)
     max_context: int | None = knob("prompt token budget (none: the model's, at most 8192)", None)
     device: str = knob("auto (cuda when there is a GPU, else cpu), cpu or cuda[:N]", "auto")
+    dtype: str = knob("the base weights' type: auto (the checkpoint's), float32, or with lora bfloat16 or float16 "
+                      "(bfloat16: 2-3x faster on CPUs with AMX or AVX512-BF16; the adapters stay float32)", "auto")
     save_every: int = knob("checkpoint every N updates (and after the last)", 1)
     dpo_beta: float = knob("loss dpo: beta, the weight of the implicit KL to the starting model; the loss is "
                            "-log sigmoid(beta x the chosen minus the rejected episode's log-ratio to it)", 0.1)
@@ -324,6 +326,11 @@ class LMTrainConfig(TrainConfig):
             raise ValueError(f"unknown mode {self.mode!r}: use generate or score")
         if self.score_reduce not in ("sum", "mean"):
             raise ValueError(f"unknown score_reduce {self.score_reduce!r}: use sum or mean")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
+        if self.dtype in ("bfloat16", "float16") and not self.lora:
+            raise ValueError(f"dtype {self.dtype} trains only LoRA adapters (updates to 16-bit weights round away): "
+                             "add lora=True or use dtype float32")
         if self.loss == "dpo":
             self.check_dpo()
 

@@ -133,10 +133,11 @@ def make_policy(config: LMTrainConfig, env: gym.Env) -> Policy:
 
     if config.mode == "score":
         agent: Any = HFScoreAgent(env, config.model, temperature=config.temperature, max_context=config.max_context,
-                                  reduce=config.score_reduce)
+                                  reduce=config.score_reduce, dtype=config.dtype)
     else:
         agent = HFAgent(env, config.model, temperature=config.temperature, top_p=config.top_p,
-                        max_new_tokens=config.max_new_tokens, max_context=config.max_context, images=False)
+                        max_new_tokens=config.max_new_tokens, max_context=config.max_context, images=False,
+                        dtype=config.dtype)
     if agent.model.vision:
         raise ValueError(f"{config.model} is a vision-language checkpoint: the LM trainer takes text-only "
                          "checkpoints for now")
@@ -642,13 +643,14 @@ def save_model(policy: Policy, folder: Path) -> Path:
     """Write the policy where `hf:FOLDER` loads it (weights, config, generation config, tokenizer
     and chat template), replacing any earlier one only once the new one is complete. With LoRA the
     adapters also go to FOLDER's sibling `adapter/`, and the model is saved with them merged in
-    (this ends training with that model: merging rewrites its weights in place)."""
+    (this ends training with that model: merging rewrites its weights in place). 16-bit base weights
+    are merged in float32: a LoRA update is often below a bfloat16 weight's rounding step."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model = policy.model
     if policy.lora:
         model.save_pretrained(folder.with_name("adapter"))
-        model = model.merge_and_unload()
+        model = model.to(torch.float32).merge_and_unload()
         policy.agent.model.model = model
     model.save_pretrained(tmp)
     policy.agent.model.tokenizer.save_pretrained(tmp)
