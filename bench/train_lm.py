@@ -10,15 +10,16 @@ PPO on its `Thought: ... Action: ...` replies), evaluate the trained model on th
 ("after"), and write `OUT/results.json`:
 
     {"task", "mode", "algo", "seed", "before": {"test_success", "test_score", "valid_rate"},
-     "after": {...}, "env_steps", "seconds", "train_seconds", "updates"}
+     "after": {...}, "env_steps", "seconds", "train_seconds", "updates", "dtype"}
 
 plus `OUT/curve.png` (training success and score against env steps). Both evaluations sample at
 the policy's temperature with per-episode seeds, so they replay exactly; each phase is cached (the
 run folder's checkpoint and OUT/after.json; "before" depends only on the task, the mode (with its
-score reduction) and the test episodes, so runs in one parent folder share it:
-PARENT/before-TASK-MODE-N.json), so a rerun resumes where it stopped. Both modes train with the
-gradient truncated at the prompt by default (`--prompt-grad` for the exact one; score mode on
-WebShop prompts: about 2x the time and 2.5x the memory).
+score reduction), the test episodes and the dtype, so runs in one parent folder share it:
+PARENT/before-TASK-MODE-N[-DTYPE].json), so a rerun resumes where it stopped. `--dtype` picks the
+base weights' type (default: bfloat16 where the hardware runs it natively, about 2x a turn). Both
+modes train with the gradient truncated at the prompt by default (`--prompt-grad` for the exact
+one; score mode on WebShop prompts: about 2x the time and 2.5x the memory).
 """
 
 from __future__ import annotations
