@@ -38,11 +38,10 @@ from turngym.agents.lm import (
     action_line_done,
     content_text,
 )
-from turngym.agents.models import resolve
+from turngym.agents.models import DTYPES, resolve
 
 hf_logging.disable_progress_bar()  # a bar per checkpoint load would break into turngym's own progress bars
 MIN_SHARED_PREFIX = 16  # prompt tokens shared with the cached prefix before it is worth reusing
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def fast_dtype() -> str:
@@ -61,7 +60,7 @@ def weights_dtype(name: str) -> Any:
     """The torch dtype (or "auto": the checkpoint's own) of a `dtype` option."""
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return name if name == "auto" else getattr(torch, name)
 
 
 class HFModel:

@@ -34,6 +34,9 @@ MODELS = {
 }
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # the weights' types an hf: model loads in (auto: the checkpoint's)
+
+
 def models_dir() -> Path:
     return Path(os.environ.get("TURNGYM_MODELS", "~/.cache/turngym/models")).expanduser()
 

@@ -275,7 +275,7 @@ def test_lm_policies_check_their_settings(tmp_path: Path, monkeypatch: pytest.Mo
         config("unused", tmp_path, mode="beam").check()
     with pytest.raises(ValueError, match="unknown score_reduce 'max': use sum or mean"):
         config("unused", tmp_path, mode="score", score_reduce="max").check()
-    with pytest.raises(ValueError, match="unknown dtype 'int8': use auto, float32, bfloat16 or float16"):
+    with pytest.raises(ValueError, match="unknown dtype 'int8': use auto, float32, bfloat16, float16"):
         config("unused", tmp_path, dtype="int8").check()
     with pytest.raises(ValueError, match=r"dtype bfloat16 trains only LoRA adapters .*: add lora=True"):
         config("unused", tmp_path, dtype="bfloat16").check()

@@ -326,8 +326,10 @@ class LMTrainConfig(TrainConfig):
             raise ValueError(f"unknown mode {self.mode!r}: use generate or score")
         if self.score_reduce not in ("sum", "mean"):
             raise ValueError(f"unknown score_reduce {self.score_reduce!r}: use sum or mean")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"unknown dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
+        from turngym.agents.models import DTYPES  # the agents' list; imported here, where a run starts
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}: use {', '.join(DTYPES)}")
         if self.dtype in ("bfloat16", "float16") and not self.lora:
             raise ValueError(f"dtype {self.dtype} trains only LoRA adapters (updates to 16-bit weights round away): "
                              "add lora=True or use dtype float32")
