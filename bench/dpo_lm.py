@@ -1,17 +1,20 @@
-"""Online DPO of SmolLM2-135M-Instruct (LoRA, generate mode) on pairs mined by env score or by FLR.
+"""Online DPO of SmolLM2-135M-Instruct (LoRA, either mode) on pairs mined by env score or by FLR.
 
     python bench/dpo_lm.py --task webshop --pairs score --seed 0 --out runs/bench/dpo/webshop-score
     python bench/dpo_lm.py --task webshop --pairs flr --seed 0 --out runs/bench/dpo/webshop-flr \
         --before runs/bench/dpo/webshop-score/before.json
+    python bench/dpo_lm.py --task webshop --mode score --pairs score --seed 0 --out runs/bench/dpo/webshop-score-mode
 
 One run: evaluate `hf:smollm2` on the first `--test-episodes` frozen test tasks ("before"), train
 it with `trainers/dpo.py` (each update: `--groups` training tasks x `--group-size` rollouts, every
 two episodes of a task whose key differs a (chosen, rejected) pair; the key is the env's score with
 `--pairs score`, the follow-up likelihood of `turngym.rewards.flr` under SmolLM2 itself with
-`--pairs flr`, which reads no score), evaluate the trained model on the same tasks ("after"), and
+`--pairs flr`, which reads no score; `--mode score`: the policy is the model's distribution over the
+env's proposed actions, as in bench/train_lm.py, and an episode's log pi sums its chosen
+candidates' log-softmax), evaluate the trained model on the same tasks ("after"), and
 write `OUT/results.json`:
 
-    {"task", "pairs", "seed", "before": {"test_success", "test_score", "valid_rate", ...},
+    {"task", "mode", "pairs", "seed", "before": {"test_success", "test_score", "valid_rate", ...},
      "after": {...}, "updates", "env_steps", "pairs_mined", "train": [per-update rows], "seconds", ...}
 
 The evaluations are bench/train_lm.py's (imported): sampled at the policy's temperature with
@@ -41,6 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--pairs", choices=("score", "flr"), required=True, help="what ranks a group's episodes")
+    parser.add_argument("--mode", choices=("generate", "score"), default="generate",
+                        help="generate: DPO on the replies' tokens; score: on the choices among proposed actions")
+    parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
+                        help="score mode: a candidate's score is the sum or the per-token mean of its log-likelihoods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--before", type=Path, help="the before-training evaluation's cache (default OUT/before.json)")
@@ -70,14 +77,16 @@ def main() -> None:
     from turngym.trainers.lm import train_lm
 
     start = time.perf_counter()
-    before = cached(args.before or args.out / f"before{dtype_suffix(args.dtype)}.json",
-                    lambda: evaluate_model(f"hf:{MODEL}", args.task, "generate", args.test_episodes, args.workers,
-                                           dtype=args.dtype))
+    mode = "" if args.mode == "generate" else f"-score-{args.reduce}"  # generate mode's files keep their names
+    before = cached(args.before or args.out / f"before{mode}{dtype_suffix(args.dtype)}.json",
+                    lambda: evaluate_model(f"hf:{MODEL}", args.task, args.mode, args.test_episodes, args.workers,
+                                           args.reduce, args.dtype))
     console.print(f"before: {before}")
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
-    config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode="generate",
-                           loss="dpo", dpo_beta=args.beta, dpo_pairs=args.pairs, flr_followups=FOLLOWUPS[args.task],
+    config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
+                           score_reduce=args.reduce, loss="dpo", dpo_beta=args.beta, dpo_pairs=args.pairs,
+                           flr_followups=FOLLOWUPS[args.task],
                            dpo_pairs_per_group=args.pairs_per_group or None,
                            seed=args.seed, updates=args.updates, groups=args.groups, group_size=args.group_size,
                            epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr, lora=True,
@@ -88,10 +97,11 @@ def main() -> None:
     rows = train_lm(config)  # loss dpo: train_lm runs trainers/dpo.py's loop
     train_seconds = time.perf_counter() - train_start
     after = cached(args.out / "after.json",
-                   lambda: evaluate_model(f"hf:{run / 'model'}", args.task, "generate", args.test_episodes,
-                                          args.workers, dtype=args.dtype))
+                   lambda: evaluate_model(f"hf:{run / 'model'}", args.task, args.mode, args.test_episodes,
+                                          args.workers, args.reduce, args.dtype))
     results: dict[str, Any] = {
-        "task": args.task, "pairs": args.pairs, "seed": args.seed, "model": MODEL, "before": before, "after": after,
+        "task": args.task, "mode": args.mode, "reduce": args.reduce, "pairs": args.pairs, "seed": args.seed,
+        "model": MODEL, "before": before, "after": after,
         "dtype": args.dtype, "updates": len(rows), "env_steps": rows[-1]["env_steps"],
         "pairs_mined": sum(r["pairs"] for r in rows),
         "settings": {k: getattr(config, k) for k in ("groups", "group_size", "epochs", "minibatch_size", "lr",

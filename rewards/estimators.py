@@ -151,6 +151,27 @@ def rloo(rollouts: Rollouts) -> Advantages:
     return Advantages(broadcast(rollouts, A))
 
 
+@register_estimator("rtg")
+def rtg(rollouts: Rollouts, *, gamma: float = 1.0, eps: float = EPS) -> Advantages:
+    """REINFORCE with reward-to-go (Williams 1992) and a group baseline:
+    A_t = (G_t - mean G) / (std G + eps), G_t = sum_k gamma^k r_{t+k} the discounted return from
+    turn t, the mean and std over every turn of the group's rollouts. With a dense reward (a code
+    reward, a shaped one) a turn is judged by what followed it rather than by its whole episode,
+    and no critic adds its errors; with the outcome alone and gamma 1 every G_t is the episode's
+    return, and this is GRPO with turns, not episodes, weighted equally."""
+    trajs = rollouts.trajectories
+    G = [discounted_returns(rollouts.rewards(i), gamma) for i in range(len(trajs))]
+    A = [np.zeros(len(t.turns)) for t in trajs]
+    for members in group_members(rollouts.groups).values():
+        pooled = np.concatenate([G[i] for i in members])
+        if pooled.size == 0:
+            continue
+        mean, std = pooled.mean(), pooled.std()
+        for i in members:
+            A[i] = (G[i] - mean) / (std + eps)
+    return Advantages(A)
+
+
 # ---- critic-based ---------------------------------------------------------------------------
 @register_estimator("gae", needs=("values",))
 def gae(rollouts: Rollouts, *, gamma: float = 0.99, lam: float = 0.95) -> Advantages:

@@ -34,6 +34,7 @@ from turngym.rewards.estimators import (
     prm,
     prm_targets,
     rloo,
+    rtg,
     similarity_baseline,
     spo,
 )
@@ -111,6 +112,30 @@ def test_rloo_hand_computed_and_group_of_one():
         [0.0 - (1.0 + 0.5) / 2] * 2,
         [0.7],  # a group of one has no baseline: A = R
     ])
+
+
+def test_rtg_hand_computed_with_a_dense_reward():
+    """Group 0: rewards (0.2, 0, 1) and (0, 0.4); gamma 0.5: G = (0.2 + 0.25, 0.5, 1) and
+    (0.2, 0.4); the baseline is the mean over the group's five turns, the scale their std.
+    Group 1 (one turn) has G equal to its mean: 0, not a division by 0."""
+    rollouts = Rollouts([traj([0.2, 0.0, 1.0]), traj([0.0, 0.4]), traj([0.3], task="task-1")], groups=[0, 0, 1])
+    out = rtg(rollouts, gamma=0.5)
+    g0, g1 = [0.2 + 0.5 * 0.0 + 0.25 * 1.0, 0.0 + 0.5 * 1.0, 1.0], [0.0 + 0.5 * 0.4, 0.4]
+    pooled = g0 + g1
+    mean, std = sum(pooled) / 5, math.sqrt(pvar(pooled))
+    check(out.advantages, [[(g - mean) / std for g in g0], [(g - mean) / std for g in g1], [0.0]])
+    assert out.returns is None  # no critic to fit
+
+
+def test_rtg_on_outcome_rewards_with_gamma_one_ranks_episodes_as_grpo_does():
+    """Outcome only, gamma 1: every turn carries its episode's return, so the signs follow GRPO's
+    (the mean and std are over turns: the 3-turn loser weighs three times)."""
+    rollouts = Rollouts([traj([0.0, 1.0]), traj([0.0, 0.0, 0.0])], groups=[0, 0])
+    out = rtg(rollouts)
+    pooled = [1.0, 1.0, 0.0, 0.0, 0.0]
+    mean, std = 0.4, math.sqrt(pvar(pooled))
+    check(out.advantages, [[(1 - mean) / std] * 2, [(0 - mean) / std] * 3])
+    assert np.sign(grpo(rollouts).advantages[0][0]) == np.sign(out.advantages[0][0]) == 1
 
 
 # ---- GAE ------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from turngym.trainers.lm import (
     collate,
     collect,
     loss_terms,
+    make_env,
     make_policy,
     make_samples,
     optimize,
@@ -468,6 +469,23 @@ def test_an_env_step_budget_ends_the_run(lm: str, tmp_path: Path, monkeypatch: p
     assert (Path(tmp_path) / "run" / "checkpoint.pt").exists() and (Path(tmp_path) / "run" / "tb").is_dir()
 
 
+def test_reward_code_adds_its_dense_reward_to_every_turn(lm: str, tmp_path: Path) -> None:
+    """`reward_code` wraps the LM trainer's env as it wraps the neural trainer's: each turn's reward
+    is the env's plus the program's (clipped) dense part, and a critic's run trains on the sum."""
+    source = "def reward(prev_state, action, state, info):\n    return 0.05 if state['reached'] else -0.05\n"
+    run = config(lm, tmp_path, reward_code=source, groups=1, group_size=2, updates=1, algo="gae")
+    env, options = make_env(run)
+    policy = make_policy(run, env)
+    trajectories, _ = collect(env, policy.agent, run, 1, options)
+    turns = [turn for traj in trajectories for turn in traj.turns]
+    for turn in turns:
+        reached = " ".join(turn.action.lower().split()) == "move north"
+        assert turn.info["code_reward"]["dense"] == pytest.approx(0.05 if reached else -0.05)
+        assert turn.reward == pytest.approx(float(reached) + (0.05 if reached else -0.05))
+    rows = train_lm(run, progress=False)
+    assert rows[-1]["reward"] != pytest.approx(rows[-1]["score"])  # the score is the env's alone
+
+
 def test_cli_trains_an_hf_policy_with_its_options_and_evaluates_it(lm: str, tmp_path: Path) -> None:
     """`turngym train --policy hf:PATH` takes the shared options (--lr, --epochs) and the LM-only
     ones (LoRA, KL, sampling), records them in config.json, and --eval plays the trained model."""
@@ -490,6 +508,7 @@ def test_cli_trains_an_hf_policy_with_its_options_and_evaluates_it(lm: str, tmp_
     test = json.loads((out / "test.json").read_text())
     assert test["agent"] == f"hf:{out / 'model'}" and test["episodes"] == 2
     assert (out / "curve.png").exists() and (out / "model" / "config.json").exists()
+    assert 0.0 <= read_metrics(out)[-1]["progress"] <= 1.0  # Craft's rows carry the recipe path's share
 
 
 # --- score mode: the policy is the distribution over proposed actions ---------------------------

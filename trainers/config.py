@@ -89,6 +89,8 @@ class TrainConfig(ABC):
     oprl_beta: float = knob("algo oprl: beta of the implicit PRM's DPO loss and step rewards, r_t = beta "
                             "log(pi_phi(a_t|s_t) / pi_old(a_t|s_t)); a small beta lets pi_phi drift far from the "
                             "policy, and the policy, pulled after it, loses its entropy", 1.0)
+    reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
+                                   "source), added to the env's reward", None)
     ray: str | None = knob("collect rollouts on Ray workers: local (a new instance on this machine), auto (the "
                            "running cluster) or a cluster address; same results as without (none: this process)", None)
     ray_workers: int | None = knob("Ray collection workers, each playing a share of the groups (none: one per CPU of "
@@ -161,8 +163,6 @@ class NeuralTrainConfig(TrainConfig):
     self_imitation_signal: str = knob("self-imitation: what ranks an episode, which is kept only above 0: success, "
                                       "progress (the score part), return or score; fewer turns break ties",
                                       "success")
-    reward_code: str | None = knob("a CodeReward function (a file of Python, as an LLM designer writes it, or its "
-                                   "source), added to the env's reward", None)
     curriculum: str = knob("task curriculum: none (the run's task distribution) or eva (replay and evolve the "
                            "tasks whose groups' returns differ most, mixed with fresh draws; trainers/curriculum.py)",
                            "none")
