@@ -41,6 +41,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from train_hard import reward_source
 
 from turngym.trajectory import atomic_write_json
 
@@ -72,13 +73,6 @@ def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
             "valid_rate": 1.0 - row["invalid_rate"], "mean_turns": row["mean_turns"], "episodes": episodes,
             **({"test_progress": sum(progress) / len(progress)} if progress and min(progress) >= 0 else {}),
             "seconds": round(time.perf_counter() - start, 1)}
-
-
-def reward_source() -> str:
-    """Craft's reference reward program (Auto MC-Reward's recipe path; it reads the goal from the state)."""
-    from importlib import resources
-
-    return resources.files("turngym.assets").joinpath("craft/rewards/recipe_path.py").read_text()
 
 
 def cached(path: Path, compute: Any) -> dict[str, Any]:
@@ -193,7 +187,8 @@ def main() -> None:
     run = args.out / "run"
     train_kwargs = {**kwargs, **({"reward": args.reward} if args.reward == "progress" else {}),
                     **({"max_turns": args.train_turns} if args.train_turns else {})}
-    code = reward_source() if args.reward == "code" else None
+    # the reference program's own file: it reads the goal from the state, so it serves wood_pickaxe too
+    code = reward_source("recipe_path") if args.reward == "code" else None
     algo_options = parse_kwargs(args.algo_option, "--algo-option")
     config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=train_kwargs, policy=f"hf:{MODEL}", mode=args.mode,
                            algo=args.algo, algo_options=algo_options, seed=args.seed, updates=args.updates,
