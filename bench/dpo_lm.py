@@ -4,12 +4,15 @@
     python bench/dpo_lm.py --task webshop --pairs flr --seed 0 --out runs/bench/dpo/webshop-flr \
         --before runs/bench/dpo/webshop-score/before.json
     python bench/dpo_lm.py --task webshop --mode score --pairs score --seed 0 --out runs/bench/dpo/webshop-score-mode
+    python bench/dpo_lm.py --task webshop --mode score --pairs flr --nll-coef 1.0 --updates 16 --groups 2 \
+        --group-size 4 --pairs-per-group 0 --lr 5e-4 --minibatch-size 4 --test-episodes 50 --out runs/dpo-flr-rpo
 
 One run: evaluate `hf:smollm2` on the first `--test-episodes` frozen test tasks ("before"), train
 it with `trainers/dpo.py` (each update: `--groups` training tasks x `--group-size` rollouts, every
 two episodes of a task whose key differs a (chosen, rejected) pair; the key is the env's score with
 `--pairs score`, the follow-up likelihood of `turngym.rewards.flr` under SmolLM2 itself with
-`--pairs flr`, which reads no score; `--mode score`: the policy is the model's distribution over the
+`--pairs flr`, which reads no score, a key that knows nothing with `--pairs random` (the control);
+`--nll-coef` adds RPO's term on the chosen episodes; `--mode score`: the policy is the model's distribution over the
 env's proposed actions, as in bench/train_lm.py, and an episode's log pi sums its chosen
 candidates' log-softmax), evaluate the trained model on the same tasks ("after"), and
 write `OUT/results.json`:
@@ -36,14 +39,15 @@ from train_lm import MODEL, TASKS, add_dtype_argument, before_after, cached, cho
 from turngym.trajectory import atomic_write_json
 
 FOLLOWUPS = {"webshop": "webshop", "craft-wood-skills": "craft"}  # assets/flr/<name>.yaml per task
-LOGGED = ("update", "env_steps", "score", "success", "pairs", "key_gap", "loss", "pref_acc", "margin",
-          "rollout_s", "key_s", "learn_s")
+LOGGED = ("update", "env_steps", "score", "success", "turns", "truncated", "pairs", "key_gap", "score_agrees", "loss",
+          "nll", "pref_acc", "margin", "rollout_s", "key_s", "learn_s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--pairs", choices=("score", "flr"), required=True, help="what ranks a group's episodes")
+    parser.add_argument("--pairs", choices=("score", "flr", "random"), required=True,
+                        help="what ranks a group's episodes (random: a control that knows nothing)")
     parser.add_argument("--mode", choices=("generate", "score"), default="generate",
                         help="generate: DPO on the replies' tokens; score: on the choices among proposed actions")
     parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
@@ -57,10 +61,16 @@ def main() -> None:
     parser.add_argument("--pairs-per-group", type=int, default=1,
                         help="pairs kept per group, the widest key gaps (0: every pair); a DPO step's cost grows "
                              "with the episodes in pairs")
+    parser.add_argument("--flr-unanswered", choices=("skip", "judge"), default="skip",
+                        help="--pairs flr: an episode that ran out of turns without buying joins no pair (skip) or "
+                             "is judged by its last turn (judge; the runs before 2026-12-06)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over each update's pairs")
     parser.add_argument("--minibatch-size", type=int, default=64, help="pairs per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO's beta")
+    parser.add_argument("--nll-coef", type=float, default=0.0,
+                        help="RPO's alpha: the chosen episodes' negative log-likelihood per token (or choice) added "
+                             "to the DPO loss (0: plain DPO)")
     parser.add_argument("--micro-batch-size", type=int, default=1,
                         help="turns per forward pass (1: no padding; 4 WebShop turns at once peaked at 21 GB)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -85,8 +95,9 @@ def main() -> None:
     env_id, name, kwargs = TASKS[args.task]
     run = args.out / "run"
     config = LMTrainConfig(env_id=env_id, task=name, env_kwargs=kwargs, policy=f"hf:{MODEL}", mode=args.mode,
-                           score_reduce=args.reduce, loss="dpo", dpo_beta=args.beta, dpo_pairs=args.pairs,
-                           flr_followups=FOLLOWUPS[args.task],
+                           score_reduce=args.reduce, loss="dpo", dpo_beta=args.beta, dpo_nll_coef=args.nll_coef,
+                           dpo_pairs=args.pairs,
+                           flr_followups=FOLLOWUPS[args.task], flr_unanswered=args.flr_unanswered,
                            dpo_pairs_per_group=args.pairs_per_group or None,
                            seed=args.seed, updates=args.updates, groups=args.groups, group_size=args.group_size,
                            epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr, lora=True,
@@ -105,7 +116,8 @@ def main() -> None:
         "dtype": args.dtype, "updates": len(rows), "env_steps": rows[-1]["env_steps"],
         "pairs_mined": sum(r["pairs"] for r in rows),
         "settings": {k: getattr(config, k) for k in ("groups", "group_size", "epochs", "minibatch_size", "lr",
-                                                     "dpo_beta", "dpo_pairs_per_group", "flr_followups")},
+                                                     "dpo_beta", "dpo_nll_coef", "dpo_pairs_per_group", "flr_followups",
+                                                     "flr_unanswered")},
         "train": [{k: r[k] for k in LOGGED if k in r} for r in rows],
         "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(train_seconds, 1)}
     atomic_write_json(args.out / "results.json", results, indent=1)

@@ -5,12 +5,13 @@ Two trainers learn from which of two episodes of the same task went better: DPO 
 reward model (trainers/credit.py: preferred vs dispreferred episodes, whose sequence log-ratios
 against the policy are its step rewards). Both mine pairs the same way and take the same loss:
 
-    pairs:  (w, l) for two episodes of one group with key_w > key_l (equal keys: no pair)
+    pairs:  (w, l) for two episodes of one group with key_w > key_l (equal or NaN keys: no pair)
     loss:   -mean_{(w, l)} log sigmoid(h),  h = beta [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,11 +31,13 @@ class Pair:
 
 def mine_pairs(keys: Sequence[float], groups: Sequence[int], per_group: int | None = None) -> list[Pair]:
     """For any two episodes i < j of a group (same `groups` id), the one with the higher key is
-    chosen; equal keys give no pair (a tie says nothing about which is better). `per_group` keeps a
-    group's pairs of widest key gap only (1: its best episode against its worst; None: every pair)."""
+    chosen; equal keys give no pair (a tie says nothing about which is better), nor does a NaN key
+    (an episode the key cannot judge). `per_group` keeps a group's pairs of widest key gap only (1:
+    its best episode against its worst; None: every pair)."""
     members: dict[int, list[int]] = {}
     for index, group in enumerate(groups):
-        members.setdefault(group, []).append(index)
+        if not math.isnan(keys[index]):
+            members.setdefault(group, []).append(index)
     pairs = []
     for indices in members.values():
         mined = []

@@ -29,6 +29,7 @@ from turngym.trainers.dpo import (
     minibatch_step,
     optimize_dpo,
     pair_key,
+    score_agreement,
     train_dpo,
 )
 from turngym.trainers.lm import (
@@ -165,6 +166,16 @@ def test_pairs_are_mined_within_groups_and_ties_are_skipped() -> None:
     shorter = mine_pairs(trajectories, groups, key=lambda t: -len(t))  # the shorter episode preferred
     assert {(p.chosen, p.rejected) for p in shorter} == {(0, 1), (0, 2), (0, 3), (2, 1), (3, 1)}
 
+    control = pair_key(config("unused", Path("unused"), dpo_pairs="random"))
+    keys = [control(t) for t in trajectories]
+    assert all(0 <= k < 1 for k in keys) and keys == [control(t) for t in trajectories]  # a resume draws them again
+    assert keys[2] == keys[3] and keys[4] == keys[5] and keys[6] == keys[7]  # same task, same actions: a tie
+    assert len(set(keys)) == 5
+    assert keys != [pair_key(config("unused", Path("unused"), dpo_pairs="random", seed=1))(t) for t in trajectories]
+
+    unjudged = mine_pairs(trajectories, groups, key=lambda t: math.nan if len(t) == 3 else t.score)
+    assert {(p.chosen, p.rejected) for p in unjudged} == {(0, 2), (0, 3), (2, 3), (7, 6)}  # episode 1: no pair
+
 
 def test_only_the_policys_replies_count_in_log_pi_of_an_episode(lm: str, tmp_path: Path) -> None:
     """log pi(y) of a two-turn episode is the sum of the log-probs the agent recorded for its reply
@@ -195,25 +206,28 @@ def test_only_the_policys_replies_count_in_log_pi_of_an_episode(lm: str, tmp_pat
     assert loss(sequence_logp(logp, batch.mask)) == loss(sequence_logp(scrambled, batch.mask))
 
 
-def test_micro_batches_give_the_exact_gradient(lm: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nll", [0.0, 0.5])
+def test_micro_batches_give_the_exact_gradient(lm: str, tmp_path: Path, nll: float) -> None:
     """The gradient accumulated over micro-batches as sum_e w_e grad log pi(y_e) equals autograd
-    through the whole DPO loss at once, for one-turn micro-batches as for one big batch."""
-    run = config(lm, tmp_path, lr=5e-3)
-    policy, _, episodes, pairs = mined(run)
+    through the whole DPO loss at once, for one-turn micro-batches as for one big batch; with RPO's
+    term too (nll: alpha x the chosen episodes' -log pi(y_w) per reply token, averaged)."""
+    run = config(lm, tmp_path, lr=5e-3, dpo_nll_coef=nll)
+    policy, trajectories, episodes, pairs = mined(run)
     optimize_dpo(policy, torch.optim.SGD(policy.parameters(), lr=0.05), episodes, pairs, run, update=1)  # h != 0
 
     def gradient(micro: int) -> list[torch.Tensor]:
         for p in policy.parameters():
             p.grad = None
-        minibatch_step(policy, episodes, pairs, config(lm, tmp_path, micro_batch_size=micro))
+        minibatch_step(policy, episodes, pairs, config(lm, tmp_path, micro_batch_size=micro, dpo_nll_coef=nll))
         return [p.grad.clone() for p in policy.parameters()]
 
     for p in policy.parameters():
         p.grad = None
     logpi = episode_logpi(policy.model, episodes, range(len(episodes.turns)), policy, 64)
     win, lose = [p.chosen for p in pairs], [p.rejected for p in pairs]
-    dpo_terms(logpi[win], logpi[lose], episodes.ref_logpi[win], episodes.ref_logpi[lose],
-              run.dpo_beta)["loss"].backward()
+    tokens = torch.tensor([float(sum(len(turn.completion_ids) for turn in trajectories[e].turns)) for e in win])
+    loss = dpo_terms(logpi[win], logpi[lose], episodes.ref_logpi[win], episodes.ref_logpi[lose], run.dpo_beta)["loss"]
+    (loss - nll * (logpi[win] / tokens).mean()).backward()
     direct = [p.grad.clone() for p in policy.parameters()]
     assert any(g.abs().sum() > 0 for g in direct)
     for micro in (1, 64):
@@ -242,11 +256,12 @@ def test_dpo_steps_raise_the_chosen_margin(lm: str, tmp_path: Path, mode: str, l
 
 def test_flr_pairs_rank_episodes_by_follow_up_likelihood(lm: str, tmp_path: Path) -> None:
     """dpo_pairs flr ranks a group by FLR of its last turn under flr_model, reading no score: the
-    mined keys are FollowUpLikelihood's, and a DPO run on them trains (pairs in every update)."""
+    mined keys are FollowUpLikelihood's, and a DPO run on them trains (pairs in every update).
+    Northward's episodes all run out of turns, so they are judged by their last move (judge)."""
     from turngym.rewards.flr import FollowUpLikelihood
 
     run = config(lm, tmp_path, dpo_pairs="flr", flr_model=lm, groups=1, group_size=3, updates=1, lora=True,
-                 lr=5e-3)
+                 lr=5e-3, flr_unanswered="judge")
     env = gym.make(run.env_id)
     policy = make_policy(run, env)
     trajectories, groups = collect(env, policy.agent, run, update=1)
@@ -256,6 +271,33 @@ def test_flr_pairs_rank_episodes_by_follow_up_likelihood(lm: str, tmp_path: Path
                          for p in pairs)
     rows = train_dpo(run, progress=False)
     assert rows[0]["pairs"] > 0 and rows[0]["key_gap"] > 0 and math.isfinite(rows[0]["loss"])
+    chosen_higher = [trajectories[p.chosen].score > trajectories[p.rejected].score for p in pairs
+                     if trajectories[p.chosen].score != trajectories[p.rejected].score]
+    assert score_agreement(trajectories, pairs) == (sum(chosen_higher) / len(chosen_higher) if chosen_higher else None)
+
+
+def test_flr_keys_only_episodes_that_gave_a_response(lm: str, tmp_path: Path) -> None:
+    """By default FLR judges final responses only: an episode that ran out of turns (not terminated)
+    has a NaN key and joins no pair, whatever its last turn; with flr_unanswered judge it is keyed."""
+    from turngym.rewards.flr import FollowUpLikelihood
+
+    last = ["click[buy now]", "click[back to search]", "search[red shoes]", "click[buy now]"]
+    trajectories = [Trajectory("env", "task", 0, turns=[Turn("Instruction: red shoes\n[Buy Now]", action)],
+                               terminated=action == "click[buy now]", truncated=action != "click[buy now]")
+                    for action in last]
+    trajectories[3].turns[0].text += " size 9"  # a different response context: a different FLR
+    skip = pair_key(config(lm, tmp_path, dpo_pairs="flr", flr_model=lm))
+    keys = [skip(t) for t in trajectories]
+    flr = FollowUpLikelihood(lm, "general")
+    assert math.isnan(keys[1]) and math.isnan(keys[2])
+    assert keys[0] == pytest.approx(flr.score_trajectory(trajectories[0])) and keys[0] != keys[3]
+    pairs = mine_pairs(trajectories, [0, 0, 0, 0], skip)
+    assert {(p.chosen, p.rejected) for p in pairs} in ({(0, 3)}, {(3, 0)})
+    judge = pair_key(config(lm, tmp_path, dpo_pairs="flr", flr_model=lm, flr_unanswered="judge"))
+    assert all(math.isfinite(judge(t)) for t in trajectories)
+    assert len(mine_pairs(trajectories, [0, 0, 0, 0], judge)) == 6
+    with pytest.raises(ValueError, match="use skip or judge"):
+        config(lm, tmp_path, flr_unanswered="last").check()
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -309,15 +351,18 @@ def test_cli_trains_with_the_dpo_loss(lm: str, tmp_path: Path, monkeypatch: pyte
     assert [r["update"] for r in rows] == [1, 2]
     assert all({"pairs", "key_gap", "episodes", "score"} <= r.keys() for r in rows)
     assert any(r["pairs"] > 0 and {"loss", "margin", "pref_acc", "grad_norm"} <= r.keys() for r in rows)
+    assert all(r["score_agrees"] == (1.0 if r["pairs"] else None) for r in rows)  # score pairs follow the score
     assert (out / "model" / "config.json").exists() and (out / "checkpoint.pt").exists()
     assert json.loads((out / "test.json").read_text())["episodes"] == 2
 
 
 def test_dpo_settings_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="use score or flr"):
+    with pytest.raises(ValueError, match="use score, flr or random"):
         config("unused", tmp_path, dpo_pairs="judge").check()
     with pytest.raises(ValueError, match="dpo_beta must be > 0"):
         config("unused", tmp_path, dpo_beta=0.0).check()
+    with pytest.raises(ValueError, match="dpo_nll_coef must be >= 0"):
+        config("unused", tmp_path, dpo_nll_coef=-1.0).check()
     with pytest.raises(ValueError, match="dpo_pairs_per_group must be at least 1"):
         config("unused", tmp_path, dpo_pairs_per_group=0).check()
     with pytest.raises(ValueError, match="set group_size to 2 or more"):

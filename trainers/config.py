@@ -25,6 +25,7 @@ import gymnasium as gym
 
 from turngym.envs.base import VectorBackend, resolve_task
 from turngym.registry import env_class
+from turngym.rewards.code import CodeReward
 from turngym.rewards.estimators import ESTIMATORS, NEEDS
 from turngym.trainers.curriculum import METRICS as CURRICULUM_METRICS
 from turngym.trainers.curriculum import SIGNALS as CURRICULUM_SIGNALS
@@ -125,6 +126,12 @@ class TrainConfig(ABC):
     def env_setup(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(gym.make kwargs, reset options) of the training env: `task` resolved for its class."""
         return resolve_task(self.env_id, self.task, self.env_kwargs)
+
+    def make_env(self, kwargs: Mapping[str, Any]) -> gym.Env:
+        """One training env: `gym.make(env_id, **kwargs)` (kwargs from `env_setup`), its reward the
+        run's reward code where there is one (`CodeReward`)."""
+        env = gym.make(self.env_id, **kwargs)
+        return CodeReward(env, self.reward_code) if self.reward_code else env
 
     @abstractmethod
     def trained(self) -> tuple[str, dict[str, Any]]:
@@ -290,13 +297,18 @@ class LMTrainConfig(TrainConfig):
     dpo_beta: float = knob("loss dpo: beta, the weight of the implicit KL to the starting model; the loss is "
                            "-log sigmoid(beta x the chosen minus the rejected episode's log-ratio to it)", 0.1)
     dpo_pairs: str = knob("loss dpo: what ranks a group's episodes into (chosen, rejected) pairs: score (the env's "
-                          "score) or flr (the follow-up likelihood of rewards/flr.py, for envs without a score)",
-                          "score")
+                          "score), flr (the follow-up likelihood of rewards/flr.py, for envs without a score) or "
+                          "random (a control that knows nothing: what DPO's steps do by themselves)", "score")
+    dpo_nll_coef: float = knob("loss dpo: RPO's alpha, the weight of the chosen episodes' negative log-likelihood "
+                               "per reply token (or choice) added to the DPO loss (0: plain DPO)", 0.0)
     dpo_pairs_per_group: int | None = knob("loss dpo: keep a group's pairs of widest key gap only (1: its best "
                                            "episode against its worst; none: every pair of unequal keys)", None)
     flr_model: str | None = knob("dpo_pairs flr: the language model that scores the follow-ups, a local path or "
                                  "name as after hf: (none: the policy's starting model)", None)
     flr_followups: str = knob("dpo_pairs flr: the follow-up set (see rewards/flr.py)", "general")
+    flr_unanswered: str = knob("dpo_pairs flr: an episode that ended without a final response (it ran out of "
+                               "turns before a purchase or an answer): skip (no key: FLR judges responses, so it "
+                               "joins no pair) or judge (FLR of its last turn, whatever that was)", "skip")
 
     def __post_init__(self) -> None:
         if self.steps is None and self.updates is None:
@@ -338,10 +350,14 @@ class LMTrainConfig(TrainConfig):
 
     def check_dpo(self) -> None:
         """What `loss="dpo"` (trainers/dpo.py) needs besides the checks above."""
-        if self.dpo_pairs not in ("score", "flr"):
-            raise ValueError(f"unknown dpo_pairs {self.dpo_pairs!r}: use score or flr")
+        if self.dpo_pairs not in ("score", "flr", "random"):
+            raise ValueError(f"unknown dpo_pairs {self.dpo_pairs!r}: use score, flr or random")
+        if self.flr_unanswered not in ("skip", "judge"):
+            raise ValueError(f"unknown flr_unanswered {self.flr_unanswered!r}: use skip or judge")
         if not self.dpo_beta > 0:
             raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
+        if self.dpo_nll_coef < 0:
+            raise ValueError(f"dpo_nll_coef must be >= 0, got {self.dpo_nll_coef}")
         if self.dpo_pairs_per_group is not None and self.dpo_pairs_per_group < 1:
             raise ValueError(f"dpo_pairs_per_group must be at least 1, got {self.dpo_pairs_per_group}")
         if self.group_size < 2:

@@ -11,6 +11,12 @@ advantage. Here an outcome is a whole episode: y = the policy's actions over all
     h = beta [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]
     loss = mean over pairs of -log sigmoid(h)
 
+With `dpo_nll_coef` alpha > 0 the loss adds RPO's term (Pang et al., 2024, iterative reasoning
+preference optimization): alpha times the mean over pairs of -log pi(y_w) / |y_w|, the chosen
+episode's negative log-likelihood per scored unit (reply token, or choice in score mode). DPO alone
+may lower the chosen episodes' likelihood along with the rejected ones', moving the mass to actions
+neither played; the term holds the chosen ones up.
+
 r(y) = beta (log pi(y) - log pi_ref(y)) is DPO's implicit reward; the logs show its mean for
 chosen and rejected episodes, their margin (the mean of h) and the preference accuracy (the share
 of pairs with h > 0). beta sets how far the policy may move from the reference: the loss is the
@@ -23,7 +29,9 @@ Top to bottom, one update:
 2. `mine_pairs`: within each group, every two episodes whose key differs give a pair, the higher
    key chosen; ties give none (`dpo_pairs_per_group` keeps the widest gaps only). The key is the
    env's score (`dpo_pairs=score`) or, where the env has no score to trust, the follow-up
-   likelihood of `turngym.rewards.flr` (`dpo_pairs=flr`).
+   likelihood of `turngym.rewards.flr` (`dpo_pairs=flr`) of the episode's final response; an
+   episode without one (truncated) joins no pair. `dpo_pairs=random` is a control: a key that
+   knows nothing, to tell what a key adds from what DPO's steps do by themselves.
 3. log pi_ref of every episode of a pair, once (the reference does not move): with LoRA the
    model with its adapters off, else a frozen copy of the starting model.
 4. `optimize_dpo`: `epochs` passes over the pairs in shuffled minibatches of `minibatch_size`
@@ -44,6 +52,8 @@ the episodes' lengths.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -100,14 +110,39 @@ def mine_pairs(trajectories: Sequence[Trajectory], groups: Sequence[int], key: K
     return mine_key_pairs([float(key(t)) for t in trajectories], groups, per_group)
 
 
+def score_agreement(trajectories: Sequence[Trajectory], pairs: Sequence[Pair]) -> float | None:
+    """Of the pairs whose episodes' env scores differ, the share whose chosen episode scored higher
+    (None when there is none): how far a key other than the score (FLR) follows it. For the logs
+    only; nothing trains on it."""
+    gaps = [trajectories[p.chosen].score - trajectories[p.rejected].score for p in pairs]
+    gaps = [g for g in gaps if g != 0]
+    return float(np.mean([g > 0 for g in gaps])) if gaps else None
+
+
+def random_key(traj: Trajectory, seed: int) -> float:
+    """A key that knows nothing of the outcome, for a control run: uniform in [0, 1), a function of
+    the run's seed, the task and the episode's actions, so that a resumed run draws the same keys
+    and two episodes that played the same actions tie."""
+    text = json.dumps([seed, traj.task_id, traj.seed, [t.action for t in traj.turns]])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
 def pair_key(config: LMTrainConfig) -> Key:
-    """The key `config.dpo_pairs` ranks episodes by: the env score, or FLR under `config.flr_model`
-    (the policy's starting checkpoint when none is given)."""
+    """The key `config.dpo_pairs` ranks episodes by: the env score, or FLR of the final turn under
+    `config.flr_model` (the policy's starting checkpoint when none is given). FLR judges a response,
+    so an episode that never gave one (not terminated: it ran out of turns) has no key, NaN, and
+    joins no pair, unless `config.flr_unanswered` is "judge": then its last turn, a search or a
+    click, is judged as if it were the response."""
     if config.dpo_pairs == "score":
         return env_score
+    if config.dpo_pairs == "random":
+        return lambda traj: random_key(traj, config.seed)
     from turngym.rewards.flr import FollowUpLikelihood  # loads a language model: only when asked
 
-    return FollowUpLikelihood(config.flr_model or config.model, config.flr_followups).score_trajectory
+    flr = FollowUpLikelihood(config.flr_model or config.model, config.flr_followups).score_trajectory
+    if config.flr_unanswered == "judge":
+        return flr
+    return lambda traj: flr(traj) if traj.terminated else float("nan")
 
 
 # --- log pi(y) of episodes ------------------------------------------------------------------
@@ -124,6 +159,14 @@ class Episodes:
 
     def turns_of(self, episodes: set[int]) -> list[int]:
         return [k for k, e in enumerate(self.owner) if e in episodes]
+
+    def units(self) -> torch.Tensor:
+        """What log pi(y) sums per episode, shape (count,): reply tokens, or choices in score mode
+        (at least 1, so that an episode with none divides safely)."""
+        total = [0] * self.count
+        for turn, e in zip(self.turns, self.owner, strict=True):
+            total[e] += turn.units
+        return torch.tensor(total, dtype=torch.float32).clamp(min=1)
 
 
 def episode_turns(policy: Policy, trajectories: Sequence[Trajectory]) -> Episodes:
@@ -171,7 +214,8 @@ def minibatch_step(policy: Policy, episodes: Episodes, pairs: Sequence[Pair],
     win, lose = [p.chosen for p in pairs], [p.rejected for p in pairs]
     leaf = logpi.detach().requires_grad_(True)  # autograd gives w_e = d loss / d log pi(y_e)
     terms = dpo_terms(leaf[win], leaf[lose], episodes.ref_logpi[win], episodes.ref_logpi[lose], config.dpo_beta)
-    terms["loss"].backward()
+    terms["nll"] = -(leaf[win] / episodes.units().to(leaf.device)[win]).mean()
+    (terms["loss"] + config.dpo_nll_coef * terms["nll"]).backward()
     weights = leaf.grad
     for part in chunks(indices, micro):
         values = turn_logpi(policy.model, [episodes.turns[k] for k in part], policy)
@@ -259,6 +303,7 @@ def train_dpo(config: LMTrainConfig, *, progress: bool = True) -> list[dict[str,
                 row = {"update": update, "env_steps": env_steps, **episode_stats(trajectories),
                        "pairs": len(pairs), "groups_with_pairs": len({groups[p.chosen] for p in pairs}),
                        "key_gap": float(np.mean([p.chosen_key - p.rejected_key for p in pairs])) if pairs else 0.0,
+                       "score_agrees": score_agreement(trajectories, pairs),
                        "tokens": tokens, **stats,
                        "rollout_s": collected - started, "key_s": mined - collected,
                        "learn_s": time.perf_counter() - mined, "time_s": time.perf_counter() - started}

@@ -84,7 +84,6 @@ import torch
 from rich.progress import Progress
 
 from turngym.console import progress_bar
-from turngym.rewards.code import CodeReward
 from turngym.rewards.estimators import Rollouts, estimate
 from turngym.rollout import rollout
 from turngym.trainers.config import LMTrainConfig
@@ -180,8 +179,7 @@ def make_env(config: LMTrainConfig) -> tuple[gym.Env, dict[str, Any] | None]:
     """The training env (with the run's reward code, if any) and the options of its every reset
     (`config.task` resolved for the env)."""
     kwargs, options = config.env_setup()
-    env = gym.make(config.env_id, **kwargs)
-    return (CodeReward(env, config.reward_code) if config.reward_code else env), options
+    return config.make_env(kwargs), options
 
 
 def budget_left(config: LMTrainConfig, update: int, env_steps: int) -> bool:
@@ -667,13 +665,15 @@ def save_model(policy: Policy, folder: Path) -> Path:
 
 def episode_stats(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """What a metrics row says of an update's rollouts: their count, mean reward, success, score,
-    turns, invalid-action rate and, where every episode's score parts have one, progress (Craft's
-    share of the goal's recipe path: what moves long before success does)."""
+    turns, invalid-action rate, the share that ran out of turns and, where every episode's score
+    parts have one, progress (Craft's share of the goal's recipe path: what moves long before
+    success does)."""
     stats = {"episodes": len(trajectories), "reward": float(np.mean([t.total_reward for t in trajectories])),
              "success": float(np.mean([t.success for t in trajectories])),
              "score": float(np.mean([t.score for t in trajectories])),
              "turns": float(np.mean([len(t) for t in trajectories])),
-             "invalid": float(np.mean([not turn.info.get("valid", True) for t in trajectories for turn in t.turns]))}
+             "invalid": float(np.mean([not turn.info.get("valid", True) for t in trajectories for turn in t.turns])),
+             "truncated": float(np.mean([t.truncated for t in trajectories]))}
     if trajectories and all("progress" in t.score_parts for t in trajectories):
         stats["progress"] = float(np.mean([t.score_parts["progress"] for t in trajectories]))
     return stats

@@ -31,7 +31,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -40,7 +39,7 @@ from turngym.agents.neural import NeuralPolicy, PolicyConfig, load_saved, new_po
 from turngym.agents.symbolic import KIND, SymbolicConfig, SymbolicPolicy, new_symbolic_policy
 from turngym.console import progress_bar
 from turngym.rewards.analysis import EpisodeAnalysis, recipe_path, summarize
-from turngym.rewards.code import CodeReward, VectorCodeReward
+from turngym.rewards.code import VectorCodeReward
 from turngym.rewards.estimators import NEEDS, Rollouts, estimate
 from turngym.trainers.collect import (
     Collected,
@@ -91,11 +90,7 @@ def build(config: NeuralTrainConfig) -> tuple[torch.nn.Module, SymbolicActor | T
         raise ValueError(f"{path} is a symbolic policy; use backend symbolic (or auto)")
     policy = NeuralPolicy.from_saved(saved) if saved else new_policy(PolicyConfig(**config.net), config.seed)
 
-    def make() -> gym.Env:
-        env = gym.make(config.env_id, **kwargs)
-        return CodeReward(env, config.reward_code) if config.reward_code else env
-
-    actor = TextActor(policy, make, n, options)
+    actor = TextActor(policy, lambda: config.make_env(kwargs), n, options)
     singles = actor.env.envs
     actor.env = EpisodeAnalysis(actor.env, lambda i: singles[i].unwrapped.state_dict(),
                                 recipe_path(singles[0].unwrapped))
