@@ -56,8 +56,9 @@ TASKS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # name: (env id, t
 def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
                    reduce: str = "sum", dtype: str = "auto") -> dict[str, Any]:
     """Test success, mean score and valid-action rate of `spec` on the first `episodes` test tasks,
-    and on Craft the mean progress (the share of the goal's recipe path reached), which shows
-    learning long before success does."""
+    on Craft the mean progress (the share of the goal's recipe path reached), which shows
+    learning long before success does, and each task's score in task order (`scores`: two runs'
+    evaluations compare task by task, a paired test)."""
     from turngym.apps.harness import evaluate
     from turngym.results import entry_row
 
@@ -66,13 +67,19 @@ def evaluate_model(spec: str, task: str, mode: str, episodes: int, workers: int,
     start = time.perf_counter()
     options = {"mode": mode, "dtype": dtype, **({"reduce": reduce} if mode == "score" else {})}
     progress: list[float] = []
+    scores: dict[int, float] = {}
+
+    def record_episode(job: Any, record: dict[str, Any]) -> None:
+        progress.append(record["score_parts"].get("progress", -1.0))
+        scores[job.index] = record["score"]
+
     results = evaluate(env_id, [spec], episodes, env_kwargs=env_kwargs, agent_options=options, workers=workers,
-                       on_episode=lambda _, record: progress.append(record["score_parts"].get("progress", -1.0)))
+                       on_episode=record_episode)
     row = entry_row(results, spec)
     return {"test_success": row["success_rate"], "test_score": row["mean_score"],
             "valid_rate": 1.0 - row["invalid_rate"], "mean_turns": row["mean_turns"], "episodes": episodes,
             **({"test_progress": sum(progress) / len(progress)} if progress and min(progress) >= 0 else {}),
-            "seconds": round(time.perf_counter() - start, 1)}
+            "scores": [scores[i] for i in sorted(scores)], "seconds": round(time.perf_counter() - start, 1)}
 
 
 def cached(path: Path, compute: Any) -> dict[str, Any]:
