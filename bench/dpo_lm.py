@@ -12,9 +12,9 @@ it with `trainers/dpo.py` (each update: `--groups` training tasks x `--group-siz
 two episodes of a task whose key differs a (chosen, rejected) pair; the key is the env's score with
 `--pairs score`, the follow-up likelihood of `turngym.rewards.flr` under SmolLM2 itself with
 `--pairs flr`, which reads no score, a key that knows nothing with `--pairs random` (the control);
-`--nll-coef` adds RPO's term on the chosen episodes; `--mode score`: the policy is the model's distribution over the
-env's proposed actions, as in bench/train_lm.py, and an episode's log pi sums its chosen
-candidates' log-softmax), evaluate the trained model on the same tasks ("after"), and
+`--nll-coef` adds RPO's term on the chosen episodes; `--mode score`: the policy is the model's
+distribution over the env's proposed actions, as in bench/train_lm.py, and an episode's log pi
+sums its chosen candidates' log-softmax), evaluate the trained model on the same tasks ("after"), and
 write `OUT/results.json`:
 
     {"task", "mode", "pairs", "seed", "before": {"test_success", "test_score", "valid_rate", ...},
@@ -63,7 +63,7 @@ def main() -> None:
                              "with the episodes in pairs")
     parser.add_argument("--flr-unanswered", choices=("skip", "judge"), default="skip",
                         help="--pairs flr: an episode that ran out of turns without buying joins no pair (skip) or "
-                             "is judged by its last turn (judge; the runs before 2026-12-06)")
+                             "is judged by its last turn (judge: what earlier versions did)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over each update's pairs")
     parser.add_argument("--minibatch-size", type=int, default=64, help="pairs per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
